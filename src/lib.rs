@@ -1,0 +1,36 @@
+//! pantavisor: PID 1 of an embedded Linux device (see ARCHITECTURE in the README).
+//!
+//! Data flows one way: `sys` knows nothing above it; `json`, `state` and `config` are pure
+//! data; `storage` and `bootloader` do effects; `update` decides.
+#![deny(unsafe_code)] // only `sys` (added with the container engine) may allow it
+
+pub mod bootloader;
+pub mod config;
+pub mod json;
+pub mod logs;
+pub mod state;
+pub mod storage;
+pub mod update;
+
+/// Entry points of the fuzz targets (tests/fuzz) and of their corpus replay in the normal test
+/// run. Each must return normally on any input; a panic is a bug found.
+pub mod fuzz {
+    /// The state parser, and the JSON parser under it.
+    pub fn state(data: &[u8]) {
+        if let Ok(s) = crate::state::State::parse(data) {
+            // a valid state must also summarise and expose its model without panicking
+            let _ = s.summary();
+            assert_eq!(s.raw(), data, "the state must keep its exact bytes");
+        }
+        let _ = crate::json::parse(data, crate::json::Limits::default());
+    }
+    pub fn config(data: &[u8]) {
+        crate::config::fuzz_input(data)
+    }
+    pub fn uboot(data: &[u8]) {
+        crate::bootloader::fuzz_uboot(data)
+    }
+    pub fn grubenv(data: &[u8]) {
+        crate::bootloader::fuzz_grubenv(data)
+    }
+}
