@@ -1,0 +1,115 @@
+//! User-meta and device-meta stores: one file per key in a directory (reference 6.3), each
+//! written crash-safely. The container split (`<c>.<key>` views) is the runtime's job.
+use super::fs::{self, Fs};
+use super::{Error, Result};
+use std::io;
+use std::path::PathBuf;
+
+pub struct MetaStore<'a> {
+    pub fs: &'a dyn Fs,
+    pub dir: PathBuf,
+}
+
+/// A key is a file name: not empty, not `.`/`..`, no `/`, no NUL or control characters,
+/// not ending in `.tmp` (the in-flight suffix), at most 255 bytes.
+pub fn valid_key(key: &str) -> bool {
+    !key.is_empty()
+        && key.len() <= 255
+        && key != "."
+        && key != ".."
+        && !key.ends_with(".tmp")
+        && !key.bytes().any(|b| b == b'/' || b < 0x20 || b == 0x7f)
+}
+
+impl<'a> MetaStore<'a> {
+    pub fn new(fs: &'a dyn Fs, dir: impl Into<PathBuf>) -> MetaStore<'a> {
+        MetaStore {
+            fs,
+            dir: dir.into(),
+        }
+    }
+
+    fn path(&self, key: &str) -> Result<PathBuf> {
+        if !valid_key(key) {
+            return Err(Error::bad_name("meta key", &self.dir, key));
+        }
+        Ok(self.dir.join(key))
+    }
+
+    pub fn set(&self, key: &str, value: &[u8]) -> Result<()> {
+        let p = self.path(key)?;
+        fs::create_dir_all(self.fs, &self.dir).map_err(|e| Error::io("create", &self.dir, e))?;
+        fs::write_atomic(self.fs, &p, value).map_err(|e| Error::io("write", &p, e))
+    }
+
+    pub fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        let p = self.path(key)?;
+        match self.fs.read(&p) {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io("read", &p, e)),
+        }
+    }
+
+    /// `Ok(false)` when the key did not exist (pv-ctrl answers 404).
+    pub fn delete(&self, key: &str) -> Result<bool> {
+        let p = self.path(key)?;
+        match self.fs.remove_file(&p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(Error::io("remove", &p, e)),
+        }
+        self.fs
+            .sync_dir(&self.dir)
+            .map_err(|e| Error::io("sync", &self.dir, e))?;
+        Ok(true)
+    }
+
+    /// Every key with its value, in key order.
+    pub fn list(&self) -> Result<Vec<(String, Vec<u8>)>> {
+        let names = match self.fs.read_dir(&self.dir) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::io("list", &self.dir, e)),
+        };
+        let mut out = Vec::new();
+        for k in names.into_iter().filter(|k| valid_key(k)) {
+            if let Some(v) = self.get(&k)? {
+                out.push((k, v));
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::simfs::{Cut, SimFs};
+
+    #[test]
+    fn set_get_delete_list_and_durability() {
+        let fs = SimFs::new();
+        let m = MetaStore::new(&fs, "/storage/cache/meta");
+        m.set("pvr-sdk.authorized_keys", b"ssh-ed25519 AAA")
+            .unwrap();
+        m.set("k", b"1").unwrap();
+        fs.power_cut(Cut::DurableOnly);
+        assert_eq!(m.get("k").unwrap().as_deref(), Some(&b"1"[..]));
+        assert_eq!(m.list().unwrap().len(), 2);
+        assert!(m.delete("k").unwrap());
+        assert!(!m.delete("k").unwrap());
+        fs.power_cut(Cut::DurableOnly);
+        assert_eq!(m.get("k").unwrap(), None);
+    }
+
+    #[test]
+    fn unsafe_keys_are_refused() {
+        let fs = SimFs::new();
+        let m = MetaStore::new(&fs, "/m");
+        for k in ["", ".", "..", "a/b", "x.tmp", "a\nb"] {
+            let e = m.set(k, b"v").unwrap_err();
+            assert!(e.to_string().contains("bad name"), "{k}: {e}");
+        }
+    }
+}

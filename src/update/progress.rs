@@ -1,0 +1,257 @@
+//! Update progress (reference 5.1-5.2): the statuses, their numbers, the exact status
+//! messages, and the progress JSON kept in `trails/<rev>/.pv/progress`.
+use crate::storage::{fs, Error, Result, Storage};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    New,
+    Queued,
+    Downloading,
+    Inprogress,
+    Testing,
+    Updated,
+    Done,
+    Wontgo,
+    Error,
+}
+
+const STATUSES: [(Status, &str, u8); 9] = [
+    (Status::New, "NEW", 0),
+    (Status::Queued, "QUEUED", 5),
+    (Status::Downloading, "DOWNLOADING", 25),
+    (Status::Inprogress, "INPROGRESS", 50),
+    (Status::Testing, "TESTING", 75),
+    (Status::Updated, "UPDATED", 100),
+    (Status::Done, "DONE", 100),
+    (Status::Wontgo, "WONTGO", 100),
+    (Status::Error, "ERROR", 100),
+];
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        STATUSES
+            .iter()
+            .find(|s| s.0 == self)
+            .map_or("ERROR", |s| s.1)
+    }
+    /// The `progress` number that goes with the status.
+    pub fn percent(self) -> u8 {
+        STATUSES.iter().find(|s| s.0 == self).map_or(100, |s| s.2)
+    }
+    pub fn parse(s: &str) -> Option<Status> {
+        STATUSES.iter().find(|x| x.1 == s).map(|x| x.0)
+    }
+    /// DONE, UPDATED, WONTGO and ERROR end an update.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            Status::Done | Status::Updated | Status::Wontgo | Status::Error
+        )
+    }
+    pub fn is_failed(self) -> bool {
+        matches!(self, Status::Wontgo | Status::Error)
+    }
+}
+
+/// The exact `status-msg` texts of reference 5.1.
+pub mod msg {
+    pub const NOT_INSTALLED: &str = "Update not yet installed";
+    pub const READY_TO_RUN: &str = "Update ready to be run";
+    pub const REBOOTING: &str = "Rebooting";
+    pub const TRANSITIONING: &str = "Transitioning to new revision without rebooting";
+    pub const TRYING: &str = "Trying new revision";
+    pub const TESTING_REBOOT: &str = "Awaiting to set rollback point if update is stable";
+    pub const TESTING_LIVE: &str = "Awaiting to see if update is stable";
+    pub const WAIT_STABLE: &str = "Waiting for all containers to become stable";
+    pub const DONE: &str = "Update finished, revision set as rollback point";
+    pub const UPDATED: &str = "Update finished, revision not set as rollback point";
+    pub const FACTORY: &str = "Factory revision";
+    pub const MAX_RETRIES: &str = "Max update processing retries reached";
+    pub const MAX_DOWNLOAD_RETRIES: &str = "Max download update retries reached";
+    pub const BAD_STATE: &str = "State JSON has bad format";
+    pub const STATE_NOT_FOUND: &str = "State JSON not found";
+    pub const BAD_OBJECT: &str = "Object validation went wrong";
+    pub const HUB_UNREACHABLE: &str = "Hub not reachable";
+    pub const HUB_UNSTABLE: &str = "Hub communication not stable";
+    pub const GOAL_TIMEOUT: &str = "Status goal not reached";
+    pub const CONTAINER_FAILED: &str = "A container could not be started";
+    pub const UNEXPECTED_ROLLBACK: &str = "Unexpected rollback";
+    pub const INTERNAL: &str = "Internal error";
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Downloads {
+    pub total_size: u64,
+    pub total_downloaded: u64,
+    pub start_time: u64,
+    pub current_time: u64,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Progress {
+    pub status: Status,
+    pub msg: String,
+    pub progress: u8,
+    pub retries: u32,
+    /// Only while DOWNLOADING.
+    pub downloads: Option<Downloads>,
+    /// JSON lines of the ERROR/FATAL records logged while the update ran (at most 4 KiB).
+    pub logs: Option<String>,
+}
+
+impl Progress {
+    pub fn new(status: Status, msg: &str) -> Progress {
+        Progress {
+            status,
+            msg: msg.to_string(),
+            progress: status.percent(),
+            retries: 0,
+            downloads: None,
+            logs: None,
+        }
+    }
+
+    /// The progress JSON with keys in upstream's order.
+    pub fn to_json(&self) -> String {
+        use crate::json::escape_str;
+        let mut s = String::from("{\"status\":");
+        escape_str(self.status.as_str(), &mut s);
+        s.push_str(",\"status-msg\":");
+        escape_str(&self.msg, &mut s);
+        s.push_str(&format!(
+            ",\"progress\":{},\"retries\":{}",
+            self.progress, self.retries
+        ));
+        if let Some(d) = &self.downloads {
+            s.push_str(&format!(
+                ",\"downloads\":{{\"total\":{{\"object_name\":\"total\",\"object_id\":\"none\",\"total_size\":{},\"total_downloaded\":{},\"start_time\":{},\"current_time\":{}}}}}",
+                d.total_size, d.total_downloaded, d.start_time, d.current_time
+            ));
+        }
+        if let Some(l) = &self.logs {
+            s.push_str(",\"logs\":");
+            escape_str(l, &mut s);
+        }
+        s.push('}');
+        s
+    }
+
+    /// Lenient read-back (5.2): an unknown status or a missing field gives `None`, never a
+    /// panic; extra keys are ignored.
+    pub fn from_json(bytes: &[u8]) -> Option<Progress> {
+        let v = crate::json::parse(bytes, crate::json::Limits::default()).ok()?;
+        let status = Status::parse(v.get("status")?.as_str()?)?;
+        let msg = v
+            .get("status-msg")
+            .and_then(|m| m.as_str())
+            .unwrap_or("")
+            .to_string();
+        let progress = v
+            .get("progress")
+            .and_then(|p| p.as_u64())
+            .map_or(status.percent(), |p| p.min(100) as u8);
+        let retries = v
+            .get("retries")
+            .and_then(|r| r.as_u64())
+            .map_or(0, |r| r.min(u32::MAX as u64) as u32);
+        let downloads = v.get("downloads").and_then(|d| d.get("total")).map(|t| {
+            let n = |k: &str| t.get(k).and_then(|x| x.as_u64()).unwrap_or(0);
+            Downloads {
+                total_size: n("total_size"),
+                total_downloaded: n("total_downloaded"),
+                start_time: n("start_time"),
+                current_time: n("current_time"),
+            }
+        });
+        let logs = v.get("logs").and_then(|l| l.as_str()).map(str::to_string);
+        Some(Progress {
+            status,
+            msg,
+            progress,
+            retries,
+            downloads,
+            logs,
+        })
+    }
+}
+
+impl<'a> Storage<'a> {
+    /// Persists the progress of `rev` (crash-safe), as every change must be (5.2).
+    pub fn write_progress(&self, rev: &str, p: &Progress) -> Result<()> {
+        let path = self.progress_path(rev)?;
+        let dir = path.parent().map(|d| d.to_path_buf()).unwrap_or_default();
+        fs::create_dir_all(self.fs, &dir).map_err(|e| Error::io("create", &dir, e))?;
+        fs::write_atomic(self.fs, &path, p.to_json().as_bytes())
+            .map_err(|e| Error::io("write", &path, e))
+    }
+
+    /// The progress of `rev`; `None` when there is none or it cannot be read back.
+    pub fn read_progress(&self, rev: &str) -> Option<Progress> {
+        let path = self.progress_path(rev).ok()?;
+        Progress::from_json(&self.fs.read(&path).ok()?)
+    }
+
+    /// `.pv/done`: this revision was committed at least once.
+    pub fn mark_done(&self, rev: &str) -> Result<()> {
+        let path = self.done_path(rev)?;
+        let dir = path.parent().map(|d| d.to_path_buf()).unwrap_or_default();
+        fs::create_dir_all(self.fs, &dir).map_err(|e| Error::io("create", &dir, e))?;
+        fs::write_atomic(self.fs, &path, b"").map_err(|e| Error::io("write", &path, e))
+    }
+
+    pub fn is_done(&self, rev: &str) -> bool {
+        self.done_path(rev)
+            .map(|p| fs::exists(self.fs, &p).unwrap_or(false))
+            .unwrap_or(false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_round_trip_with_their_numbers() {
+        for (s, name, n) in STATUSES {
+            assert_eq!(Status::parse(name), Some(s));
+            assert_eq!(s.as_str(), name);
+            assert_eq!(s.percent(), n);
+        }
+        assert_eq!(Status::parse("SYNCING"), None);
+    }
+
+    #[test]
+    fn json_shape_is_upstreams() {
+        let mut p = Progress::new(
+            Status::Downloading,
+            "Downloading update artifacts, retry 1 of 10",
+        );
+        p.retries = 1;
+        p.downloads = Some(Downloads {
+            total_size: 123456,
+            total_downloaded: 4096,
+            start_time: 1700000000,
+            current_time: 1700000006,
+        });
+        assert_eq!(
+            p.to_json(),
+            "{\"status\":\"DOWNLOADING\",\"status-msg\":\"Downloading update artifacts, retry 1 of 10\",\"progress\":25,\"retries\":1,\"downloads\":{\"total\":{\"object_name\":\"total\",\"object_id\":\"none\",\"total_size\":123456,\"total_downloaded\":4096,\"start_time\":1700000000,\"current_time\":1700000006}}}"
+        );
+        assert_eq!(Progress::from_json(p.to_json().as_bytes()), Some(p));
+        let mut e = Progress::new(Status::Error, msg::CONTAINER_FAILED);
+        e.logs = Some("{\"lvl\":\"ERROR\",\"msg\":\"a \\\"b\\\"\"}\n".into());
+        assert_eq!(Progress::from_json(e.to_json().as_bytes()), Some(e));
+    }
+
+    #[test]
+    fn lenient_read_back() {
+        let p = Progress::from_json(br#"{"status":"DONE","extra":[1,2]}"#).unwrap();
+        assert_eq!(
+            (p.status, p.progress, p.retries, p.msg.as_str()),
+            (Status::Done, 100, 0, "")
+        );
+        assert_eq!(Progress::from_json(br#"{"status":"BOGUS"}"#), None);
+        assert_eq!(Progress::from_json(b"{\"status\":"), None);
+        assert_eq!(Progress::from_json(b"\xff"), None);
+    }
+}
