@@ -271,3 +271,6 @@ impl<'a> Storage<'a> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -248,14 +248,20 @@ impl<'a> Storage<'a> {
     }
 
     /// Garbage collection (reference 1.5): removes `trails/<rev>`, `logs/<rev>` and
-    /// `disks/rev/<rev>` of every revision not in `keep`, then every object no trail links any
-    /// more (link count 1) that `keep_objects` (an in-flight update's) does not name. Returns
-    /// the bytes reclaimed: the sizes of the files whose last link was removed.
+    /// `disks/rev/<rev>` of every revision not in `keep` (nor `current`), then every object
+    /// no trail links any more (link count 1) that `keep_objects` (an in-flight update's) does
+    /// not name. Objects the kept revisions' states name are kept even when unlinked: `.bind`
+    /// files are copies, so their objects never have a second link. Returns the bytes
+    /// reclaimed: the sizes of the files whose last link was removed.
     pub fn gc(&self, keep: &[&str], keep_objects: &BTreeSet<String>) -> Result<u64> {
         let mut reclaimed = 0u64;
         let current = self.current()?;
+        let mut needed = keep_objects.clone();
         for rev in self.list_revisions()? {
             if keep.contains(&rev.as_str()) || current.as_deref() == Some(rev.as_str()) {
+                if let Ok(state) = self.read_state(&rev).map(|raw| State::parse(&raw)) {
+                    needed.extend(state.map(|s| Self::state_objects(&s)).unwrap_or_default());
+                }
                 continue;
             }
             for base in [
@@ -274,7 +280,7 @@ impl<'a> Storage<'a> {
         let dir = self.objects_dir();
         let mut removed = false;
         for sha in self.list_objects()? {
-            if keep_objects.contains(&sha) {
+            if needed.contains(&sha) {
                 continue;
             }
             let p = dir.join(&sha);

@@ -174,7 +174,7 @@ pub enum Boot {
 }
 
 /// Boot-time recovery and resume (5.5): clears crash leftovers, applies the resume decision,
-/// then loads and verifies the booted revision. Any failure of the revision being tried is
+/// then loads, checks out (repairs) and verifies the booted revision. Any failure of the revision being tried is
 /// recorded and becomes a rollback; a committed revision that does not verify is an error
 /// (the caller can only reboot and hope, as upstream does).
 pub fn boot(st: &Storage, bl: &dyn Bootloader, booted: &str, check: Check) -> Result<Boot> {
@@ -225,7 +225,13 @@ pub fn boot(st: &Storage, bl: &dyn Bootloader, booted: &str, check: Check) -> Re
         }
         Err(e) => return Err(e),
     };
-    if let Err(e) = verify(st, booted, &state, check) {
+    // Checkout first: it re-creates missing links and files (a storage may hold only
+    // objects/ and .pvr/json), then everything is verified.
+    let checked = st
+        .checkout(booted, &state)
+        .map_err(Error::from)
+        .and_then(|()| verify(st, booted, &state, check));
+    if let Err(e) = checked {
         pvlog!(Error, "update", "{e}");
         if trying {
             fail(st, booted, msg::BAD_OBJECT)?;

@@ -1,0 +1,201 @@
+//! The real binary, as interfaces.md fixes its command line: `--version`, `check-state` exit
+//! codes, and the standalone boot with `--config`/`--cmdline` over a real storage directory
+//! (what this build does of a boot: boot env, resume decision, trail verification).
+use pantavisor::bootloader;
+use pantavisor::storage::fs::RealFs;
+use pantavisor::storage::objects::sha256_hex;
+use pantavisor::storage::Storage;
+use pantavisor::update::{self, progress::Status};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const BIN: &str = env!("CARGO_BIN_EXE_pantavisor");
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/fixtures/states")
+        .join(name)
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).env_clear().output().unwrap()
+}
+
+struct TempDir(PathBuf);
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        let p = std::env::temp_dir().join(format!("pv-cli-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+}
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn version_is_one_line() {
+    let o = run(&["--version"]);
+    assert_eq!(o.status.code(), Some(0));
+    let s = String::from_utf8(o.stdout).unwrap();
+    assert!(
+        s.starts_with("pantavisor ") && s.contains("features:") && s.lines().count() == 1,
+        "{s}"
+    );
+}
+
+#[test]
+fn check_state_exit_codes() {
+    let o = run(&[
+        "check-state",
+        fixture("initial_state.json").to_str().unwrap(),
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let out = String::from_utf8(o.stdout).unwrap();
+    assert!(
+        out.contains("pvr-sdk") && out.contains("awconnect"),
+        "{out}"
+    );
+
+    let t = TempDir::new("check");
+    let bad = t.0.join("bad.json");
+    std::fs::write(&bad, br##"{"#spec":"pantavisor-service-system@1","app/run.json":{"name":"app","volumes":"x"},"app/root.squashfs":"NOTASHA"}"##).unwrap();
+    let o = run(&["check-state", bad.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8(o.stderr).unwrap();
+    assert!(
+        err.lines().any(|l| l.contains("app/root.squashfs")),
+        "{err}"
+    );
+    assert!(
+        err.lines()
+            .any(|l| l.contains("app/run.json") && l.contains("volumes")),
+        "{err}"
+    );
+
+    assert_eq!(
+        run(&["check-state", t.0.join("missing.json").to_str().unwrap()])
+            .status
+            .code(),
+        Some(2)
+    );
+    assert_eq!(run(&["check-state"]).status.code(), Some(2));
+    assert_eq!(run(&["--bogus"]).status.code(), Some(2));
+}
+
+fn state(tag: &str) -> (Vec<u8>, Vec<Vec<u8>>) {
+    let kernel = format!("kernel {tag}").into_bytes();
+    let initrd = b"initrd".to_vec();
+    let raw = format!(
+        "{{\"#spec\":\"pantavisor-service-system@1\",\"bsp/i\":\"{}\",\"bsp/k\":\"{}\",\"bsp/run.json\":{{\"initrd\":\"i\",\"linux\":\"k\"}}}}",
+        sha256_hex(&initrd),
+        sha256_hex(&kernel)
+    );
+    (raw.into_bytes(), vec![kernel, initrd])
+}
+
+fn put(st: &Storage, rev: &str, tag: &str) -> pantavisor::state::State {
+    let (raw, objects) = state(tag);
+    for o in &objects {
+        st.put_object(&sha256_hex(o), o).unwrap();
+    }
+    update::stage(st, rev, &raw).unwrap()
+}
+
+#[test]
+fn standalone_boot_resumes_updates_as_the_boot_env_says() {
+    let t = TempDir::new("boot");
+    let storage = t.0.join("storage");
+    std::fs::create_dir_all(&storage).unwrap();
+    let conf = t.0.join("pantavisor.config");
+    std::fs::write(
+        &conf,
+        format!("PV_SYSTEM_INIT_MODE=standalone\nPV_STORAGE_MNTPOINT={}\nPV_LOG_LEVEL=3\nPV_BOGUS_KEY=1\n", storage.display()),
+    )
+    .unwrap();
+    let fs = RealFs;
+    let st = Storage::new(&fs, &storage);
+    st.init_layout().unwrap();
+    let s0 = put(&st, "0", "zero");
+    st.checkout("0", &s0).unwrap();
+    let bl = bootloader::for_type("uboot", &storage).unwrap();
+    bl.commit(&fs, "0").unwrap();
+    let boot = |cmdline: &str| {
+        Command::new(BIN)
+            .args(["--config", conf.to_str().unwrap(), "--cmdline", cmdline])
+            .env_clear()
+            .output()
+            .unwrap()
+    };
+
+    // factory first boot; the unknown key is reported by name
+    let o = boot("console=ttyS0 pv_rev=0");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(err.contains("PV_BOGUS_KEY"), "{err}");
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        "revision 0 verified"
+    );
+    let p0 = st.read_progress("0").unwrap();
+    assert_eq!(
+        (p0.status, p0.msg.as_str()),
+        (Status::Done, "Factory revision")
+    );
+    assert!(st.is_done("0"));
+    assert_eq!(
+        std::fs::read_link(storage.join("trails/current")).unwrap(),
+        PathBuf::from("0")
+    );
+
+    // an installed update is tried
+    let s1 = put(&st, "1", "one");
+    update::install(&st, bl.as_ref(), "1", &s1).unwrap();
+    assert_eq!(bl.read(&fs).unwrap().try_rev.as_deref(), Some("1"));
+    let o = boot("pv_rev=1 pv_try=1");
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        "revision 1 verified (trying)"
+    );
+    assert_eq!(st.read_progress("1").unwrap().msg, "Trying new revision");
+
+    // once it failed, booting it again means rolling back: exit 129 (reboot)
+    update::fail(&st, "1", "A container could not be started").unwrap();
+    assert_eq!(boot("pv_rev=1 pv_try=1").status.code(), Some(129));
+
+    // the fallback boot clears pv_try; the recorded failure stays
+    let o = boot("pv_rev=0 pv_try=1");
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let env = bl.read(&fs).unwrap();
+    assert_eq!((env.rev.as_deref(), env.try_rev), (Some("0"), None));
+    assert_eq!(st.read_progress("1").unwrap().status, Status::Error);
+
+    // a damaged object of the revision being tried: ERROR "Object validation went wrong", rollback
+    let s2 = put(&st, "2", "two");
+    update::install(&st, bl.as_ref(), "2", &s2).unwrap();
+    std::fs::write(storage.join("trails/2/bsp/k"), b"kernel tw0").unwrap();
+    assert_eq!(boot("pv_rev=2 pv_try=2").status.code(), Some(129));
+    assert_eq!(
+        st.read_progress("2").unwrap().msg,
+        "Object validation went wrong"
+    );
+}
