@@ -196,9 +196,9 @@ pub fn boot(st: &Storage, bl: &dyn Bootloader, booted: &str, check: Check) -> Re
     pvlog!(
         Info,
         "update",
-        "booted revision {booted}, pv_rev={:?} pv_try={:?}: {decision:?}",
-        env.rev,
-        env.try_rev
+        "booted revision {booted}, pv_rev={} pv_try={}: {decision:?}",
+        env.rev.as_deref().unwrap_or("(unset)"),
+        env.try_rev.as_deref().unwrap_or("(unset)")
     );
     let trying = match decision {
         Resume::Rollback => return Ok(Boot::Rollback),
@@ -232,8 +232,8 @@ pub fn boot(st: &Storage, bl: &dyn Bootloader, booted: &str, check: Check) -> Re
         .map_err(Error::from)
         .and_then(|()| verify(st, booted, &state, check));
     if let Err(e) = checked {
-        pvlog!(Error, "update", "{e}");
         if trying {
+            pvlog!(Error, "update", "{e}");
             fail(st, booted, msg::BAD_OBJECT)?;
             return Ok(Boot::Rollback);
         }
