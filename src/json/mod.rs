@@ -24,6 +24,10 @@ pub struct Limits {
     pub max_depth: usize,
     /// Largest input accepted, in bytes.
     pub max_len: usize,
+    /// Most values (of any kind) in one document: a parsed value costs ~64 bytes however
+    /// short its text, so this, not `max_len`, bounds the memory of hostile input like
+    /// `[0,0,0,...]` on a board with little RAM.
+    pub max_values: usize,
 }
 
 impl Default for Limits {
@@ -31,6 +35,7 @@ impl Default for Limits {
         Limits {
             max_depth: 64,
             max_len: 16 * 1024 * 1024,
+            max_values: 256 * 1024,
         }
     }
 }
@@ -148,6 +153,7 @@ pub enum ErrorKind {
     TooLarge { len: usize, max: usize },
     InvalidUtf8,
     TooDeep { max: usize },
+    TooManyValues { max: usize },
     UnexpectedEnd,
     ExpectedValue,
     ExpectedKey,
@@ -170,6 +176,7 @@ impl fmt::Display for Error {
             }
             ErrorKind::InvalidUtf8 => f.write_str("invalid UTF-8"),
             ErrorKind::TooDeep { max } => write!(f, "nesting deeper than {max}"),
+            ErrorKind::TooManyValues { max } => write!(f, "more than {max} values"),
             ErrorKind::UnexpectedEnd => f.write_str("unexpected end of input"),
             ErrorKind::ExpectedValue => f.write_str("expected a value"),
             ErrorKind::ExpectedKey => f.write_str("expected a string key"),
@@ -206,6 +213,8 @@ pub fn parse_str(text: &str, limits: Limits) -> Result<Value, Error> {
         pos: 0,
         depth: 0,
         max_depth: limits.max_depth.min(DEPTH_CAP),
+        values_left: limits.max_values,
+        max_values: limits.max_values,
     };
     p.skip_ws();
     let v = p.value()?;
@@ -235,6 +244,8 @@ struct Parser<'a> {
     pos: usize,
     depth: usize,
     max_depth: usize,
+    values_left: usize,
+    max_values: usize,
 }
 
 impl Parser<'_> {
@@ -257,6 +268,14 @@ impl Parser<'_> {
 
     fn value(&mut self) -> Result<Value, Error> {
         let start = self.pos;
+        self.values_left = match self.values_left.checked_sub(1) {
+            Some(n) => n,
+            None => {
+                return Err(self.err(ErrorKind::TooManyValues {
+                    max: self.max_values,
+                }))
+            }
+        };
         let kind = match self.peek() {
             None => return Err(self.err(ErrorKind::UnexpectedEnd)),
             Some(b'{') => self.object()?,

@@ -174,6 +174,7 @@ fn depth_bomb() {
     let huge = Limits {
         max_depth: usize::MAX,
         max_len: usize::MAX,
+        max_values: usize::MAX,
     };
     assert_eq!(
         parse(bomb.as_bytes(), huge).unwrap_err().kind,
@@ -194,8 +195,8 @@ fn size_limit() {
         }
     );
     let small = Limits {
-        max_depth: 64,
         max_len: 3,
+        ..Limits::default()
     };
     assert!(parse(b"[1]", small).is_ok());
     assert!(parse(b"[1] ", small).is_err());
@@ -331,4 +332,23 @@ fn mutated_fixtures_never_panic() {
         }
     }
     assert!(n > 1000);
+}
+
+#[test]
+fn value_count_limit_bounds_memory_of_tiny_values() {
+    // 8 MiB of "0," is 4 Mi values: within max_len, refused by max_values before the
+    // parser allocates ~256 MiB of values for it.
+    let mut bomb = b"[".to_vec();
+    bomb.extend(b"0,".repeat(4 * 1024 * 1024));
+    bomb.extend(b"0]");
+    assert_eq!(
+        parse(&bomb, Limits::default()).unwrap_err().kind,
+        ErrorKind::TooManyValues { max: 256 * 1024 }
+    );
+    let three = Limits {
+        max_values: 3,
+        ..Limits::default()
+    };
+    assert!(parse(b"[1,2]", three).is_ok());
+    assert!(parse(b"[1,2,3]", three).is_err());
 }
