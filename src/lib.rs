@@ -11,6 +11,7 @@ pub mod json;
 pub mod logs;
 pub mod state;
 pub mod storage;
+pub mod supervisor;
 #[allow(unsafe_code)]
 pub mod sys;
 pub mod update;
