@@ -7,6 +7,7 @@
 pub mod bootloader;
 pub mod config;
 pub mod container;
+pub mod event_loop;
 pub mod json;
 pub mod logs;
 pub mod state;
