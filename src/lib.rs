@@ -8,6 +8,7 @@ pub mod bootloader;
 pub mod config;
 pub mod container;
 pub mod event_loop;
+pub mod init;
 pub mod json;
 pub mod logs;
 pub mod state;
