@@ -2,3 +2,4 @@
 //! (`-1` becomes `io::Error::last_os_error()`), each unsafe block with a `// SAFETY:` line.
 pub mod event;
 pub mod netlink;
+pub mod power;

@@ -1,0 +1,43 @@
+//! Ending the device: sync and reboot(2). reboot(2) is only ever called by PID 1 (rule 5):
+//! in a PID namespace it ends the namespace (the parent sees SIGHUP or SIGINT), on a real
+//! device it restarts the machine.
+use std::io;
+
+pub fn sync() {
+    // SAFETY: sync takes no arguments and cannot fail.
+    unsafe { libc::sync() }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Power {
+    Reboot,
+    PowerOff,
+}
+
+impl Power {
+    /// The exit status a non-PID-1 process ends with (interfaces.md "Ending").
+    pub fn exit_code(self) -> i32 {
+        match self {
+            Power::Reboot => 129,
+            Power::PowerOff => 130,
+        }
+    }
+}
+
+/// reboot(2) when this process is PID 1; otherwise `Ok(false)` and nothing happens, so the
+/// caller exits with [`Power::exit_code`] instead.
+pub fn reboot_if_pid1(p: Power) -> io::Result<bool> {
+    if super::event::getpid() != 1 {
+        return Ok(false);
+    }
+    let cmd = match p {
+        Power::Reboot => libc::RB_AUTOBOOT,
+        Power::PowerOff => libc::RB_POWER_OFF,
+    };
+    // SAFETY: getpid() == 1 was checked just above: this only ends our own PID namespace or,
+    // on a device, restarts it -- never the machine running the tests.
+    if unsafe { libc::reboot(cmd) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(true)
+}
