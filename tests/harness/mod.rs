@@ -1,0 +1,143 @@
+//! The bootloader a test harness plays (interfaces.md), around the real binary as PID 1 of a
+//! new PID namespace:
+//!
+//! ```text
+//! read pv_rev, pv_try from <storage>/boot/uboot.txt; pv_trying is the harness's own memory
+//! if pv_try set:
+//!     if pv_trying == pv_try: boot pv_rev, forget pv_trying           (second attempt: fall back)
+//!     else:                   pv_trying = pv_try, boot pv_try          (first attempt)
+//! else: boot pv_rev
+//! cmdline: "pv_rev=<booted> pv_try=<pv_try>" (pv_try part only when set)
+//! ```
+//! The harness never writes uboot.txt. The device's end tells what happened: killed by
+//! SIGHUP (unshare: 129) = reboot, boot again; SIGINT (130) = powered off, stop; anything else
+//! is a "kernel panic", a test failure.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_pantavisor");
+
+/// Reads pv_rev / pv_try from a uboot.txt (records `key=value\0`, ended by `\0\0`).
+pub fn read_env(storage: &Path) -> (Option<String>, Option<String>) {
+    let data = std::fs::read(storage.join("boot/uboot.txt")).unwrap_or_default();
+    let mut rev = None;
+    let mut try_ = None;
+    for rec in data.split(|&b| b == 0) {
+        if rec.is_empty() {
+            break;
+        }
+        let s = String::from_utf8_lossy(rec);
+        if let Some((k, v)) = s.split_once('=') {
+            let v = (!v.is_empty()).then(|| v.to_string());
+            match k {
+                "pv_rev" => rev = v,
+                "pv_try" => try_ = v,
+                _ => {}
+            }
+        }
+    }
+    (rev, try_)
+}
+
+/// How one boot ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum End {
+    Reboot,
+    PowerOff,
+    /// Any other end: the test fails on it.
+    Panic(String),
+}
+
+pub struct Bootloader {
+    pub storage: PathBuf,
+    pub config: PathBuf,
+    pub trying: Option<String>,
+    /// Every boot: (booted revision, how it ended).
+    pub boots: Vec<(String, End)>,
+    /// The cgroup the devices run in (interfaces.md: each device gets its own).
+    pub cgroup: Option<PathBuf>,
+}
+
+impl Bootloader {
+    pub fn new(storage: &Path, config: &Path) -> Bootloader {
+        Bootloader { storage: storage.into(), config: config.into(), trying: None, boots: vec![], cgroup: None }
+    }
+
+    /// The revision to boot now and the command line, updating `pv_trying`.
+    pub fn pick(&mut self) -> (String, String) {
+        let (rev, try_) = read_env(&self.storage);
+        let rev = rev.unwrap_or_else(|| "0".into());
+        let booted = match &try_ {
+            Some(t) if self.trying.as_deref() == Some(t.as_str()) => {
+                self.trying = None;
+                rev
+            }
+            Some(t) => {
+                self.trying = Some(t.clone());
+                t.clone()
+            }
+            None => rev,
+        };
+        let cmdline = match &try_ {
+            Some(t) => format!("pv_rev={booted} pv_try={t}"),
+            None => format!("pv_rev={booted}"),
+        };
+        (booted, cmdline)
+    }
+
+    /// Starts one boot: the binary as PID 1 of new PID, mount, UTS and IPC namespaces.
+    pub fn spawn(&mut self, cmdline: &str, extra_env: &[(&str, &str)]) -> Child {
+        let mut c = Command::new("unshare");
+        c.args(["--pid", "--fork", "--kill-child", "--mount", "--mount-proc", "--uts", "--ipc", BIN, "--config"])
+            .arg(&self.config)
+            .args(["--cmdline", cmdline])
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .stdin(Stdio::null());
+        for (k, v) in extra_env {
+            c.env(k, v);
+        }
+        c.spawn().expect("unshare (util-linux) must be installed")
+    }
+
+    /// Boots until the device powers off, panics, or `max_boots` boots happened; each boot is
+    /// bounded by `per_boot`. Returns how the last boot ended.
+    pub fn run(&mut self, max_boots: usize, per_boot: Duration) -> End {
+        for _ in 0..max_boots {
+            let (booted, cmdline) = self.pick();
+            let mut child = self.spawn(&cmdline, &[]);
+            let end = wait_end(&mut child, per_boot);
+            self.boots.push((booted, end.clone()));
+            if end != End::Reboot {
+                return end;
+            }
+        }
+        End::Reboot
+    }
+}
+
+/// Waits for a boot to end, killing it after `limit`.
+pub fn wait_end(child: &mut Child, limit: Duration) -> End {
+    let t = Instant::now();
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => {
+                return match status.code() {
+                    Some(129) => End::Reboot,
+                    Some(130) => End::PowerOff,
+                    other => End::Panic(format!("device ended with {other:?} ({status})")),
+                };
+            }
+            Ok(None) if t.elapsed() > limit => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return End::Panic(format!("device still running after {limit:?}"));
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => return End::Panic(format!("wait: {e}")),
+        }
+    }
+}
