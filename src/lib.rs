@@ -41,4 +41,8 @@ pub mod fuzz {
     pub fn grubenv(data: &[u8]) {
         crate::bootloader::fuzz_grubenv(data)
     }
+    /// The LXC config subset parser (container configs come from the revision).
+    pub fn lxc(data: &[u8]) {
+        crate::container::lxc::fuzz(data)
+    }
 }

@@ -38,3 +38,7 @@ fn uboot_corpus() {
 fn grubenv_corpus() {
     replay("grubenv", pantavisor::fuzz::grubenv);
 }
+#[test]
+fn lxc_corpus() {
+    replay("lxc", pantavisor::fuzz::lxc);
+}
