@@ -45,4 +45,8 @@ pub mod fuzz {
     pub fn lxc(data: &[u8]) {
         crate::container::lxc::fuzz(data)
     }
+    /// Netlink replies from the kernel (lengths and attributes are checked before slicing).
+    pub fn netlink(data: &[u8]) {
+        crate::container::net::fuzz_reply(data)
+    }
 }

@@ -42,3 +42,7 @@ fn grubenv_corpus() {
 fn lxc_corpus() {
     replay("lxc", pantavisor::fuzz::lxc);
 }
+#[test]
+fn netlink_corpus() {
+    replay("netlink", pantavisor::fuzz::netlink);
+}
