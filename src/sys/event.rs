@@ -197,24 +197,21 @@ impl ExitStatus {
     }
 }
 
-/// `waitpid(-1, WNOHANG)`: one exited child, or `None` when no child has exited (or there is
-/// no child at all). PID 1 calls it until `None` on every SIGCHLD, so orphans never linger.
-pub fn reap_any() -> io::Result<Option<(i32, ExitStatus)>> {
+/// `waitpid(-1, WNOHANG)`: one exited child with its raw wait status (see
+/// [`ExitStatus::from_wait`]), or `None` when no child has exited (or there is no child at
+/// all). PID 1 calls it until `None` on every SIGCHLD, so orphans never linger.
+pub fn reap_any() -> io::Result<Option<(i32, i32)>> {
     let mut status = 0;
     // SAFETY: valid status pointer.
     let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
     if pid < 0 {
         let e = io::Error::last_os_error();
-        return if e.raw_os_error() == Some(libc::ECHILD) {
-            Ok(None)
-        } else {
-            Err(e)
-        };
+        return if e.raw_os_error() == Some(libc::ECHILD) { Ok(None) } else { Err(e) };
     }
     if pid == 0 {
         return Ok(None);
     }
-    Ok(Some((pid, ExitStatus::from_wait(status))))
+    Ok(Some((pid, status)))
 }
 
 /// CLOCK_MONOTONIC in milliseconds (the timerfd's clock).
