@@ -1,9 +1,26 @@
-//! Pantavisor's own log records. For now one sink: stderr, in the upstream line format
-//! `[pantavisor] <tsec> <LEVEL>\t -- [<src>]: <msg>` (reference 10.2). File sinks, rotation and
-//! container console capture come with the runtime.
+//! Pantavisor's own log records and the log tree (reference 10). Before [`init`], records go
+//! to stderr in the upstream line format `[pantavisor] <tsec> <LEVEL>\t -- [<src>]: <msg>`;
+//! after it, to the sinks of `PV_LOG_SERVER_OUTPUTS` under `<logdir>/<rev>/` (see [`tree`]),
+//! to stdout if asked, and to the console if asked.
+//!
+//! The global logger is a thin wrapper around one [`LogTree`] in a mutex. Lines are formatted
+//! before the lock is taken, written under it, and the slow work (archiving, walking the
+//! directory) runs after it is released, under a second lock that only that work takes. A
+//! poisoned lock is recovered, an I/O error drops the line: logging never takes PID 1 down.
 use std::fmt;
 use std::io::Write;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU8, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+mod gzip;
+pub mod tree;
+
+pub use gzip::{crc32_update, gzip_stored};
+pub use tree::{
+    budget, update_logs_excerpt, Chunk, Job, Limits, LogConfig, LogTree, MaxSize, Outputs, Record,
+    Timestamp, Walked, MSG_CAP, PANTAVISOR,
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Level {
@@ -41,37 +58,193 @@ impl Level {
 
 // Until configuration is read, warnings and worse are shown.
 static MAX_LEVEL: AtomicU8 = AtomicU8::new(Level::Warn as u8);
+/// Set by `init`; read without the lock to pick stdout/console and the clock.
+static INSTALLED: AtomicBool = AtomicBool::new(false);
+static OUTPUTS: AtomicU16 = AtomicU16::new(0);
+static CONSOLE: AtomicBool = AtomicBool::new(false);
+static ABSOLUTE: AtomicBool = AtomicBool::new(false);
+/// An update capture is on: ERROR/FATAL records are made even when the level filters them.
+static CAPTURING: AtomicBool = AtomicBool::new(false);
+
+static TREE: Mutex<Option<LogTree>> = Mutex::new(None);
+/// Serialises archiving and walks; never taken while `TREE` is held.
+static MAINTENANCE: Mutex<()> = Mutex::new(());
+
+/// A lock that survives a thread that panicked while holding it.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 pub fn set_level(level: Level) {
     MAX_LEVEL.store(level as u8, Ordering::Relaxed);
+    if INSTALLED.load(Ordering::Relaxed) {
+        if let Some(t) = lock(&TREE).as_mut() {
+            t.set_level(level);
+        }
+    }
 }
 
 pub fn enabled(level: Level) -> bool {
     level as u8 <= MAX_LEVEL.load(Ordering::Relaxed)
 }
 
-/// Seconds since boot (`PV_LOG_TIMESTAMP=relative`), from CLOCK_BOOTTIME via /proc/uptime;
-/// 0 when it cannot be read (never an error for a log line).
-fn uptime_secs() -> u64 {
-    std::fs::read_to_string("/proc/uptime")
-        .ok()
-        .and_then(|s| s.split('.').next().and_then(|n| n.trim().parse().ok()))
-        .unwrap_or(0)
+/// `tsec`: seconds since boot (CLOCK_BOOTTIME) or, with `PV_LOG_TIMESTAMP=absolute`, since
+/// the epoch; 0 when the clock cannot be read (never an error for a log line).
+fn now_tsec() -> u64 {
+    if ABSOLUTE.load(Ordering::Relaxed) {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    } else {
+        crate::sys::logsys::boottime_secs().unwrap_or(0)
+    }
+}
+
+/// Installs the log tree (again, to apply a new configuration). Computes the budget, which
+/// may `statfs` the log directory; writes nothing yet.
+pub fn init(cfg: LogConfig) {
+    let tree = LogTree::new(&cfg);
+    ABSOLUTE.store(cfg.timestamp == Timestamp::Absolute, Ordering::Relaxed);
+    OUTPUTS.store(cfg.outputs.0, Ordering::Relaxed);
+    CONSOLE.store(cfg.console, Ordering::Relaxed);
+    MAX_LEVEL.store(cfg.level as u8, Ordering::Relaxed);
+    let mut g = lock(&TREE);
+    if let Some(old) = g.as_mut() {
+        old.stop_update_capture();
+    }
+    CAPTURING.store(false, Ordering::Relaxed);
+    *g = Some(tree);
+    INSTALLED.store(true, Ordering::Relaxed);
+}
+
+/// Back to the state before `init` (tests of the global logger).
+#[cfg(test)]
+fn uninstall() {
+    INSTALLED.store(false, Ordering::Relaxed);
+    CAPTURING.store(false, Ordering::Relaxed);
+    *lock(&TREE) = None;
+    MAX_LEVEL.store(Level::Warn as u8, Ordering::Relaxed);
+}
+
+/// After a live update: records go under `<logdir>/<rev>/` from now on.
+pub fn set_revision(rev: &str) {
+    if let Some(t) = lock(&TREE).as_mut() {
+        t.set_revision(rev);
+    }
+}
+
+/// Lines dropped because the storage could not take them (0 before `init`).
+pub fn dropped_lines() -> u64 {
+    lock(&TREE).as_ref().map_or(0, LogTree::dropped)
+}
+
+/// Stdio writes happen outside the lock; a closed or broken stdio is ignored on purpose.
+fn write_stdio(stdout: bool, stderr: bool, text: &str) {
+    if stdout {
+        let _ = std::io::stdout().write_all(text.as_bytes());
+    }
+    if stderr {
+        let _ = std::io::stderr().write_all(text.as_bytes());
+    }
+}
+
+/// Runs the slow part of a write, after `TREE` was released.
+fn finish(job: Job) {
+    if job.is_empty() {
+        return;
+    }
+    let walked = {
+        let _m = lock(&MAINTENANCE);
+        job.run()
+    };
+    if let Some(w) = walked {
+        if let Some(t) = lock(&TREE).as_mut() {
+            t.walked(w);
+        }
+    }
 }
 
 pub fn log(level: Level, src: &str, args: fmt::Arguments) {
-    if !enabled(level) {
+    let shown = enabled(level);
+    let captured = level <= Level::Error && CAPTURING.load(Ordering::Relaxed);
+    if !(shown || captured) {
         return;
     }
-    let line = format!(
-        "[pantavisor] {} {}\t -- [{}]: {}\n",
-        uptime_secs(),
-        level.name(),
-        src,
-        args
-    );
-    // A closed stderr must not take PID 1 down: write errors are ignored on purpose.
-    let _ = std::io::stderr().write_all(line.as_bytes());
+    let msg = tree::format_capped(args);
+    let rec = Record::new(level, now_tsec(), src, &msg);
+    let job = {
+        let mut g = lock(&TREE);
+        match g.as_mut() {
+            Some(t) => t.write(&rec),
+            None => {
+                drop(g);
+                write_stdio(false, shown, rec.text());
+                return;
+            }
+        }
+    };
+    if shown {
+        let outputs = Outputs(OUTPUTS.load(Ordering::Relaxed));
+        write_stdio(
+            outputs.stdout_for(PANTAVISOR),
+            CONSOLE.load(Ordering::Relaxed),
+            rec.text(),
+        );
+    }
+    finish(job);
+}
+
+/// Output of another source, e.g. a container's console: raw bytes to
+/// `<logdir>/<rev>/<platform>/<source>` (platform `pantavisor`: formatted lines into
+/// pantavisor.log, as upstream does for its helpers' stdout/stderr), JSON lines to pv.log with
+/// `singlefile`, text lines to stdout with `stdout`/`stdout.containers`. Not level-filtered.
+/// Dropped before `init` and when the names would leave the log tree.
+pub fn append(platform: &str, source: &str, bytes: &[u8]) {
+    if !INSTALLED.load(Ordering::Relaxed) {
+        return;
+    }
+    let outputs = Outputs(OUTPUTS.load(Ordering::Relaxed));
+    let Some(chunk) = Chunk::new(now_tsec(), platform, source, bytes, outputs) else {
+        return;
+    };
+    let job = match lock(&TREE).as_mut() {
+        Some(t) => t.write_chunk(&chunk),
+        None => return,
+    };
+    write_stdio(outputs.stdout_for(platform), false, chunk.text());
+    finish(job);
+}
+
+/// `<logdir>/<rev>/<container>/<rel>` (e.g. `lxc/console.log`), its directory created.
+/// `None` before `init` or if a name would leave the log tree. A file written there by someone
+/// else is archived by the directory walk once it grows past twice the per-file size.
+pub fn container_log_path(rev: &str, container: &str, rel: &str) -> Option<PathBuf> {
+    let (dir, path) = {
+        let g = lock(&TREE);
+        let t = g.as_ref()?;
+        (t.dir().to_path_buf(), t.path_for(rev, container, rel)?)
+    };
+    if let Some(parent) = path.parent() {
+        let _ = tree::make_dirs(&dir, parent);
+    }
+    Some(path)
+}
+
+/// While an update is processed: ERROR/FATAL records are appended as JSON lines to
+/// `<trail_pv_dir>/logs.tmp` (at most 64 KiB). Needs `init`.
+pub fn start_update_capture(trail_pv_dir: &Path) {
+    if let Some(t) = lock(&TREE).as_mut() {
+        t.start_update_capture(trail_pv_dir);
+        CAPTURING.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Ends the capture: `logs.tmp` is renamed to `logs`, which [`update_logs_excerpt`] reads.
+pub fn stop_update_capture() {
+    if let Some(t) = lock(&TREE).as_mut() {
+        t.stop_update_capture();
+    }
+    CAPTURING.store(false, Ordering::Relaxed);
 }
 
 /// `pvlog!(Warn, "config", "unknown key {}", key)`
@@ -81,3 +254,6 @@ macro_rules! pvlog {
         $crate::logs::log($crate::logs::Level::$lvl, $src, format_args!($($arg)+))
     };
 }
+
+#[cfg(test)]
+mod tests;

@@ -206,7 +206,11 @@ pub fn reap_any() -> io::Result<Option<(i32, i32)>> {
     let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
     if pid < 0 {
         let e = io::Error::last_os_error();
-        return if e.raw_os_error() == Some(libc::ECHILD) { Ok(None) } else { Err(e) };
+        return if e.raw_os_error() == Some(libc::ECHILD) {
+            Ok(None)
+        } else {
+            Err(e)
+        };
     }
     if pid == 0 {
         return Ok(None);
