@@ -1,0 +1,387 @@
+//! A container's volumes under `<PV_DISK_VOLDIR>/<container>/<volume>`, mounted by the parent
+//! in pantavisor's own mount namespace (status MOUNTED) and unmounted at stop, as upstream
+//! (pv:`volumes.c`): images loop-mounted read-only, `.bind` files and `.data` directories
+//! bind-mounted, storage volumes bound from `disks/perm` or `disks/rev/<rev>` or a fresh tmpfs
+//! (reference 2.5, 2.7).
+use super::ms;
+use super::{Error, Paths};
+use crate::pvlog;
+use crate::state::{Container, Persistence, State, VolumeKind};
+use crate::storage::fs::RealFs;
+use crate::storage::Storage;
+use crate::sys;
+use std::ffi::CString;
+use std::fs;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+/// A loop device this engine attached (read-only, autoclear).
+#[derive(Debug)]
+pub(crate) struct LoopDevice {
+    pub path: PathBuf,
+    fd: OwnedFd,
+}
+
+/// One mounted volume.
+#[derive(Debug)]
+pub(crate) struct Mounted {
+    pub target: PathBuf,
+    pub loop_dev: Option<LoopDevice>,
+}
+
+fn c_path(p: &Path) -> io::Result<CString> {
+    CString::new(p.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))
+}
+
+/// A volume name usable as one path component.
+fn valid_name(n: &str) -> bool {
+    !n.is_empty() && n != "." && n != ".." && !n.contains('/') && !n.contains('\0')
+}
+
+/// Attaches `image` read-only to a free loop device: LOOP_CTL_GET_FREE, open (creating the
+/// `/dev/loopN` node when the /dev in use lacks it), LOOP_CONFIGURE with READ_ONLY|AUTOCLEAR.
+/// A device taken by someone else between the two calls (EBUSY) is retried.
+/// `legacy` (or a kernel before 5.8, which answers LOOP_CONFIGURE with EINVAL or ENOTTY):
+/// LOOP_SET_FD on the read-only file, then LOOP_SET_STATUS64 for AUTOCLEAR.
+pub(crate) fn loop_attach(image: &Path, legacy: bool) -> io::Result<LoopDevice> {
+    let backing = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(image)?;
+    let ctl = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_CLOEXEC)
+        .open("/dev/loop-control")?;
+    let mut last = io::Error::from_raw_os_error(libc::EBUSY);
+    for _ in 0..16 {
+        let n = sys::loop_ctl_get_free(ctl.as_fd())?;
+        let path = PathBuf::from(format!("/dev/loop{n}"));
+        let open = || {
+            fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .custom_flags(libc::O_CLOEXEC)
+                .open(&path)
+        };
+        let dev = match open() {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                match sys::mknod_block(&c_path(&path)?, 0o600, sys::makedev(7, n)) {
+                    Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
+                    _ => {}
+                }
+                open()?
+            }
+            r => r?,
+        };
+        let name = image.as_os_str().as_bytes();
+        let mut r = Err(io::Error::from_raw_os_error(libc::ENOTTY));
+        if !legacy {
+            r = sys::loop_configure(
+                dev.as_fd(),
+                backing.as_fd(),
+                sys::LO_FLAGS_READ_ONLY | sys::LO_FLAGS_AUTOCLEAR,
+                name,
+            );
+        }
+        if matches!(
+            r.as_ref().map_err(|e| e.raw_os_error()),
+            Err(Some(libc::EINVAL | libc::ENOTTY))
+        ) {
+            pvlog!(
+                Debug,
+                "container",
+                "{}: LOOP_SET_FD + LOOP_SET_STATUS64",
+                path.display()
+            );
+            r = sys::loop_set_fd(dev.as_fd(), backing.as_fd()).and_then(|()| {
+                sys::loop_set_status(dev.as_fd(), sys::LO_FLAGS_AUTOCLEAR, name).inspect_err(|_| {
+                    let _ = sys::loop_clr_fd(dev.as_fd());
+                })
+            });
+        }
+        match r {
+            Ok(()) => {
+                return Ok(LoopDevice {
+                    path,
+                    fd: dev.into(),
+                })
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => last = e,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last)
+}
+
+impl LoopDevice {
+    /// Detaches now if nothing else holds it; otherwise autoclear detaches it on last close.
+    fn detach(self) {
+        match sys::loop_clr_fd(self.fd.as_fd()) {
+            Ok(()) => {}
+            // already cleared (autoclear ran when the mount went away)
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENXIO) | Some(libc::EINVAL)) => {}
+            Err(e) => pvlog!(
+                Warn,
+                "container",
+                "loop {}: detach: {e}",
+                self.path.display()
+            ),
+        }
+    }
+}
+
+fn mkdir_p(p: &Path) -> io::Result<()> {
+    fs::create_dir_all(p)
+}
+
+/// Mounts every volume of `c` in this order: root-volume, volumes, storage. On failure what
+/// was mounted is unmounted again and the error names the volume.
+pub(crate) fn mount_all(
+    paths: &Paths,
+    rev: &str,
+    state: &State,
+    c: &Container,
+    legacy_loop: bool,
+) -> Result<Vec<Mounted>, Error> {
+    let mut done = Vec::new();
+    match mount_each(paths, rev, state, c, legacy_loop, &mut done) {
+        Ok(()) => Ok(done),
+        Err(e) => {
+            unmount_all(&c.name, done);
+            Err(e)
+        }
+    }
+}
+
+fn mount_each(
+    paths: &Paths,
+    rev: &str,
+    state: &State,
+    c: &Container,
+    legacy_loop: bool,
+    done: &mut Vec<Mounted>,
+) -> Result<(), Error> {
+    let name = &c.name;
+    let st = Storage::new(&RealFs, &paths.storage);
+    let trail = st
+        .trail_dir(rev)
+        .map_err(|e| Error::invalid(name, "volume", &e.path, format!("bad revision '{rev}'")))?;
+    let voldir = paths.voldir.join(name);
+    let images = c.root_volume.iter().chain(c.volumes.iter());
+    for v in images {
+        let file = &v.image.path;
+        let target = voldir.join(file);
+        if file.split('/').any(|s| !valid_name(s)) {
+            return Err(Error::invalid(name, "volume", &target, "bad volume name"));
+        }
+        if let Some(h) = &v.image.handler {
+            return Err(Error::invalid(
+                name,
+                "volume",
+                &target,
+                format!("volume handler '{h}' is not supported yet"),
+            ));
+        }
+        let source = trail.join(name).join(file);
+        let parent = target.parent().unwrap_or(&voldir).to_path_buf();
+        mkdir_p(&parent).map_err(|e| Error::io(name, "mkdir", &parent, &e))?;
+        match &v.kind {
+            VolumeKind::Loop { fstype } => {
+                let Some(fstype) = fstype else {
+                    return Err(Error::invalid(
+                        name,
+                        "volume",
+                        &source,
+                        "no file extension to take the file system type from",
+                    ));
+                };
+                mkdir_p(&target).map_err(|e| Error::io(name, "mkdir", &target, &e))?;
+                let dev = loop_attach(&source, legacy_loop)
+                    .map_err(|e| Error::io(name, "loop", &source, &e))?;
+                let r = mount_path(Some(&dev.path), &target, Some(fstype), ms::RDONLY);
+                if let Err(e) = r {
+                    dev.detach();
+                    return Err(Error::io(name, "mount", &target, &e));
+                }
+                pvlog!(
+                    Debug,
+                    "container",
+                    "container {name}: {} on {} ({fstype}, {})",
+                    source.display(),
+                    target.display(),
+                    dev.path.display()
+                );
+                done.push(Mounted {
+                    target,
+                    loop_dev: Some(dev),
+                });
+            }
+            VolumeKind::Bind => {
+                if !source.is_file() {
+                    return Err(Error::io(
+                        name,
+                        "volume",
+                        &source,
+                        &io::Error::from_raw_os_error(libc::ENOENT),
+                    ));
+                }
+                if !target.exists() {
+                    fs::File::create(&target)
+                        .map_err(|e| Error::io(name, "create", &target, &e))?;
+                }
+                mount_path(Some(&source), &target, None, ms::BIND)
+                    .map_err(|e| Error::io(name, "mount", &target, &e))?;
+                done.push(Mounted {
+                    target,
+                    loop_dev: None,
+                });
+            }
+            VolumeKind::Data => {
+                if !source.is_dir() {
+                    return Err(Error::invalid(name, "volume", &source, "not a directory"));
+                }
+                mkdir_p(&target).map_err(|e| Error::io(name, "mkdir", &target, &e))?;
+                mount_path(Some(&source), &target, None, ms::BIND | ms::REC)
+                    .map_err(|e| Error::io(name, "mount", &target, &e))?;
+                done.push(Mounted {
+                    target,
+                    loop_dev: None,
+                });
+            }
+        }
+    }
+    for s in &c.storage {
+        let target = voldir.join(&s.name);
+        if !valid_name(&s.name) {
+            return Err(Error::invalid(name, "volume", &target, "bad volume name"));
+        }
+        let disk = s.disk.clone().or_else(|| {
+            state
+                .disks()
+                .iter()
+                .find(|d| d.default)
+                .map(|d| d.name.clone())
+        });
+        if let Some(d) = disk {
+            // no silent fallback to plain storage for data meant for a crypt/volume disk
+            return Err(Error::invalid(
+                name,
+                "volume",
+                &target,
+                format!("disk '{d}': disks are not supported yet"),
+            ));
+        }
+        mkdir_p(&target).map_err(|e| Error::io(name, "mkdir", &target, &e))?;
+        let r = match s.persistence {
+            Persistence::Permanent | Persistence::Revision => {
+                let src = if s.persistence == Persistence::Permanent {
+                    st.perm_volume_dir(name, &s.name)
+                } else {
+                    st.rev_volume_dir(rev, name, &s.name)
+                };
+                mkdir_p(&src).map_err(|e| Error::io(name, "mkdir", &src, &e))?;
+                mount_path(Some(&src), &target, None, ms::BIND)
+            }
+            Persistence::Boot => mount_tmpfs(&target),
+        };
+        r.map_err(|e| Error::io(name, "mount", &target, &e))?;
+        pvlog!(
+            Debug,
+            "container",
+            "container {name}: storage volume {} ({}) on {}",
+            s.name,
+            s.persistence.as_str(),
+            target.display()
+        );
+        done.push(Mounted {
+            target,
+            loop_dev: None,
+        });
+    }
+    Ok(())
+}
+
+fn mount_path(
+    source: Option<&Path>,
+    target: &Path,
+    fstype: Option<&str>,
+    flags: u64,
+) -> io::Result<()> {
+    let src = source.map(c_path).transpose()?;
+    let fst = fstype
+        .map(|f| CString::new(f).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL)))
+        .transpose()?;
+    sys::mount(
+        src.as_deref(),
+        &c_path(target)?,
+        fst.as_deref(),
+        flags,
+        None,
+    )
+}
+
+fn mount_tmpfs(target: &Path) -> io::Result<()> {
+    sys::mount(
+        Some(c"none"),
+        &c_path(target)?,
+        Some(c"tmpfs"),
+        0,
+        Some(c"mode=0755"),
+    )
+}
+
+/// Unmounts in reverse order and detaches the loop devices; a busy mount is lazily detached
+/// (logged). Never fails: what cannot be undone is logged.
+pub(crate) fn unmount_all(container: &str, mounted: Vec<Mounted>) {
+    for m in mounted.into_iter().rev() {
+        let target = match c_path(&m.target) {
+            Ok(t) => t,
+            Err(e) => {
+                pvlog!(
+                    Error,
+                    "container",
+                    "container {container}: umount {}: {e}",
+                    m.target.display()
+                );
+                continue;
+            }
+        };
+        match sys::umount2(&target, 0) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                pvlog!(
+                    Warn,
+                    "container",
+                    "container {container}: umount {}: {e}; detaching lazily",
+                    m.target.display()
+                );
+                if let Err(e) = sys::umount2(&target, libc::MNT_DETACH) {
+                    pvlog!(
+                        Error,
+                        "container",
+                        "container {container}: umount {}: {e}",
+                        m.target.display()
+                    );
+                }
+            }
+            // not mounted any more
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
+            Err(e) => {
+                pvlog!(
+                    Error,
+                    "container",
+                    "container {container}: umount {}: {e}",
+                    m.target.display()
+                )
+            }
+        }
+        if let Some(dev) = m.loop_dev {
+            dev.detach();
+        }
+    }
+}
