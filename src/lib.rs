@@ -7,6 +7,7 @@
 pub mod bootloader;
 pub mod config;
 pub mod container;
+pub mod device;
 pub mod event_loop;
 pub mod init;
 pub mod json;

@@ -1,9 +1,12 @@
 //! argv[0] / subcommand dispatch only (interfaces.md "Command line").
 use pantavisor::bootloader;
-use pantavisor::config::{Config, InitMode, Key, Level};
+use pantavisor::config::{Config, InitMode, Key, Level, LogTimestamp, SizeLimit};
+use pantavisor::device::Device;
+use pantavisor::logs;
 use pantavisor::pvlog;
 use pantavisor::state::State;
 use pantavisor::storage::{fs::RealFs, trail::Check, Storage};
+use pantavisor::sys::{self, power::Power};
 use pantavisor::update::{self, Boot};
 use std::process::exit;
 
@@ -100,9 +103,9 @@ fn cmdline_value<'a>(cmdline: &'a str, key: &str) -> Option<&'a str> {
         .find_map(|w| w.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
 }
 
-/// Runs the device. This build goes as far as storage: boot env, resume decision, trail
-/// verification, `current`; the container runtime comes next. Ends as interfaces.md fixes:
-/// 129 when it has to reboot (a rollback), otherwise 0 after reporting the revision.
+/// Runs the device: boot env, resume decision, trail verification, then the containers until
+/// it must reboot or power off. Ends as interfaces.md fixes: reboot(2) as PID 1, else exit
+/// 129 (reboot) or 130 (power off).
 fn run(args: &[String]) -> i32 {
     let mut config_path = None;
     let mut cmdline = None;
@@ -188,25 +191,76 @@ fn run(args: &[String]) -> i32 {
     } else {
         Check::Presence
     };
-    match update::boot(&st, bl.as_ref(), &booted, check) {
+    let power = match update::boot(&st, bl.as_ref(), &booted, check) {
         Ok(Boot::Rollback) => {
             pvlog!(
                 Warn,
                 "update",
                 "revision {booted} failed, rebooting to fall back"
             );
-            129
+            Power::Reboot
         }
         Ok(Boot::Run { trying }) => {
-            println!(
-                "revision {booted} verified{}",
-                if trying { " (trying)" } else { "" }
-            );
-            0
+            init_logs(&config, &booted);
+            match update::load_state(&st, &booted) {
+                Ok(state) => match Device::new(&config, &st, bl.as_ref(), &booted, state, trying) {
+                    Ok(device) => device.run(),
+                    Err(e) => {
+                        pvlog!(Fatal, "device", "event loop: {e}");
+                        Power::Reboot
+                    }
+                },
+                Err(e) => {
+                    pvlog!(Fatal, "update", "{e}");
+                    Power::Reboot
+                }
+            }
         }
         Err(e) => {
+            // upstream: ERROR -> REBOOT; nothing else can make a broken committed revision boot
             pvlog!(Fatal, "update", "{e}");
-            2
+            Power::Reboot
+        }
+    };
+    end(power)
+}
+
+/// Logs to `<PV_LOG_DIR>/<rev>/pantavisor/pantavisor.log` (and the console) from here on.
+fn init_logs(config: &Config, rev: &str) {
+    let dir = config.log_dir().to_string();
+    let _ = std::fs::create_dir_all(&dir);
+    let mut lc = logs::LogConfig::new(&dir, rev);
+    lc.outputs = logs::Outputs(config.log_server_outputs());
+    lc.level = logs::Level::from_number(config.log_level() as u64);
+    lc.timestamp = match config.log_timestamp() {
+        LogTimestamp::Absolute => logs::Timestamp::Absolute,
+        LogTimestamp::Relative => logs::Timestamp::Relative,
+    };
+    lc.max_size = match config.log_dir_maxsize() {
+        SizeLimit::Bytes(b) => logs::MaxSize::Bytes(b),
+        SizeLimit::Percent(p) => logs::MaxSize::Percent(p),
+    };
+    lc.rotate_factor = config.get_int(Key::PV_LOG_ROTATE_FACTOR);
+    lc.hysteresis_factor = config.get_int(Key::PV_LOG_HYSTERESIS_FACTOR);
+    lc.console = true;
+    logs::init(lc);
+}
+
+/// The orderly end (interfaces.md "Ending"): containers are already stopped; sync, then
+/// reboot(2) as PID 1, or exit 129 / 130 as a plain process.
+fn end(p: Power) -> i32 {
+    sys::power::sync();
+    match sys::power::reboot_if_pid1(p) {
+        Ok(true) => loop {
+            // the kernel ends us; never return from PID 1
+            std::thread::sleep(std::time::Duration::from_secs(1));
+        },
+        Ok(false) => p.exit_code(),
+        Err(e) => {
+            pvlog!(Fatal, "device", "reboot: {e}");
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(1));
+            }
         }
     }
 }

@@ -63,7 +63,13 @@ pub struct Bootloader {
 
 impl Bootloader {
     pub fn new(storage: &Path, config: &Path) -> Bootloader {
-        Bootloader { storage: storage.into(), config: config.into(), trying: None, boots: vec![], cgroup: None }
+        Bootloader {
+            storage: storage.into(),
+            config: config.into(),
+            trying: None,
+            boots: vec![],
+            cgroup: None,
+        }
     }
 
     /// The revision to boot now and the command line, updating `pv_trying`.
@@ -88,19 +94,33 @@ impl Bootloader {
         (booted, cmdline)
     }
 
-    /// Starts one boot: the binary as PID 1 of new PID, mount, UTS and IPC namespaces.
+    /// Starts one boot: the binary as PID 1 of new PID, mount, UTS and IPC namespaces, in
+    /// the harness's cgroup when it has one.
     pub fn spawn(&mut self, cmdline: &str, extra_env: &[(&str, &str)]) -> Child {
-        let mut c = Command::new("unshare");
-        c.args(["--pid", "--fork", "--kill-child", "--mount", "--mount-proc", "--uts", "--ipc", BIN, "--config"])
+        let mut c = Command::new("sh");
+        let cg = self
+            .cgroup
+            .as_ref()
+            .map(|p| p.join("cgroup.procs").display().to_string())
+            .unwrap_or_default();
+        c.arg("-c")
+            .arg(r#"[ -z "$CG" ] || echo $$ > "$CG"; exec unshare --pid --fork --kill-child --mount --mount-proc --uts --ipc "$@""#)
+            .arg("sh")
+            .arg(BIN)
+            .arg("--config")
             .arg(&self.config)
             .args(["--cmdline", cmdline])
             .env_clear()
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-            .stdin(Stdio::null());
+            .env("CG", cg)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
         for (k, v) in extra_env {
             c.env(k, v);
         }
-        c.spawn().expect("unshare (util-linux) must be installed")
+        c.spawn()
+            .expect("sh and unshare (util-linux) must be installed")
     }
 
     /// Boots until the device powers off, panics, or `max_boots` boots happened; each boot is
@@ -125,10 +145,13 @@ pub fn wait_end(child: &mut Child, limit: Duration) -> End {
     loop {
         match child.try_wait() {
             Ok(Some(status)) => {
-                return match status.code() {
-                    Some(129) => End::Reboot,
-                    Some(130) => End::PowerOff,
-                    other => End::Panic(format!("device ended with {other:?} ({status})")),
+                // unshare re-raises the signal that killed its child on itself (a shell shows
+                // 128 + n: 129 / 130)
+                use std::os::unix::process::ExitStatusExt;
+                return match (status.code(), status.signal()) {
+                    (Some(129), _) | (_, Some(libc::SIGHUP)) => End::Reboot,
+                    (Some(130), _) | (_, Some(libc::SIGINT)) => End::PowerOff,
+                    _ => End::Panic(format!("device ended with {status}")),
                 };
             }
             Ok(None) if t.elapsed() > limit => {
@@ -139,5 +162,23 @@ pub fn wait_end(child: &mut Child, limit: Duration) -> End {
             Ok(None) => std::thread::sleep(Duration::from_millis(20)),
             Err(e) => return End::Panic(format!("wait: {e}")),
         }
+    }
+}
+
+/// The device's pid on the host: the child of `unshare` (the harness's direct child).
+pub fn device_pid(unshare: &Child) -> Option<i32> {
+    let p = unshare.id();
+    let kids = std::fs::read_to_string(format!("/proc/{p}/task/{p}/children")).ok()?;
+    kids.split_whitespace().next()?.parse().ok()
+}
+
+/// Sends `sig` to the device (PID 1 of its namespace).
+pub fn signal_device(unshare: &Child, sig: &str) -> bool {
+    match device_pid(unshare) {
+        Some(pid) => Command::new("kill")
+            .args([&format!("-{sig}"), &pid.to_string()])
+            .status()
+            .is_ok_and(|s| s.success()),
+        None => false,
     }
 }

@@ -1,0 +1,485 @@
+//! Namespace tier (root): the real binary as PID 1 of a new PID namespace, booted by the
+//! harness that plays U-Boot, with busybox containers made by scripts/pvmk. Timers are
+//! shortened by configuration. Every test checks that no mount, loop device or cgroup is left.
+mod harness;
+mod support;
+
+use harness::{Bootloader, End};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Timing assertions need the two cores: one device at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+struct Rig {
+    dir: PathBuf,
+    storage: PathBuf,
+    cgroup: Option<PathBuf>,
+    bl: Bootloader,
+}
+
+fn cgroup2() -> Option<PathBuf> {
+    pantavisor::container::discover_cgroup_root().ok()
+}
+
+fn remove_cgroup_tree(dir: &Path) {
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            if e.path().is_dir() {
+                remove_cgroup_tree(&e.path());
+            }
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
+}
+
+/// The init of a test container: traps SIGTERM so stops are quick, prints the boot-relative
+/// time it started (for interval measurements), then runs `body`.
+fn sh(body: &str) -> String {
+    format!(
+        r#"["/bin/sh","-c","trap 'exit 0' TERM; read up idle < /proc/uptime; echo start $up; {}"]"#,
+        body.replace('\\', "\\\\").replace('"', "\\\"")
+    )
+}
+
+fn forever() -> &'static str {
+    "while :; do sleep 0.2; done"
+}
+
+impl Rig {
+    fn new(name: &str, description: &str, extra_config: &str) -> Rig {
+        let dir = std::env::temp_dir().join(format!("pv-rt-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let rootfs = dir.join("rootfs");
+        for d in ["bin", "etc", "proc", "sys", "dev", "tmp", "run", "data"] {
+            std::fs::create_dir_all(rootfs.join(d)).unwrap();
+        }
+        std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).expect("busybox-static");
+        for a in ["sh", "sleep", "cat", "echo", "ls", "seq", "true", "false"] {
+            std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(a)).unwrap();
+        }
+        std::fs::write(rootfs.join("etc/motd"), "from the rootfs\n").unwrap();
+        let desc = dir.join("desc.json");
+        std::fs::write(&desc, description).unwrap();
+        let storage = dir.join("storage");
+        let pvmk = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/pvmk");
+        let out = Command::new(&pvmk)
+            .arg(&desc)
+            .arg("--factory")
+            .arg(&storage)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "pvmk: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let d = |n: &str| {
+            let p = dir.join(n);
+            std::fs::create_dir_all(&p).unwrap();
+            p.display().to_string()
+        };
+        let config = dir.join("pantavisor.config");
+        std::fs::write(
+            &config,
+            format!(
+                "PV_SYSTEM_INIT_MODE=standalone\nPV_STORAGE_MNTPOINT={}\nPV_SYSTEM_RUNDIR={}\nPV_DISK_VOLDIR={}\nPV_DISK_EXPORTSDIR={}\nPV_SYSTEM_CONFDIR={}\nPV_DISK_WRITABLEDIR={}\nPV_LOG_LEVEL=4\nPV_UPDATER_COMMIT_DELAY=1\n{extra_config}",
+                storage.display(),
+                d("run"),
+                d("volumes"),
+                d("exports"),
+                d("configs"),
+                d("writable")
+            ),
+        )
+        .unwrap();
+        let cgroup = cgroup2().map(|r| r.join(format!("pv-rt-{name}-{}", std::process::id())));
+        if let Some(cg) = &cgroup {
+            remove_cgroup_tree(cg);
+            std::fs::create_dir_all(cg).unwrap();
+        }
+        let mut bl = Bootloader::new(&storage, &config);
+        bl.cgroup = cgroup.clone();
+        Rig {
+            dir,
+            storage,
+            cgroup,
+            bl,
+        }
+    }
+
+    fn log(&self, rev: &str) -> String {
+        std::fs::read_to_string(
+            self.storage
+                .join(format!("logs/{rev}/pantavisor/pantavisor.log")),
+        )
+        .unwrap_or_default()
+    }
+
+    fn console(&self, rev: &str, c: &str) -> String {
+        std::fs::read_to_string(self.storage.join(format!("logs/{rev}/{c}/lxc/console.log")))
+            .unwrap_or_default()
+    }
+
+    /// Start times (boot-relative seconds) a container printed, one per start.
+    fn starts(&self, rev: &str, c: &str) -> Vec<f64> {
+        self.console(rev, c)
+            .lines()
+            .filter_map(|l| l.strip_prefix("start "))
+            .filter_map(|t| t.trim().parse().ok())
+            .collect()
+    }
+
+    /// Boots once, waits until `until` holds (or the device ends, or `limit`), then powers it
+    /// off with SIGINT unless it already ended. Returns how it ended.
+    fn boot_until(&mut self, limit: Duration, until: &dyn Fn(&Rig) -> bool) -> End {
+        let (booted, cmdline) = self.bl.pick();
+        let mut child = self.bl.spawn(&cmdline, &[]);
+        let t = Instant::now();
+        while t.elapsed() < limit && child.try_wait().unwrap().is_none() && !until(self) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if child.try_wait().unwrap().is_none() {
+            harness::signal_device(&child, "INT");
+        }
+        let end = harness::wait_end(&mut child, Duration::from_secs(20));
+        self.bl.boots.push((booted, end.clone()));
+        end
+    }
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            support::assert_nothing_left(&self.dir);
+        }
+        if let Some(cg) = &self.cgroup {
+            remove_cgroup_tree(cg);
+            if !std::thread::panicking() {
+                assert!(!cg.exists(), "cgroup {} left behind", cg.display());
+            }
+        }
+        if std::env::var_os("PV_TEST_KEEP").is_none() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+fn ctr(cmd: &str, extra: &str) -> String {
+    format!(r#"{{"rootfs":"rootfs","cmd":{cmd}{extra}}}"#)
+}
+
+fn line_of(log: &str, needle: &str) -> usize {
+    log.lines()
+        .position(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("no '{needle}' in the log:\n{log}"))
+}
+
+#[test]
+fn default_groups_put_the_first_alphabetical_in_root_and_start_groups_in_order() {
+    let _g = SERIAL.lock();
+    let f = sh(forever());
+    let desc = format!(
+        r#"{{"containers":{{"zeta":{},"alpha":{},"mid":{}}}}}"#,
+        ctr(&f, ""),
+        ctr(&f, ""),
+        ctr(&f, "")
+    );
+    let mut r = Rig::new("defgroups", &desc, "");
+    let end = r.boot_until(Duration::from_secs(20), &|r| {
+        r.log("0").matches(": STARTED (pid").count() == 3
+    });
+    assert_eq!(end, End::PowerOff);
+    let log = r.log("0");
+    // alpha is in root (group 2 of data/root/platform/app): it starts before the platform ones
+    let a = line_of(&log, "container alpha: STARTED");
+    assert!(
+        a < line_of(&log, "container mid: STARTED") && a < line_of(&log, "container zeta: STARTED"),
+        "{log}"
+    );
+    // shutdown in reverse group order: the platform containers stop before root's alpha
+    let stop_alpha = line_of(&log, "container alpha: STOPPING");
+    assert!(
+        line_of(&log, "container mid: STOPPING") < stop_alpha,
+        "{log}"
+    );
+    assert!(
+        line_of(&log, "container zeta: STOPPING") < stop_alpha,
+        "{log}"
+    );
+}
+
+#[test]
+fn declared_groups_start_in_order_and_a_goal_timeout_still_unblocks_later_groups() {
+    let _g = SERIAL.lock();
+    let f = sh(forever());
+    // "first" waits for a READY signal that never comes: after its 2 s timeout "second" starts
+    let desc = format!(
+        r#"{{"groups":[{{"name":"first","status_goal":"READY","restart_policy":"system","timeout":2}},{{"name":"second","timeout":30}}],
+            "containers":{{"aaa":{},"bbb":{}}}}}"#,
+        ctr(&f, r#","group":"second""#),
+        ctr(&f, r#","group":"first""#)
+    );
+    let mut r = Rig::new("groups", &desc, "");
+    let end = r.boot_until(Duration::from_secs(20), &|r| {
+        !r.starts("0", "aaa").is_empty()
+    });
+    assert_eq!(end, End::PowerOff);
+    let (b, a) = (r.starts("0", "bbb"), r.starts("0", "aaa"));
+    assert_eq!((b.len(), a.len()), (1, 1), "bbb {b:?} aaa {a:?}");
+    let waited = a[0] - b[0];
+    assert!(
+        (1.8..4.0).contains(&waited),
+        "second group started {waited:.2} s after the first (timeout 2 s)"
+    );
+    assert!(r.log("0").contains("not reached in time"));
+}
+
+#[test]
+fn on_failure_retries_grow_by_the_backoff_factor_then_never_leaves_it_stopped() {
+    let _g = SERIAL.lock();
+    let crash = sh("exit 3");
+    let f = sh(forever());
+    let desc = format!(
+        r#"{{"containers":{{"crasher":{},"steady":{}}}}}"#,
+        ctr(
+            &crash,
+            r#","group":"app","auto_recovery":{"policy":"on-failure","max_retries":3,"retry_delay":1,"backoff_factor":2.0,"backoff_policy":"never"}"#
+        ),
+        ctr(&f, r#","group":"app""#)
+    );
+    let mut r = Rig::new("backoff", &desc, "");
+    let end = r.boot_until(Duration::from_secs(25), &|r| {
+        r.log("0").contains("left stopped")
+    });
+    assert_eq!(
+        end,
+        End::PowerOff,
+        "the device keeps running when recovery gives up"
+    );
+    let s = r.starts("0", "crasher");
+    assert_eq!(s.len(), 4, "first start + 3 retries: {s:?}");
+    let gaps: Vec<f64> = s.windows(2).map(|w| w[1] - w[0]).collect();
+    for (gap, want) in gaps.iter().zip([1.0, 2.0, 4.0]) {
+        assert!(
+            (want - 0.15..want + 0.8).contains(gap),
+            "retry delays {gaps:?}, want 1, 2, 4 s"
+        );
+    }
+    println!("measured retry delays (s): {gaps:.2?} for retry_delay 1, backoff_factor 2");
+    // the other container ran throughout: started once, never restarted
+    assert_eq!(r.starts("0", "steady").len(), 1);
+}
+
+#[test]
+fn retries_exhausted_with_reboot_policy_reboots() {
+    let _g = SERIAL.lock();
+    let crash = sh("exit 1");
+    let desc = format!(
+        r#"{{"containers":{{"c":{}}}}}"#,
+        ctr(
+            &crash,
+            r#","group":"app","auto_recovery":{"policy":"always","max_retries":1,"retry_delay":0,"backoff_policy":"reboot"}"#
+        )
+    );
+    let mut r = Rig::new("reboot", &desc, "");
+    let end = r.boot_until(Duration::from_secs(15), &|_| false);
+    assert_eq!(end, End::Reboot);
+    assert_eq!(r.starts("0", "c").len(), 2, "one start and one retry");
+}
+
+#[test]
+fn duration_backoff_policy_tries_again_after_the_wait() {
+    let _g = SERIAL.lock();
+    let crash = sh("exit 1");
+    let desc = format!(
+        r#"{{"containers":{{"c":{}}}}}"#,
+        ctr(
+            &crash,
+            r#","group":"app","auto_recovery":{"policy":"on-failure","max_retries":1,"retry_delay":0,"backoff_policy":"2s"}"#
+        )
+    );
+    let mut r = Rig::new("duration", &desc, "");
+    let end = r.boot_until(Duration::from_secs(15), &|r| r.starts("0", "c").len() >= 4);
+    assert_eq!(end, End::PowerOff);
+    let s = r.starts("0", "c");
+    // start, immediate retry, 2 s wait, start (counter reset), immediate retry
+    let gaps: Vec<f64> = s.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(
+        gaps[0] < 0.8 && (1.85..3.0).contains(&gaps[1]) && gaps[2] < 0.8,
+        "gaps {gaps:?}"
+    );
+}
+
+#[test]
+fn a_crash_without_recovery_policy_reboots_the_device() {
+    let _g = SERIAL.lock();
+    let crash = sh("sleep 0.5; exit 1");
+    let f = sh(forever());
+    let desc = format!(
+        r#"{{"containers":{{"a":{},"b":{}}}}}"#,
+        ctr(&f, ""),
+        ctr(&crash, "")
+    );
+    let mut r = Rig::new("crash", &desc, "");
+    let end = r.boot_until(Duration::from_secs(15), &|_| false);
+    assert_eq!(end, End::Reboot);
+    assert!(
+        r.log("0").contains("failed without recovery"),
+        "{}",
+        r.log("0")
+    );
+}
+
+#[test]
+fn a_thousand_orphans_leave_no_zombie() {
+    let _g = SERIAL.lock();
+    let f = sh(forever());
+    let desc = format!(r#"{{"containers":{{"a":{}}}}}"#, ctr(&f, ""));
+    let mut r = Rig::new("orphans", &desc, "");
+    let (_, cmdline) = r.bl.pick();
+    let mut child = r.bl.spawn(&cmdline, &[]);
+    let t = Instant::now();
+    while r.starts("0", "a").is_empty() && t.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let dev = harness::device_pid(&child).expect("device pid");
+    // 1000 processes whose parent exits at once: all re-parented to the device (PID 1 there)
+    let out = Command::new("nsenter")
+        .args([
+            "-t",
+            &dev.to_string(),
+            "-p",
+            "-m",
+            "--",
+            "/bin/sh",
+            "-c",
+            "for i in $(seq 1000); do (sleep 0.3 &); done",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    // children of the device that are zombies
+    let zombies = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+        .filter(|st| {
+            let after = st.rsplit_once(')').map(|x| x.1).unwrap_or("");
+            let f: Vec<&str> = after.split_whitespace().collect();
+            f.first() == Some(&"Z") && f.get(1) == Some(&dev.to_string().as_str())
+        })
+        .count();
+    harness::signal_device(&child, "INT");
+    assert_eq!(
+        harness::wait_end(&mut child, Duration::from_secs(20)),
+        End::PowerOff
+    );
+    assert_eq!(zombies, 0, "zombies left under the device");
+    let log = r.log("0");
+    let reaped: u64 = log
+        .lines()
+        .filter_map(|l| l.split("all containers stopped (").nth(1))
+        .filter_map(|x| x.split_whitespace().next()?.parse().ok())
+        .next()
+        .unwrap_or(0);
+    assert!(reaped >= 1000, "orphans reaped: {reaped}\n{log}");
+}
+
+/// Writes revision `rev` (made by pvmk from `desc`) into the storage and sets pv_try, as an
+/// installer would; `break_it` damages it first.
+fn stage_update(r: &Rig, rev: &str, desc: &str, break_it: &dyn Fn(&Path, &mut Vec<u8>)) {
+    let d = r.dir.join(format!("desc-{rev}.json"));
+    std::fs::write(&d, desc).unwrap();
+    let state_file = r.dir.join(format!("state-{rev}.json"));
+    let out = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/pvmk"))
+        .arg(&d)
+        .arg("--objects")
+        .arg(r.storage.join("objects"))
+        .arg("--state")
+        .arg(&state_file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut raw = std::fs::read(&state_file).unwrap();
+    break_it(&r.storage.join("objects"), &mut raw);
+    let t = r.storage.join("trails").join(rev).join(".pvr");
+    std::fs::create_dir_all(&t).unwrap();
+    std::fs::write(t.join("json"), &raw).unwrap();
+    std::fs::write(
+        r.storage.join("boot/uboot.txt"),
+        format!("pv_rev=0\0pv_try={rev}\0\0"),
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_broken_revision_does_not_crash_pid1_and_the_boot_falls_back() {
+    let _g = SERIAL.lock();
+    let f = sh(forever());
+    let desc = format!(r#"{{"containers":{{"a":{}}}}}"#, ctr(&f, ""));
+    let mut r = Rig::new("broken", &desc, "");
+    assert_eq!(
+        r.boot_until(Duration::from_secs(10), &|r| !r.starts("0", "a").is_empty()),
+        End::PowerOff
+    );
+
+    // revision 1: one run.json with a wrong type
+    stage_update(&r, "1", &desc, &|_, raw| {
+        let s = String::from_utf8(raw.clone()).unwrap().replacen(
+            "\"volumes\":[]",
+            "\"volumes\":\"x\"",
+            1,
+        );
+        *raw = s.into_bytes();
+    });
+    // revision 2: an object missing from the store (its own LXC config; the root volume is
+    // shared with revision 0)
+    let desc2 = format!(
+        r#"{{"containers":{{"a":{}}}}}"#,
+        ctr(&sh("echo two; while :; do sleep 0.2; done"), "")
+    );
+    stage_update(&r, "2", &desc2, &|objects, raw| {
+        let v = String::from_utf8_lossy(raw).to_string();
+        let key = "a/lxc.container.conf\":\"";
+        let i = v.find(key).unwrap() + key.len();
+        std::fs::remove_file(objects.join(&v[i..i + 64])).unwrap();
+    });
+    for (rev, why) in [
+        ("1", "State JSON has bad format"),
+        ("2", "Object validation went wrong"),
+    ] {
+        std::fs::write(
+            r.storage.join("boot/uboot.txt"),
+            format!("pv_rev=0\0pv_try={rev}\0\0"),
+        )
+        .unwrap();
+        // try boot: refused, reboot; the fallback boot runs 0 and clears pv_try
+        assert_eq!(
+            r.boot_until(Duration::from_secs(10), &|_| false),
+            End::Reboot,
+            "revision {rev}"
+        );
+        let end = r.boot_until(Duration::from_secs(10), &|r| {
+            harness::read_env(&r.storage).1.is_none()
+        });
+        assert_eq!(end, End::PowerOff);
+        assert_eq!(harness::read_env(&r.storage), (Some("0".into()), None));
+        let p =
+            std::fs::read_to_string(r.storage.join(format!("trails/{rev}/.pv/progress"))).unwrap();
+        assert!(p.contains("\"status\":\"ERROR\"") && p.contains(why), "{p}");
+    }
+    let booted: Vec<&str> = r.bl.boots.iter().map(|b| b.0.as_str()).collect();
+    assert_eq!(booted, ["0", "1", "0", "2", "0"]);
+}
