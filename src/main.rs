@@ -2,6 +2,7 @@
 use pantavisor::bootloader;
 use pantavisor::config::{Config, InitMode, Key, Level, LogTimestamp, SizeLimit};
 use pantavisor::device::Device;
+use pantavisor::init::embedded;
 use pantavisor::logs;
 use pantavisor::pvlog;
 use pantavisor::state::State;
@@ -126,6 +127,11 @@ fn run(args: &[String]) -> i32 {
             }
         }
     }
+    // The real PID 1 starts with nothing mounted: /proc (for the command line) comes first.
+    let pid1 = sys::event::getpid() == 1;
+    if pid1 && !std::path::Path::new("/proc/self").exists() {
+        embedded::early_mounts();
+    }
     let config_text = match &config_path {
         Some(p) => match std::fs::read_to_string(p) {
             Ok(t) => Some(t),
@@ -149,14 +155,46 @@ fn run(args: &[String]) -> i32 {
     pantavisor::logs::set_level(pantavisor::logs::Level::from_number(
         config.log_level() as u64
     ));
-    if config.init_mode() != InitMode::Standalone {
-        pvlog!(
-            Fatal,
-            "init",
-            "only PV_SYSTEM_INIT_MODE=standalone is in this build"
-        );
-        return 2;
-    }
+    let embedded_mode = match config.init_mode() {
+        InitMode::Standalone => false,
+        InitMode::Embedded => {
+            if pid1 {
+                embedded::early_mounts();
+                if embedded::root_is_initramfs() {
+                    if let Err(e) = embedded::reroot() {
+                        pvlog!(
+                            Error,
+                            "init",
+                            "re-root off the initramfs: {e} (containers fall back to chroot)"
+                        );
+                    }
+                }
+            }
+            let n = embedded::load_early_modules(std::path::Path::new(embedded::EARLY_MODULES_DIR));
+            pvlog!(Info, "init", "{n} early kernel modules loaded");
+            if let Some(dev) = config.storage_device() {
+                let wait = std::time::Duration::from_secs(config.storage_wait());
+                if let Err(e) = embedded::mount_storage(
+                    dev,
+                    config.storage_fstype(),
+                    config.storage_mntpoint(),
+                    wait,
+                ) {
+                    pvlog!(Fatal, "init", "{e}");
+                    return end(Power::Reboot, None);
+                }
+            }
+            true
+        }
+        InitMode::Appengine => {
+            pvlog!(
+                Fatal,
+                "init",
+                "PV_SYSTEM_INIT_MODE=appengine is not supported"
+            );
+            return 2;
+        }
+    };
     let root = config.storage_mntpoint().to_string();
     let fs = RealFs;
     let st = Storage::new(&fs, &root);
@@ -222,7 +260,7 @@ fn run(args: &[String]) -> i32 {
             Power::Reboot
         }
     };
-    end(power)
+    end(power, embedded_mode.then(|| root.as_str()))
 }
 
 /// Logs to `<PV_LOG_DIR>/<rev>/pantavisor/pantavisor.log` (and the console) from here on.
@@ -248,8 +286,11 @@ fn init_logs(config: &Config, rev: &str) {
 
 /// The orderly end (interfaces.md "Ending"): containers are already stopped; sync, then
 /// reboot(2) as PID 1, or exit 129 / 130 as a plain process.
-fn end(p: Power) -> i32 {
+fn end(p: Power, storage: Option<&str>) -> i32 {
     sys::power::sync();
+    if let Some(mnt) = storage {
+        embedded::unmount_storage(mnt);
+    }
     match sys::power::reboot_if_pid1(p) {
         Ok(true) => loop {
             // the kernel ends us; never return from PID 1

@@ -41,3 +41,15 @@ pub fn reboot_if_pid1(p: Power) -> io::Result<bool> {
     }
     Ok(true)
 }
+
+/// finit_module(2) with no parameters.
+pub fn finit_module(f: &std::fs::File) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let params = c"";
+    // SAFETY: a valid open fd, a NUL-terminated (empty) parameter string, flags 0.
+    let r = unsafe { libc::syscall(libc::SYS_finit_module, f.as_raw_fd(), params.as_ptr(), 0) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}

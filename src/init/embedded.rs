@@ -1,0 +1,170 @@
+//! `PV_SYSTEM_INIT_MODE=embedded`: the real PID 1 of an initramfs. Early mounts, re-rooting off
+//! the initramfs rootfs (so containers can pivot_root, test-infra 1.4), early kernel modules,
+//! and the storage partition. Namespaces cannot run this; the VM tier proves it.
+use super::blockdev::{self, DeviceSpec};
+use crate::pvlog;
+use crate::sys;
+use std::ffi::CString;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Where the initramfs carries modules to load before looking for storage (virtio, ext4, loop,
+/// squashfs, overlay...): every `*.ko` listed, in order, in `modules.load` of this folder, or
+/// all `*.ko` in name order when there is no list.
+pub const EARLY_MODULES_DIR: &str = "/lib/modules/pv-early";
+
+fn c(s: &str) -> io::Result<CString> {
+    CString::new(s)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, format!("NUL in {s:?}")))
+}
+
+fn mount(src: &str, target: &str, fstype: &str, flags: u64, data: &str) -> io::Result<()> {
+    let _ = std::fs::create_dir_all(target);
+    let data = (!data.is_empty()).then(|| c(data)).transpose()?;
+    sys::mount(
+        Some(&c(src)?),
+        &c(target)?,
+        Some(&c(fstype)?),
+        flags,
+        data.as_deref(),
+    )
+    .map_err(|e| io::Error::new(e.kind(), format!("mount {fstype} on {target}: {e}")))
+}
+
+/// /proc, /sys, devtmpfs /dev, /dev/pts, /run -- each only when not mounted yet (EBUSY is fine).
+pub fn early_mounts() {
+    let nosuid = libc::MS_NOSUID as u64;
+    let nodev = libc::MS_NODEV as u64;
+    let noexec = libc::MS_NOEXEC as u64;
+    for (src, target, fstype, flags, data) in [
+        ("proc", "/proc", "proc", nosuid | nodev | noexec, ""),
+        ("sysfs", "/sys", "sysfs", nosuid | nodev | noexec, ""),
+        ("devtmpfs", "/dev", "devtmpfs", nosuid, "mode=0755"),
+        (
+            "devpts",
+            "/dev/pts",
+            "devpts",
+            nosuid | noexec,
+            "gid=5,mode=0620,ptmxmode=0666",
+        ),
+        ("tmpfs", "/run", "tmpfs", nosuid | nodev, "mode=0755"),
+    ] {
+        if let Err(e) = mount(src, target, fstype, flags, data) {
+            if e.raw_os_error() != Some(libc::EBUSY) {
+                pvlog!(Warn, "init", "{e}");
+            }
+        }
+    }
+}
+
+/// Whether `/` is the kernel's initramfs `rootfs` (no parent mount: pivot_root refuses it).
+pub fn root_is_initramfs() -> bool {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .ok()
+        .and_then(|mi| {
+            mi.lines().find_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                let sep = f.iter().position(|x| *x == "-")?;
+                (f.get(4) == Some(&"/")).then(|| f.get(sep + 1).copied().unwrap_or("").to_string())
+            })
+        })
+        .is_some_and(|fstype| fstype == "rootfs")
+}
+
+/// Re-roots PID 1 once: bind `/` onto /newroot, move it over `/`, chroot into it (test-infra
+/// 1.4 (a)). Afterwards `/` has a parent mount and containers can pivot_root.
+pub fn reroot() -> io::Result<()> {
+    let rec = (libc::MS_BIND | libc::MS_REC) as u64;
+    mount("/", "/newroot", "", rec, "")?;
+    sys::chdir(&c("/newroot")?)?;
+    sys::mount(Some(&c(".")?), &c("/")?, None, libc::MS_MOVE as u64, None)?;
+    sys::chroot(&c(".")?)?;
+    sys::chdir(&c("/")?)
+}
+
+/// Loads the early modules with finit_module; a module that fails is logged, not fatal (it
+/// may be built in).
+pub fn load_early_modules(dir: &Path) -> usize {
+    let list: Vec<PathBuf> = match std::fs::read_to_string(dir.join("modules.load")) {
+        Ok(t) => t
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(|l| dir.join(l))
+            .collect(),
+        Err(_) => {
+            let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+                .map(|rd| {
+                    rd.flatten()
+                        .map(|e| e.path())
+                        .filter(|p| p.extension().is_some_and(|x| x == "ko"))
+                        .collect()
+                })
+                .unwrap_or_default();
+            v.sort();
+            v
+        }
+    };
+    let mut loaded = 0;
+    for m in list {
+        match std::fs::File::open(&m).and_then(|f| sys::power::finit_module(&f)) {
+            Ok(()) => loaded += 1,
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => loaded += 1,
+            Err(e) => pvlog!(Warn, "init", "module {}: {e}", m.display()),
+        }
+    }
+    loaded
+}
+
+/// Finds PV_STORAGE_DEVICE (waiting up to `wait` for it to appear) and mounts it at
+/// `mntpoint` with `fstype` (ext4 when unset).
+pub fn mount_storage(
+    device: &str,
+    fstype: Option<&str>,
+    mntpoint: &str,
+    wait: Duration,
+) -> io::Result<PathBuf> {
+    let spec = DeviceSpec::parse(device);
+    let t = Instant::now();
+    let dev = loop {
+        if let Some(d) = blockdev::find(&spec, Path::new("/sys/class/block"), Path::new("/dev")) {
+            break d;
+        }
+        if t.elapsed() >= wait {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("storage device {device} not found in {} s", wait.as_secs()),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    mount(
+        &dev.to_string_lossy(),
+        mntpoint,
+        fstype.unwrap_or("ext4"),
+        0,
+        "",
+    )?;
+    pvlog!(
+        Info,
+        "init",
+        "storage {} ({device}) mounted on {mntpoint}",
+        dev.display()
+    );
+    Ok(dev)
+}
+
+/// Unmounts the storage at shutdown (after sync); a busy mount is remounted read-only.
+pub fn unmount_storage(mntpoint: &str) {
+    let Ok(t) = c(mntpoint) else { return };
+    if sys::umount2(&t, 0).is_err() {
+        let _ = sys::mount(
+            None,
+            &t,
+            None,
+            (libc::MS_REMOUNT | libc::MS_RDONLY) as u64,
+            None,
+        );
+    }
+}
