@@ -15,7 +15,7 @@ use crate::state::{AutoRecovery, State, StatusGoal};
 use crate::storage::meta::MetaStore;
 use crate::storage::Storage;
 use crate::supervisor::recovery::{self, Counters, Decision};
-use crate::supervisor::{self, check_goal, Goal, Status};
+use crate::supervisor::{self, check_goal, Action, Event, Goal, Status};
 use crate::sys::event as ev;
 use crate::sys::power::Power;
 use crate::update;
@@ -212,11 +212,7 @@ impl<'a> Device<'a> {
                         }
                     }
                     RETRY => {
-                        if let Some(c) = self.ctrs.get_mut(i) {
-                            if c.status == Status::Recovering {
-                                c.status = Status::Installed;
-                            }
-                        }
+                        self.step(i, Event::RetryTimer);
                     }
                     STABLE => {
                         if let Some(c) = self.ctrs.get_mut(i) {
@@ -259,17 +255,35 @@ impl<'a> Device<'a> {
         }
     }
 
+    /// Feeds `event` to the container status table (supervisor::next) and applies the status
+    /// change the action implies; the caller performs the action's effects.
+    fn step(&mut self, i: usize, event: Event) -> Action {
+        let Some(c) = self.ctrs.get_mut(i) else {
+            return Action::Ignore;
+        };
+        let action = supervisor::next(c.status, event, c.goal);
+        match action {
+            Action::Become(s) => c.status = s,
+            Action::Spawn => c.status = Status::Starting,
+            Action::Halt => c.status = Status::Stopping,
+            Action::Unmount | Action::Recover => c.status = Status::Stopped,
+            Action::Restart => c.status = Status::Installed,
+            Action::Mount | Action::Kill | Action::Ignore => {}
+        }
+        action
+    }
+
     fn exited(&mut self, i: usize) {
         let now = EventLoop::now_ms();
         let ending = self.ending.is_some();
         let update_active = matches!(self.gate, Some(Gate::InProgress | Gate::Testing { .. }));
+        let action = self.step(i, Event::Exited);
         let Some(c) = self.ctrs.get_mut(i) else {
             return;
         };
-        let was = c.status;
-        c.status = Status::Stopped;
         c.stable = false;
-        if ending || was == Status::Stopping {
+        if ending || action != Action::Recover {
+            // a stop we asked for (Unmount: the engine already cleaned up), or a stale exit
             return;
         }
         let (d, counters) = recovery::on_exit(
@@ -283,6 +297,7 @@ impl<'a> Device<'a> {
         match d {
             Decision::Retry { delay: 0 } => c.status = Status::Installed,
             Decision::Retry { delay } | Decision::Wait { delay } => {
+                // the recovery decision itself is table-free: 4.2's algorithm (recovery.rs)
                 c.status = Status::Recovering;
                 pvlog!(
                     Info,
@@ -374,10 +389,13 @@ impl<'a> Device<'a> {
                     )
                 })
                 .collect();
-            if supervisor::may_start(&earlier) {
+            let event = if supervisor::may_start(&earlier) {
+                Event::Unblocked
+            } else {
+                Event::Blocked
+            };
+            if self.step(i, event) == Action::Mount {
                 self.start(i);
-            } else if let Some(c) = self.ctrs.get_mut(i) {
-                c.status = Status::Blocked;
             }
             if self.ending.is_some() {
                 return;
@@ -404,16 +422,12 @@ impl<'a> Device<'a> {
     fn start(&mut self, i: usize) {
         let Some(c) = self.ctrs.get(i) else { return };
         let name = c.name.clone();
-        let goal = c.goal;
         if let Err(e) = self.engine.mount(&self.rev, &self.state, &name) {
             pvlog!(Error, "device", "{e}");
             return self.exited_at_start(i);
         }
-        if goal == StatusGoal::Mounted {
-            if let Some(c) = self.ctrs.get_mut(i) {
-                c.status = Status::Mounted;
-            }
-            return;
+        if self.step(i, Event::Mounted) != Action::Spawn {
+            return; // a MOUNTED-goal container stops here
         }
         match self.engine.start(&self.rev, &self.state, &name) {
             Ok(pid) => {
@@ -423,9 +437,9 @@ impl<'a> Device<'a> {
                     .and_then(|c| self.group_timeouts.get(c.group))
                     .copied()
                     .unwrap_or(120);
+                self.step(i, Event::Execed);
                 if let Some(c) = self.ctrs.get_mut(i) {
                     pvlog!(Info, "device", "container {name}: STARTED (pid {pid})");
-                    c.status = Status::Started;
                     c.started_ms = EventLoop::now_ms();
                     c.timed_out = false;
                     c.stable = false;
@@ -478,27 +492,18 @@ impl<'a> Device<'a> {
                 continue;
             }
             let name = c.name.clone();
-            match c.status {
-                Status::Started | Status::Ready | Status::Starting => {
-                    match self.engine.request_stop(&name, now) {
-                        Ok(Some(_)) => {
-                            if let Some(c) = self.ctrs.get_mut(i) {
-                                c.status = Status::Stopping;
-                            }
-                        }
-                        Ok(None) | Err(_) => {
-                            let _ = self.engine.unmount(&name);
-                            if let Some(c) = self.ctrs.get_mut(i) {
-                                c.status = Status::Stopped;
-                            }
+            match self.step(i, Event::StopRequested) {
+                Action::Halt => {
+                    if !matches!(self.engine.request_stop(&name, now), Ok(Some(_))) {
+                        // already gone: nothing to wait for
+                        let _ = self.engine.unmount(&name);
+                        if let Some(c) = self.ctrs.get_mut(i) {
+                            c.status = Status::Stopped;
                         }
                     }
                 }
-                Status::Mounted => {
+                Action::Unmount => {
                     let _ = self.engine.unmount(&name);
-                    if let Some(c) = self.ctrs.get_mut(i) {
-                        c.status = Status::Stopped;
-                    }
                 }
                 _ => {}
             }
