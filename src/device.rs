@@ -72,6 +72,8 @@ pub struct Device<'a> {
     ending: Option<Power>,
     published: Option<Status>,
     orphans_reaped: u64,
+    bsp: Option<container::bsp::BspVolumes>,
+    modules: crate::drivers::ModuleIndex,
 }
 
 impl<'a> Device<'a> {
@@ -134,11 +136,14 @@ impl<'a> Device<'a> {
             ending: None,
             published: None,
             orphans_reaped: 0,
+            bsp: None,
+            modules: crate::drivers::ModuleIndex::default(),
         })
     }
 
     /// Runs until the device must reboot or power off; containers are stopped by then.
     pub fn run(mut self) -> Power {
+        self.mount_bsp();
         self.lp.after(TICK_MS, TICK);
         let mut wakes = Vec::new();
         loop {
@@ -156,6 +161,9 @@ impl<'a> Device<'a> {
                         "all containers stopped ({} orphans reaped)",
                         self.orphans_reaped
                     );
+                    if let Some(v) = self.bsp.take() {
+                        self.engine.unmount_bsp(v);
+                    }
                     return p;
                 }
             }
@@ -419,6 +427,51 @@ impl<'a> Device<'a> {
         self.publish_status();
     }
 
+    /// The BSP's modules and firmware images for this kernel; a failure is logged and the
+    /// containers' drivers then fail to load (required ones stop their container).
+    fn mount_bsp(&mut self) {
+        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim()
+            .to_string();
+        let on_device = self.cfg.init_mode() == crate::config::InitMode::Embedded;
+        match self
+            .engine
+            .mount_bsp(&self.rev, &self.state, &release, on_device)
+        {
+            Ok(v) => {
+                if let Some(root) = &v.modules_root {
+                    self.modules = crate::drivers::ModuleIndex::load(root);
+                }
+                self.bsp = Some(v);
+            }
+            Err(e) => pvlog!(Error, "device", "{e}"),
+        }
+    }
+
+    /// Loads the container's required and optional drivers (3.3 step 3).
+    fn load_drivers(&self, i: usize) -> Result<usize, String> {
+        let Some(c) = self.ctrs.get(i).and_then(|c| self.state.container(&c.name)) else {
+            return Ok(0);
+        };
+        let usermeta = MetaStore::new(self.st.fs, self.cfg.cache_usrmetadir().as_ref());
+        let devmeta = MetaStore::new(self.st.fs, self.cfg.cache_devmetadir().as_ref());
+        let meta = |store: &str, key: &str| {
+            let s = if store == "device-meta" {
+                &devmeta
+            } else {
+                &usermeta
+            };
+            s.get(key)
+                .ok()
+                .flatten()
+                .map(|v| String::from_utf8_lossy(&v).trim().to_string())
+        };
+        let plan =
+            crate::drivers::for_container(&self.state, c, self.cfg.bootloader_fitconfig(), &meta);
+        crate::drivers::load_for(&self.modules, &c.name, &plan)
+    }
+
     fn start(&mut self, i: usize) {
         let Some(c) = self.ctrs.get(i) else { return };
         let name = c.name.clone();
@@ -428,6 +481,11 @@ impl<'a> Device<'a> {
         }
         if self.step(i, Event::Mounted) != Action::Spawn {
             return; // a MOUNTED-goal container stops here
+        }
+        if let Err(e) = self.load_drivers(i) {
+            pvlog!(Error, "device", "{e}");
+            let _ = self.engine.unmount(&name);
+            return self.exited_at_start(i);
         }
         match self.engine.start(&self.rev, &self.state, &name) {
             Ok(pid) => {

@@ -8,6 +8,7 @@ pub mod bootloader;
 pub mod config;
 pub mod container;
 pub mod device;
+pub mod drivers;
 pub mod event_loop;
 pub mod init;
 pub mod json;

@@ -483,3 +483,41 @@ fn a_broken_revision_does_not_crash_pid1_and_the_boot_falls_back() {
     let booted: Vec<&str> = r.bl.boots.iter().map(|b| b.0.as_str()).collect();
     assert_eq!(booted, ["0", "1", "0", "2", "0"]);
 }
+
+#[test]
+fn bsp_modules_are_mounted_and_drivers_loaded_required_ones_gate_the_start() {
+    let _g = SERIAL.lock();
+    // a modules image for the running kernel with one module and its modules.dep
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap().trim().to_string();
+    let tmp = std::env::temp_dir().join(format!("pv-rt-mods-{}", std::process::id()));
+    let mods = tmp.join("modules").join(&release);
+    std::fs::create_dir_all(mods.join("kernel")).unwrap();
+    std::fs::write(mods.join("kernel/pvdummy.ko"), b"not an ELF").unwrap();
+    std::fs::write(mods.join("modules.dep"), "kernel/pvdummy.ko:\n").unwrap();
+    std::fs::create_dir_all(tmp.join("firmware")).unwrap();
+    std::fs::write(tmp.join("firmware/blob.bin"), b"fw").unwrap();
+    let f = sh(forever());
+    let desc = format!(
+        r#"{{"bsp":{{"modules":"{m}","firmware":"{fw}","drivers":{{"dummy":["pvdummy opt=1"]}}}},
+            "containers":{{"opt":{},"req":{}}}}}"#,
+        ctr(&f, r#","group":"app","drivers":{"optional":["dummy"]}"#),
+        ctr(&f, r#","group":"app","drivers":{"required":["dummy"]},"auto_recovery":{"policy":"on-failure","max_retries":1,"backoff_policy":"never"}"#),
+        m = tmp.join("modules").display(),
+        fw = tmp.join("firmware").display()
+    );
+    let mut r = Rig::new("drivers", &desc, "");
+    let voldir = r.dir.join("volumes/bsp");
+    let end = r.boot_until(Duration::from_secs(20), &|r| r.log("0").contains("left stopped"));
+    let _ = std::fs::remove_dir_all(&tmp);
+    assert_eq!(end, End::PowerOff);
+    let log = r.log("0");
+    // this host kernel cannot load modules (finit_module fails): the optional driver only
+    // warns and its container runs; the required one keeps its container from starting
+    // the images were mounted (in the device's mount namespace) where the loader looked
+    assert!(log.contains("bsp: 2 volumes mounted"), "{log}");
+    let ko = voldir.join(format!("modules/{release}/kernel/pvdummy.ko"));
+    assert!(log.contains(&format!("container opt: optional driver dummy: module pvdummy ({})", ko.display())), "{log}");
+    assert!(log.contains("container req: required driver dummy: module pvdummy"), "{log}");
+    assert_eq!(r.starts("0", "opt").len(), 1);
+    assert!(r.starts("0", "req").is_empty());
+}

@@ -26,6 +26,7 @@
 pub mod lxc;
 pub mod net;
 
+pub mod bsp;
 mod cgroup;
 mod plan;
 mod spawn;

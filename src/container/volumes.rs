@@ -120,7 +120,7 @@ pub(crate) fn loop_attach(image: &Path, legacy: bool) -> io::Result<LoopDevice> 
 
 impl LoopDevice {
     /// Detaches now if nothing else holds it; otherwise autoclear detaches it on last close.
-    fn detach(self) {
+    pub(crate) fn detach(self) {
         match sys::loop_clr_fd(self.fd.as_fd()) {
             Ok(()) => {}
             // already cleared (autoclear ran when the mount went away)
@@ -306,7 +306,7 @@ fn mount_each(
     Ok(())
 }
 
-fn mount_path(
+pub(crate) fn mount_path(
     source: Option<&Path>,
     target: &Path,
     fstype: Option<&str>,

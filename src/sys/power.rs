@@ -44,9 +44,15 @@ pub fn reboot_if_pid1(p: Power) -> io::Result<bool> {
 
 /// finit_module(2) with no parameters.
 pub fn finit_module(f: &std::fs::File) -> io::Result<()> {
+    finit_module_params(f, "")
+}
+
+/// finit_module(2) with a module parameter string (`name=value ...`).
+pub fn finit_module_params(f: &std::fs::File, params: &str) -> io::Result<()> {
     use std::os::fd::AsRawFd;
-    let params = c"";
-    // SAFETY: a valid open fd, a NUL-terminated (empty) parameter string, flags 0.
+    let params =
+        std::ffi::CString::new(params).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: a valid open fd, a NUL-terminated parameter string, flags 0.
     let r = unsafe { libc::syscall(libc::SYS_finit_module, f.as_raw_fd(), params.as_ptr(), 0) };
     if r < 0 {
         return Err(io::Error::last_os_error());

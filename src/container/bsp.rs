@@ -1,0 +1,113 @@
+//! The BSP's modules and firmware squashfs images (reference 2.3), loop-mounted read-only at
+//! `<PV_DISK_VOLDIR>/bsp/modules` and `<PV_DISK_VOLDIR>/bsp/firmware` for the running revision.
+//! On a device (embedded mode) they are also bound at `/lib/modules` and `/lib/firmware`, where
+//! module loading and the containers' automodfw binds look; a standalone test never touches the
+//! host's /lib.
+use super::volumes::{self, Mounted};
+use super::{ms, Engine, Error};
+use crate::pvlog;
+use crate::state::{ImageRef, State};
+use std::path::{Path, PathBuf};
+
+/// What is mounted for the BSP; give it back to [`Engine::unmount_bsp`].
+#[derive(Debug, Default)]
+pub struct BspVolumes {
+    mounted: Vec<Mounted>,
+    /// `<modules mount>/<release>` when the modules image is mounted.
+    pub modules_root: Option<PathBuf>,
+    pub firmware_root: Option<PathBuf>,
+}
+
+fn mount_image(
+    trail: &Path,
+    image: &ImageRef,
+    target: &Path,
+    legacy: bool,
+    done: &mut Vec<Mounted>,
+) -> Result<(), Error> {
+    let source = trail.join("bsp").join(&image.path);
+    if let Some(h) = &image.handler {
+        return Err(Error::invalid(
+            "bsp",
+            "volume",
+            &source,
+            &format!("handler {h}: is not supported yet"),
+        ));
+    }
+    std::fs::create_dir_all(target).map_err(|e| Error::io("bsp", "mkdir", target, &e))?;
+    let dev =
+        volumes::loop_attach(&source, legacy).map_err(|e| Error::io("bsp", "loop", &source, &e))?;
+    if let Err(e) = volumes::mount_path(Some(&dev.path), target, Some("squashfs"), ms::RDONLY) {
+        dev.detach();
+        return Err(Error::io("bsp", "mount", target, &e));
+    }
+    done.push(Mounted {
+        target: target.to_path_buf(),
+        loop_dev: Some(dev),
+    });
+    Ok(())
+}
+
+fn bind(source: &Path, target: &Path, done: &mut Vec<Mounted>) -> Result<(), Error> {
+    std::fs::create_dir_all(target).map_err(|e| Error::io("bsp", "mkdir", target, &e))?;
+    volumes::mount_path(Some(source), target, None, ms::BIND)
+        .map_err(|e| Error::io("bsp", "mount", target, &e))?;
+    done.push(Mounted {
+        target: target.to_path_buf(),
+        loop_dev: None,
+    });
+    Ok(())
+}
+
+impl Engine {
+    /// Mounts the modules image for kernel `release` (`modules_<release>` wins over `modules`)
+    /// and the firmware image of revision `rev`. `on_device`: also bind them at /lib/modules and
+    /// /lib/firmware. On error nothing stays mounted.
+    pub fn mount_bsp(
+        &mut self,
+        rev: &str,
+        state: &State,
+        release: &str,
+        on_device: bool,
+    ) -> Result<BspVolumes, Error> {
+        let mut v = BspVolumes::default();
+        let Some(bsp) = state.bsp() else { return Ok(v) };
+        let trail = self.paths().storage.join("trails").join(rev);
+        let base = self.paths().voldir.join("bsp");
+        let legacy = self.options().legacy_kernel;
+        let r = (|| {
+            if let Some(img) = bsp.modules_for(release) {
+                let target = base.join("modules");
+                mount_image(&trail, img, &target, legacy, &mut v.mounted)?;
+                if on_device {
+                    bind(&target, Path::new("/lib/modules"), &mut v.mounted)?;
+                }
+                v.modules_root = Some(target.join(release));
+            }
+            if let Some(img) = &bsp.firmware {
+                let target = base.join("firmware");
+                mount_image(&trail, img, &target, legacy, &mut v.mounted)?;
+                if on_device {
+                    bind(&target, Path::new("/lib/firmware"), &mut v.mounted)?;
+                }
+                v.firmware_root = Some(target);
+            }
+            Ok(())
+        })();
+        if let Err(e) = r {
+            volumes::unmount_all("bsp", std::mem::take(&mut v.mounted));
+            return Err(e);
+        }
+        pvlog!(
+            Info,
+            "container",
+            "bsp: {} volumes mounted",
+            v.mounted.len()
+        );
+        Ok(v)
+    }
+
+    pub fn unmount_bsp(&mut self, v: BspVolumes) {
+        volumes::unmount_all("bsp", v.mounted);
+    }
+}
