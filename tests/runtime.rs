@@ -20,6 +20,19 @@ struct Rig {
     bl: Bootloader,
 }
 
+/// Runs scripts/pvmk, the host-side revision maker.
+fn pvmk(args: &[&std::ffi::OsStr]) {
+    let out = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/pvmk"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "pvmk: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn cgroup2() -> Option<PathBuf> {
     pantavisor::container::discover_cgroup_root().ok()
 }
@@ -64,18 +77,7 @@ impl Rig {
         let desc = dir.join("desc.json");
         std::fs::write(&desc, description).unwrap();
         let storage = dir.join("storage");
-        let pvmk = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/pvmk");
-        let out = Command::new(&pvmk)
-            .arg(&desc)
-            .arg("--factory")
-            .arg(&storage)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "pvmk: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        pvmk(&[desc.as_os_str(), "--factory".as_ref(), storage.as_os_str()]);
         let d = |n: &str| {
             let p = dir.join(n);
             std::fs::create_dir_all(&p).unwrap();
@@ -399,19 +401,14 @@ fn stage_update(r: &Rig, rev: &str, desc: &str, break_it: &dyn Fn(&Path, &mut Ve
     let d = r.dir.join(format!("desc-{rev}.json"));
     std::fs::write(&d, desc).unwrap();
     let state_file = r.dir.join(format!("state-{rev}.json"));
-    let out = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/pvmk"))
-        .arg(&d)
-        .arg("--objects")
-        .arg(r.storage.join("objects"))
-        .arg("--state")
-        .arg(&state_file)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let objects = r.storage.join("objects");
+    pvmk(&[
+        d.as_os_str(),
+        "--objects".as_ref(),
+        objects.as_os_str(),
+        "--state".as_ref(),
+        state_file.as_os_str(),
+    ]);
     let mut raw = std::fs::read(&state_file).unwrap();
     break_it(&r.storage.join("objects"), &mut raw);
     let t = r.storage.join("trails").join(rev).join(".pvr");
@@ -488,7 +485,10 @@ fn a_broken_revision_does_not_crash_pid1_and_the_boot_falls_back() {
 fn bsp_modules_are_mounted_and_drivers_loaded_required_ones_gate_the_start() {
     let _g = SERIAL.lock();
     // a modules image for the running kernel with one module and its modules.dep
-    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap().trim().to_string();
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .unwrap()
+        .trim()
+        .to_string();
     let tmp = std::env::temp_dir().join(format!("pv-rt-mods-{}", std::process::id()));
     let mods = tmp.join("modules").join(&release);
     std::fs::create_dir_all(mods.join("kernel")).unwrap();
@@ -501,13 +501,18 @@ fn bsp_modules_are_mounted_and_drivers_loaded_required_ones_gate_the_start() {
         r#"{{"bsp":{{"modules":"{m}","firmware":"{fw}","drivers":{{"dummy":["pvdummy opt=1"]}}}},
             "containers":{{"opt":{},"req":{}}}}}"#,
         ctr(&f, r#","group":"app","drivers":{"optional":["dummy"]}"#),
-        ctr(&f, r#","group":"app","drivers":{"required":["dummy"]},"auto_recovery":{"policy":"on-failure","max_retries":1,"backoff_policy":"never"}"#),
+        ctr(
+            &f,
+            r#","group":"app","drivers":{"required":["dummy"]},"auto_recovery":{"policy":"on-failure","max_retries":1,"backoff_policy":"never"}"#
+        ),
         m = tmp.join("modules").display(),
         fw = tmp.join("firmware").display()
     );
     let mut r = Rig::new("drivers", &desc, "");
     let voldir = r.dir.join("volumes/bsp");
-    let end = r.boot_until(Duration::from_secs(20), &|r| r.log("0").contains("left stopped"));
+    let end = r.boot_until(Duration::from_secs(20), &|r| {
+        r.log("0").contains("left stopped")
+    });
     let _ = std::fs::remove_dir_all(&tmp);
     assert_eq!(end, End::PowerOff);
     let log = r.log("0");
@@ -516,8 +521,17 @@ fn bsp_modules_are_mounted_and_drivers_loaded_required_ones_gate_the_start() {
     // the images were mounted (in the device's mount namespace) where the loader looked
     assert!(log.contains("bsp: 2 volumes mounted"), "{log}");
     let ko = voldir.join(format!("modules/{release}/kernel/pvdummy.ko"));
-    assert!(log.contains(&format!("container opt: optional driver dummy: module pvdummy ({})", ko.display())), "{log}");
-    assert!(log.contains("container req: required driver dummy: module pvdummy"), "{log}");
+    assert!(
+        log.contains(&format!(
+            "container opt: optional driver dummy: module pvdummy ({})",
+            ko.display()
+        )),
+        "{log}"
+    );
+    assert!(
+        log.contains("container req: required driver dummy: module pvdummy"),
+        "{log}"
+    );
     assert_eq!(r.starts("0", "opt").len(), 1);
     assert!(r.starts("0", "req").is_empty());
 }
