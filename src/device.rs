@@ -201,6 +201,9 @@ impl<'a> Device<'a> {
                 let i = (t & LOW) as usize;
                 match t & !LOW {
                     TICK => {
+                        // container consoles grow without pantavisor logging: keep the
+                        // log directory within its budget from here too
+                        crate::logs::maintain();
                         self.lp.after(TICK_MS, TICK);
                     }
                     GOAL => {

@@ -133,6 +133,16 @@ pub fn set_revision(rev: &str) {
     }
 }
 
+/// Walks the log directory (archiving oversized files, container consoles included, and
+/// deleting old archives above the budget); the device calls it on its periodic tick.
+pub fn maintain() {
+    let job = match lock(&TREE).as_mut() {
+        Some(t) => t.maintenance(),
+        None => return,
+    };
+    finish(job);
+}
+
 /// Lines dropped because the storage could not take them (0 before `init`).
 pub fn dropped_lines() -> u64 {
     lock(&TREE).as_ref().map_or(0, LogTree::dropped)

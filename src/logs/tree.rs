@@ -678,6 +678,15 @@ impl LogTree {
         Ok((Open { file, next_seq }, size))
     }
 
+    /// A walk now, whatever the message count: the runtime calls it periodically, since
+    /// containers write their consoles without going through pantavisor's records.
+    pub fn maintenance(&mut self) -> Job {
+        let mut job = Job::default();
+        self.since_walk = WALK_EVERY;
+        self.tick(&mut job);
+        job
+    }
+
     fn tick(&mut self, job: &mut Job) {
         self.since_walk = self.since_walk.saturating_add(1);
         let by_count = self.since_walk >= WALK_EVERY;
