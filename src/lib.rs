@@ -7,6 +7,7 @@
 pub mod bootloader;
 pub mod config;
 pub mod container;
+pub mod control;
 pub mod device;
 pub mod drivers;
 pub mod event_loop;
@@ -46,6 +47,10 @@ pub mod fuzz {
     /// The LXC config subset parser (container configs come from the revision).
     pub fn lxc(data: &[u8]) {
         crate::container::lxc::fuzz(data)
+    }
+    /// pv-ctrl's HTTP request parser (requests come from containers).
+    pub fn http(data: &[u8]) {
+        crate::control::http::fuzz_request(data)
     }
     /// Netlink replies from the kernel (lengths and attributes are checked before slicing).
     pub fn netlink(data: &[u8]) {

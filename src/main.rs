@@ -92,9 +92,8 @@ fn check_state(args: &[String]) -> i32 {
     }
 }
 
-fn pvcontrol(_args: &[String]) -> i32 {
-    eprintln!("pvcontrol: the pv-ctrl client is not in this build yet");
-    255
+fn pvcontrol(args: &[String]) -> i32 {
+    pantavisor::control::client::pvcontrol_main(args)
 }
 
 /// The value of `key=` in a kernel command line.

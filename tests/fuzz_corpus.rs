@@ -46,3 +46,7 @@ fn lxc_corpus() {
 fn netlink_corpus() {
     replay("netlink", pantavisor::fuzz::netlink);
 }
+#[test]
+fn http_corpus() {
+    replay("http", pantavisor::fuzz::http);
+}

@@ -7,6 +7,7 @@
 pub mod event;
 pub mod logsys;
 pub mod netlink;
+pub mod peer;
 pub mod power;
 
 use std::ffi::{CStr, CString};
