@@ -9,6 +9,8 @@
 use crate::bootloader::Bootloader;
 use crate::config::Config;
 use crate::container::{self, Engine};
+use crate::control::routes::{Ctl, CtrView, Effect};
+use crate::control::Server;
 use crate::event_loop::{EventLoop, Wake, SIGNALS};
 use crate::pvlog;
 use crate::state::{AutoRecovery, State, StatusGoal};
@@ -28,6 +30,8 @@ const RETRY: u64 = 3 << 32;
 const STABLE: u64 = 4 << 32;
 const COMMIT: u64 = 5 << 32;
 const ENGINE: u64 = 6 << 32;
+/// pv-ctrl: the server's listener, connections and their deadlines (`CTRL + 0..=max_conns`).
+const CTRL: u64 = 7 << 32;
 const LOW: u64 = (1 << 32) - 1;
 
 /// Re-evaluation period, as upstream's WAIT tick.
@@ -74,6 +78,8 @@ pub struct Device<'a> {
     orphans_reaped: u64,
     bsp: Option<container::bsp::BspVolumes>,
     modules: crate::drivers::ModuleIndex,
+    /// pv-ctrl; taken out while it serves a wake (it needs the loop mutably).
+    server: Option<Server>,
 }
 
 impl<'a> Device<'a> {
@@ -138,11 +144,14 @@ impl<'a> Device<'a> {
             orphans_reaped: 0,
             bsp: None,
             modules: crate::drivers::ModuleIndex::default(),
+            server: None,
         })
     }
 
     /// Runs until the device must reboot or power off; containers are stopped by then.
     pub fn run(mut self) -> Power {
+        // before any container is mounted: they only see sockets that exist then
+        self.bind_ctrl();
         self.mount_bsp();
         self.lp.after(TICK_MS, TICK);
         let mut wakes = Vec::new();
@@ -189,6 +198,7 @@ impl<'a> Device<'a> {
 
     fn handle(&mut self, w: Wake) {
         match w {
+            Wake::Fd(t, _) | Wake::Deadline(t) if t & !LOW == CTRL => self.serve(w),
             Wake::Signal(sig, _) if sig == libc::SIGCHLD => self.reap(),
             Wake::Signal(sig, from) if sig == libc::SIGTERM => {
                 self.end(Power::Reboot, &format!("SIGTERM from pid {from}"))
@@ -240,6 +250,71 @@ impl<'a> Device<'a> {
                 }
             }
             Wake::Fd(..) | Wake::Inbox => {}
+        }
+    }
+
+    /// Binds pv-ctrl at `<PV_SYSTEM_RUNDIR>/pv-ctrl`; without it the device runs on, unmanaged.
+    fn bind_ctrl(&mut self) {
+        let dir = std::path::Path::new(self.cfg.system_rundir());
+        if let Err(e) = std::fs::create_dir_all(dir) {
+            pvlog!(Error, "ctrl", "create {}: {e}", dir.display());
+            return;
+        }
+        let path = dir.join("pv-ctrl");
+        match Server::bind(&path) {
+            Ok(mut server) => {
+                server.register(&mut self.lp, CTRL);
+                pvlog!(Info, "ctrl", "pv-ctrl listening on {}", path.display());
+                self.server = Some(server);
+            }
+            Err(e) => pvlog!(Error, "ctrl", "bind {}: {e}", path.display()),
+        }
+    }
+
+    /// A pv-ctrl wake: the server runs the routes over a snapshot of the containers, then the
+    /// effects they asked for are applied here (through the status table for READY).
+    fn serve(&mut self, w: Wake) {
+        let Some(mut server) = self.server.take() else {
+            return;
+        };
+        let views = self
+            .ctrs
+            .iter()
+            .filter_map(|c| {
+                Some(CtrView {
+                    spec: self.state.container(&c.name)?,
+                    status: c.status,
+                    goal: check_goal(c.status, c.goal, c.timed_out),
+                    ar: c.ar,
+                    retries: c.counters.retries,
+                    stable: c.stable,
+                    user_stopped: false,
+                })
+            })
+            .collect();
+        let mut ctl = Ctl {
+            cfg: self.cfg,
+            fs: self.st.fs,
+            state: &self.state,
+            ctrs: views,
+            update_active: matches!(self.gate, Some(Gate::InProgress | Gate::Testing { .. })),
+            ending: self.ending.is_some(),
+            effects: Vec::new(),
+        };
+        server.handle(&mut self.lp, w, &mut ctl);
+        let effects = std::mem::take(&mut ctl.effects);
+        self.server = Some(server);
+        for e in effects {
+            match e {
+                Effect::Ready(name) => {
+                    if let Some(i) = self.ctrs.iter().position(|c| c.name == name) {
+                        if self.step(i, Event::SignalReady) == Action::Become(Status::Ready) {
+                            pvlog!(Info, "device", "container {name}: READY (signalled)");
+                        }
+                    }
+                }
+                Effect::Power(p, why) => self.end(p, &why),
+            }
         }
     }
 

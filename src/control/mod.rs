@@ -3,6 +3,7 @@
 //! (`client`). Routes live with the device: the server only asks a [`Router`].
 pub mod client;
 pub mod http;
+pub mod routes;
 pub mod server;
 
 pub use http::{Head, Method, Response};
