@@ -7,7 +7,7 @@
 mod harness;
 mod support;
 
-use harness::End;
+use harness::{cgroup2, pvmk, remove_cgroup_tree, End};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::sync::Mutex;
@@ -58,21 +58,6 @@ fn static_pantavisor() -> PathBuf {
     built
 }
 
-fn cgroup2() -> Option<PathBuf> {
-    pantavisor::container::discover_cgroup_root().ok()
-}
-
-fn remove_cgroup_tree(dir: &Path) {
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            if e.path().is_dir() {
-                remove_cgroup_tree(&e.path());
-            }
-        }
-    }
-    let _ = std::fs::remove_dir(dir);
-}
-
 struct Rig {
     dir: PathBuf,
     storage: PathBuf,
@@ -106,15 +91,7 @@ impl Rig {
         let desc = dir.join("desc.json");
         std::fs::write(&desc, description).unwrap();
         let storage = dir.join("storage");
-        let out = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/pvmk"))
-            .args([desc.as_os_str(), "--factory".as_ref(), storage.as_os_str()])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "pvmk: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        pvmk(&[desc.as_os_str(), "--factory".as_ref(), storage.as_os_str()]);
         let d = |n: &str| {
             let p = dir.join(n);
             std::fs::create_dir_all(&p).unwrap();

@@ -4,7 +4,7 @@
 mod harness;
 mod support;
 
-use harness::{Bootloader, End};
+use harness::{cgroup2, pvmk, remove_cgroup_tree, Bootloader, End};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
@@ -18,34 +18,6 @@ struct Rig {
     storage: PathBuf,
     cgroup: Option<PathBuf>,
     bl: Bootloader,
-}
-
-/// Runs scripts/pvmk, the host-side revision maker.
-fn pvmk(args: &[&std::ffi::OsStr]) {
-    let out = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/pvmk"))
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "pvmk: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn cgroup2() -> Option<PathBuf> {
-    pantavisor::container::discover_cgroup_root().ok()
-}
-
-fn remove_cgroup_tree(dir: &Path) {
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            if e.path().is_dir() {
-                remove_cgroup_tree(&e.path());
-            }
-        }
-    }
-    let _ = std::fs::remove_dir(dir);
 }
 
 /// The init of a test container: traps SIGTERM so stops are quick, prints the boot-relative

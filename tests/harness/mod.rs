@@ -182,3 +182,33 @@ pub fn signal_device(unshare: &Child, sig: &str) -> bool {
         None => false,
     }
 }
+
+/// Runs scripts/pvmk, the host-side revision maker.
+pub fn pvmk(args: &[&std::ffi::OsStr]) {
+    let out = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/pvmk"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "pvmk: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// pantavisor's own cgroup, under which a test device gets one of its own.
+pub fn cgroup2() -> Option<PathBuf> {
+    pantavisor::container::discover_cgroup_root().ok()
+}
+
+/// Removes a cgroup and its children (leaves first).
+pub fn remove_cgroup_tree(dir: &Path) {
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            if e.path().is_dir() {
+                remove_cgroup_tree(&e.path());
+            }
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
+}
