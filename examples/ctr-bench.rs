@@ -4,7 +4,7 @@
 //! ```sh
 //! cargo build --release --example ctr-bench
 //! unshare --pid --fork --kill-child --mount --mount-proc \
-//!     target/release/examples/ctr-bench IMAGE.squashfs 20 [--sleep]
+//!     target/release/examples/ctr-bench IMAGE.squashfs 20 [--sleep] [--dir ROOTFS_DIR]
 //! ```
 //! Default: the init is `/bin/true`; an iteration is `start` (volumes, cgroup, clone, mounts,
 //! pivot_root, exec) then waiting for its exit and the teardown. `--sleep`: the init is
@@ -47,8 +47,19 @@ fn main() {
     } else {
         "lxc.init.cmd = /bin/true\n"
     };
-    let config = support::base_config("bench", cmd);
-    let ctr = support::Ctr::busybox("bench", &PathBuf::from(image), &config);
+    // --dir DIR: the root file system is a plain directory (no loop device, no squashfs, no
+    // overlay), to compare the engine itself with a runtime given a prepared directory
+    let dir = args.iter().position(|a| a == "--dir").and_then(|i| args.get(i + 1));
+    let ctr = match dir {
+        Some(d) => {
+            let config = support::base_config("bench", &format!("{cmd}lxc.rootfs.path = {d}\n"));
+            let mut c = support::Ctr::busybox("bench", &PathBuf::from(image), &config);
+            c.root_volume = None;
+            c.storage.clear();
+            c
+        }
+        None => support::Ctr::busybox("bench", &PathBuf::from(image), &support::base_config("bench", cmd)),
+    };
     let state = support::install_revision(&tmp.join("storage"), "1", &[ctr]);
     let mut engine = Engine::new(support::paths(&tmp), support::options(Duration::ZERO));
 
