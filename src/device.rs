@@ -181,7 +181,7 @@ impl<'a> Device<'a> {
             if let Err(e) = self.lp.wait(&mut wakes, Some(TICK_MS)) {
                 pvlog!(Error, "device", "event loop: {e}");
             }
-            for w in wakes.drain(..).collect::<Vec<_>>() {
+            for w in std::mem::take(&mut wakes) {
                 self.handle(w);
             }
         }
@@ -652,7 +652,7 @@ impl<'a> Device<'a> {
         let goals = self.goals();
         match gate {
             Gate::InProgress => {
-                if goals.iter().any(|g| *g == Goal::TimedOut) {
+                if goals.contains(&Goal::TimedOut) {
                     self.gate = Some(Gate::Done);
                     return self.failed("(group)", msg::GOAL_TIMEOUT);
                 }

@@ -31,7 +31,7 @@ fn mount_image(
             "bsp",
             "volume",
             &source,
-            &format!("handler {h}: is not supported yet"),
+            format!("handler {h}: is not supported yet"),
         ));
     }
     std::fs::create_dir_all(target).map_err(|e| Error::io("bsp", "mkdir", target, &e))?;

@@ -1,6 +1,9 @@
 //! `PV_SYSTEM_INIT_MODE=embedded`: the real PID 1 of an initramfs. Early mounts, re-rooting off
 //! the initramfs rootfs (so containers can pivot_root, test-infra 1.4), early kernel modules,
 //! and the storage partition. Namespaces cannot run this; the VM tier proves it.
+// MS_* are c_ulong, 32 bits on armv7/mips: the `as u64` casts are not no-ops there
+#![allow(clippy::unnecessary_cast)]
+
 use super::blockdev::{self, DeviceSpec};
 use crate::pvlog;
 use crate::sys;
