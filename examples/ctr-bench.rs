@@ -49,7 +49,10 @@ fn main() {
     };
     // --dir DIR: the root file system is a plain directory (no loop device, no squashfs, no
     // overlay), to compare the engine itself with a runtime given a prepared directory
-    let dir = args.iter().position(|a| a == "--dir").and_then(|i| args.get(i + 1));
+    let dir = args
+        .iter()
+        .position(|a| a == "--dir")
+        .and_then(|i| args.get(i + 1));
     let ctr = match dir {
         Some(d) => {
             let config = support::base_config("bench", &format!("{cmd}lxc.rootfs.path = {d}\n"));
@@ -58,7 +61,11 @@ fn main() {
             c.storage.clear();
             c
         }
-        None => support::Ctr::busybox("bench", &PathBuf::from(image), &support::base_config("bench", cmd)),
+        None => support::Ctr::busybox(
+            "bench",
+            &PathBuf::from(image),
+            &support::base_config("bench", cmd),
+        ),
     };
     let state = support::install_revision(&tmp.join("storage"), "1", &[ctr]);
     let mut engine = Engine::new(support::paths(&tmp), support::options(Duration::ZERO));
