@@ -295,6 +295,8 @@ impl<'a> Device<'a> {
         let mut ctl = Ctl {
             cfg: self.cfg,
             fs: self.st.fs,
+            // the device runs on the real file system; streamed bodies outlive this wake
+            stream_fs: &crate::storage::fs::RealFs,
             state: &self.state,
             ctrs: views,
             update_active: matches!(self.gate, Some(Gate::InProgress | Gate::Testing { .. })),

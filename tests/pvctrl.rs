@@ -374,3 +374,90 @@ fn nobody_container_is_refused_but_signals_ready() {
     assert!(mgr_out.contains("signal=255"), "{mgr_out}");
     assert!(r.log().contains("container app: READY (signalled)"));
 }
+
+#[test]
+fn host_uploads_objects_and_a_local_step() {
+    let _g = SERIAL.lock();
+    let desc = format!(
+        r#"{{"containers":{{"alpha":{{"rootfs":"rootfs","cmd":{f}}}}}}}"#,
+        f = sh(FOREVER)
+    );
+    let mut r = Rig::new("steps", &desc);
+    let mut dev = r.boot();
+    let up = r.wait(&mut dev, Duration::from_secs(20), &|r, d| {
+        r.status_of(d, "alpha").as_deref() == Some("STARTED")
+    });
+    if !up {
+        let end = finish(&mut dev);
+        panic!("alpha not STARTED ({end:?}); log:\n{}", r.log());
+    }
+    let objects = r.storage.join("objects");
+    let leftovers = || {
+        std::fs::read_dir(&objects)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+            .count()
+    };
+
+    // an object: stored under its sha, listed with its size
+    let data = b"an object uploaded through pv-ctrl\n".repeat(5000);
+    let file = r.dir.join("obj.bin");
+    std::fs::write(&file, &data).unwrap();
+    let sha = pantavisor::storage::objects::sha256_hex(&data);
+    let f = file.to_str().unwrap();
+    let (code, out) = r.pvcontrol(&dev, &["objects", "put", f, &sha]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(std::fs::read(objects.join(&sha)).unwrap(), data);
+    let (code, out) = r.pvcontrol(&dev, &["objects", "ls"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(&format!(r#"{{"sha256":"{sha}","size":"{}"}}"#, data.len())),
+        "{out}"
+    );
+    // again: already there, fine
+    assert_eq!(r.pvcontrol(&dev, &["objects", "put", f, &sha]).0, 0);
+    // a bad checksum: exit 60, nothing stored
+    let wrong = pantavisor::storage::objects::sha256_hex(b"something else");
+    let (code, out) = r.pvcontrol(&dev, &["objects", "put", f, &wrong]);
+    assert_eq!(code, 60, "{out}");
+    assert!(out.contains("Object has bad checksum"), "{out}");
+    assert!(!objects.join(&wrong).exists());
+    assert_eq!(leftovers(), 0);
+
+    // a local step: the factory state, stored byte-exact, progress NEW
+    let raw = std::fs::read(r.storage.join("trails/0/.pvr/json")).unwrap();
+    let json = r.dir.join("x.json");
+    std::fs::write(&json, &raw).unwrap();
+    let (code, out) = r.pvcontrol(&dev, &["steps", "put", json.to_str().unwrap(), "locals/x"]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        std::fs::read(r.storage.join("trails/locals/x/.pvr/json")).unwrap(),
+        raw
+    );
+    let (code, out) = r.pvcontrol(&dev, &["steps", "show-progress", "locals/x"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(r#""status":"NEW""#), "{out}");
+    let (code, out) = r.pvcontrol(&dev, &["steps", "get", "locals/x"]);
+    assert_eq!(
+        (code, out.trim()),
+        (0, String::from_utf8_lossy(&raw).trim())
+    );
+    let (code, out) = r.pvcontrol(&dev, &["steps", "ls"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(r#"{"name":"locals/x","date":"20"#), "{out}");
+    // a bad state: exit 70, no revision directory
+    let bad = r.dir.join("bad.json");
+    std::fs::write(
+        &bad,
+        br##"{"#spec":"pantavisor-service-system@1","nope":1}"##,
+    )
+    .unwrap();
+    let (code, out) = r.pvcontrol(&dev, &["steps", "put", bad.to_str().unwrap(), "locals/bad"]);
+    assert_eq!(code, 70, "{out}");
+    assert!(out.contains("State JSON has bad format"), "{out}");
+    assert!(!r.storage.join("trails/locals/bad").exists());
+
+    let end = finish(&mut dev);
+    assert_eq!(end, End::PowerOff, "log:\n{}", r.log());
+}

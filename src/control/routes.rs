@@ -3,19 +3,30 @@
 //! applies the [`Effect`]s it collected (a container signalled READY, a power command). No
 //! device type is known here, so every route is testable without a device.
 use super::http::JSON;
-use super::{Caller, Method, Plan, Request, Response, Router};
+use super::{BodySink, Caller, Method, Plan, Request, Response, Router};
 use crate::config::Config;
 use crate::json::{self, ArrayWriter, ObjectWriter};
 use crate::state::{AutoRecovery, Container, RecoveryPolicy, RestartPolicy, State};
 use crate::storage::fs::Fs;
 use crate::storage::meta::{valid_key, MetaStore};
+use crate::storage::objects::{valid_sha, ObjectWriter as ObjWriter};
+use crate::storage::{self, valid_revision, ErrorKind, Storage};
 use crate::supervisor::{self, Action, Event, Goal, Status};
 use crate::sys::power::Power;
+use crate::update;
 
 /// Largest meta value accepted by PUT (reference 6.2).
 pub const MAX_META: u64 = 4096;
 /// Largest JSON body of POST /signal and POST /commands.
 pub const MAX_JSON: usize = 4096;
+/// Largest object accepted by PUT /objects/{sha} (streamed to disk).
+pub const MAX_OBJECT: u64 = 1 << 30;
+/// Largest object GET /objects/{sha} sends: the answer is built in memory for now.
+pub const MAX_OBJECT_SEND: u64 = 16 << 20;
+/// Largest state JSON accepted by PUT /steps/locals/{name}.
+pub const MAX_STATE: usize = 4 << 20;
+/// Largest commit message (reference 1.3).
+pub const MAX_COMMITMSG: u64 = 256;
 
 const NOT_MGMT: &str = "Request not sent from mgmt platform";
 const UNKNOWN_CALLER: &str = "Internal error, unknown caller";
@@ -25,6 +36,13 @@ const SIGNAL_BAD: &str = "Signal has bad format";
 const COMMAND_BAD: &str = "Command has bad format";
 const COMMAND_BUSY: &str = "A command is already in progress. Try again";
 const UPDATE_BUSY: &str = "Cannot do this operation while update is ongoing";
+const NOT_FOUND: &str = "Resource does not exist";
+const BAD_CHECKSUM: &str = "Object has bad checksum";
+const NO_SPACE: &str = "Not enough disk space available";
+const BAD_OBJECT_NAME: &str = "Object name is not a sha256";
+const BAD_REV_NAME: &str = "Bad revision name";
+const BAD_STATE: &str = "Parser: State JSON has bad format";
+const TOO_LARGE: &str = "object too large to send yet";
 
 /// One container as the API shows it.
 #[derive(Clone, Debug)]
@@ -53,6 +71,9 @@ pub enum Effect {
 pub struct Ctl<'d> {
     pub cfg: &'d Config,
     pub fs: &'d dyn Fs,
+    /// The file system of streamed bodies (PUT /objects): a sink outlives the wake that
+    /// created it, so it cannot borrow `fs`. The same file system as `fs` (RealFs on a device).
+    pub stream_fs: &'static dyn Fs,
     pub state: &'d State,
     pub ctrs: Vec<CtrView<'d>>,
     /// An update is on probation: power commands are refused (503).
@@ -74,6 +95,19 @@ pub enum Route {
     Drivers,
     Daemons,
     XconnectGraph,
+    /// `/objects` (None) or `/objects/{sha}`.
+    Objects(Option<String>),
+    Steps,
+    /// `/steps/{rev}` with `locals/{name}` joined into one revision name.
+    Step(String, StepPart),
+}
+
+/// What of a revision a `/steps/...` path names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StepPart {
+    State,
+    Progress,
+    Commitmsg,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -107,8 +141,112 @@ pub fn route(segments: &[String]) -> Option<Route> {
         ["drivers"] => Route::Drivers,
         ["daemons"] => Route::Daemons,
         ["xconnect-graph"] => Route::XconnectGraph,
+        ["objects"] => Route::Objects(None),
+        ["objects", sha] => Route::Objects(Some(sha.to_string())),
+        ["steps"] => Route::Steps,
+        ["steps", "locals", n] => Route::Step(format!("locals/{n}"), StepPart::State),
+        ["steps", "locals", n, p] => Route::Step(format!("locals/{n}"), step_part(p)?),
+        ["steps", r] => Route::Step(r.to_string(), StepPart::State),
+        ["steps", r, p] => Route::Step(r.to_string(), step_part(p)?),
         _ => return None,
     })
+}
+
+fn step_part(p: &str) -> Option<StepPart> {
+    match p {
+        "progress" => Some(StepPart::Progress),
+        "commitmsg" => Some(StepPart::Commitmsg),
+        _ => None,
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` of a time in seconds since the epoch (UTC, proleptic Gregorian).
+pub fn utc_date(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // days since 1970-01-01 to a civil date (H. Hinnant's algorithm)
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// The answer to a storage error: 507 when the disk is full, else 500.
+fn storage_error(e: &storage::Error) -> Response {
+    if e.is_no_space() {
+        Response::error(507, NO_SPACE)
+    } else {
+        Response::error(500, &e.to_string())
+    }
+}
+
+fn not_found(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::NotFound
+}
+
+/// PUT /objects/{sha} of a new object: hashed and written chunk by chunk; published only when
+/// the sha256 matches. Dropped unfinished (client gone, error), its temp file is removed.
+struct ObjectSink {
+    w: Option<ObjWriter<'static>>,
+}
+
+impl BodySink for ObjectSink {
+    fn write(&mut self, chunk: &[u8]) -> Result<(), Response> {
+        let Some(w) = self.w.as_mut() else {
+            return Err(Response::error(500, "object upload already ended"));
+        };
+        if let Err(e) = w.write(chunk) {
+            if let Some(w) = self.w.take() {
+                w.abort();
+            }
+            return Err(storage_error(&e));
+        }
+        Ok(())
+    }
+
+    fn finish(mut self: Box<Self>) -> Response {
+        let Some(w) = self.w.take() else {
+            return Response::error(500, "object upload already ended");
+        };
+        match w.finish() {
+            Ok(_) => Response::ok(),
+            Err(e) if matches!(e.kind, ErrorKind::BadChecksum { .. }) => {
+                Response::error(422, BAD_CHECKSUM)
+            }
+            Err(e) => storage_error(&e),
+        }
+    }
+}
+
+impl Drop for ObjectSink {
+    fn drop(&mut self) {
+        if let Some(w) = self.w.take() {
+            w.abort();
+        }
+    }
+}
+
+/// PUT /objects/{sha} of an object already present: the body is read and dropped.
+struct DrainSink;
+
+impl BodySink for DrainSink {
+    fn write(&mut self, _chunk: &[u8]) -> Result<(), Response> {
+        Ok(())
+    }
+    fn finish(self: Box<Self>) -> Response {
+        Response::ok()
+    }
 }
 
 /// Is the caller privileged (6.1)? `_pv_` is; a container is when its roles contain mgmt (an
@@ -219,6 +357,192 @@ fn two_strings(body: &[u8], a: &str, b: &str) -> Option<(String, String)> {
 }
 
 impl Ctl<'_> {
+    fn storage(&self) -> Storage<'_> {
+        Storage::new(self.fs, self.cfg.storage_mntpoint())
+    }
+
+    /// A revision name of a GET: `current` is the revision `trails/current` names.
+    fn resolve(&self, st: &Storage, rev: &str) -> Option<String> {
+        if rev == "current" {
+            return st.current().ok().flatten().filter(|r| valid_revision(r));
+        }
+        valid_revision(rev).then(|| rev.to_string())
+    }
+
+    /// GET /objects (6.2).
+    fn objects_list(&self) -> Response {
+        let st = self.storage();
+        let shas = match st.list_objects() {
+            Ok(s) => s,
+            Err(e) => return storage_error(&e),
+        };
+        let mut arr = ArrayWriter::new();
+        for sha in shas {
+            let Ok(m) = self.fs.metadata(&st.objects_dir().join(&sha)) else {
+                continue; // removed meanwhile (GC)
+            };
+            let mut o = ObjectWriter::new();
+            o.str("sha256", &sha).str("size", &m.len.to_string());
+            arr.raw(&o.finish());
+        }
+        Response::json(200, arr.finish())
+    }
+
+    /// GET /objects/{sha}: the bytes, whole in the answer (hence [`MAX_OBJECT_SEND`]).
+    fn object_get(&self, sha: &str) -> Response {
+        if !valid_sha(sha) {
+            return Response::error(400, BAD_OBJECT_NAME);
+        }
+        let path = self.storage().objects_dir().join(sha);
+        match self.fs.metadata(&path) {
+            Ok(m) if m.len > MAX_OBJECT_SEND => return Response::error(500, TOO_LARGE),
+            Ok(_) => {}
+            Err(e) if not_found(&e) => return Response::error(404, NOT_FOUND),
+            Err(e) => return Response::error(500, &e.to_string()),
+        }
+        match self.fs.read(&path) {
+            Ok(data) => Response::new(200, "application/octet-stream", data),
+            Err(e) if not_found(&e) => Response::error(404, NOT_FOUND),
+            Err(e) => Response::error(500, &e.to_string()),
+        }
+    }
+
+    /// PUT /objects/{sha}: a streamed body.
+    fn object_put(&self, sha: &str) -> Plan {
+        if !valid_sha(sha) {
+            return Plan::Reply(Response::error(400, BAD_OBJECT_NAME));
+        }
+        let st = Storage::new(self.stream_fs, self.cfg.storage_mntpoint());
+        match st.has_object(sha) {
+            Ok(true) => return Plan::Stream(Box::new(DrainSink), MAX_OBJECT),
+            Ok(false) => {}
+            Err(e) => return Plan::Reply(storage_error(&e)),
+        }
+        match st.object_writer(sha) {
+            Ok(w) => Plan::Stream(Box::new(ObjectSink { w: Some(w) }), MAX_OBJECT),
+            Err(e) => Plan::Reply(storage_error(&e)),
+        }
+    }
+
+    /// GET /steps (6.2): every revision with a trail, `current` excluded.
+    fn steps_list(&self) -> Response {
+        let st = self.storage();
+        let revs = match st.list_revisions() {
+            Ok(r) => r,
+            Err(e) => return storage_error(&e),
+        };
+        let mut arr = ArrayWriter::new();
+        for rev in revs {
+            let Ok(dir) = st.trail_dir(&rev) else {
+                continue;
+            };
+            let Ok(m) = self.fs.metadata(&dir) else {
+                continue;
+            };
+            let msg = st
+                .commitmsg_path(&rev)
+                .ok()
+                .and_then(|p| self.fs.read(&p).ok())
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .unwrap_or_default();
+            let progress = st
+                .progress_path(&rev)
+                .ok()
+                .and_then(|p| self.fs.read(&p).ok())
+                .and_then(|b| String::from_utf8(b).ok())
+                .filter(|t| json::parse_str(t, json::Limits::default()).is_ok())
+                .map_or_else(|| "{}".to_string(), |t| t.trim().to_string());
+            let mut o = ObjectWriter::new();
+            o.str("name", &rev)
+                .str("date", &utc_date(m.mtime))
+                .str("commitmsg", &msg)
+                .raw("progress", &progress);
+            arr.raw(&o.finish());
+        }
+        Response::json(200, arr.finish())
+    }
+
+    /// GET /steps/{rev}[/progress]: the state JSON or the progress JSON, as stored.
+    fn step_get(&self, rev: &str, part: StepPart) -> Response {
+        let st = self.storage();
+        let Some(rev) = self.resolve(&st, rev) else {
+            return Response::error(404, NOT_FOUND);
+        };
+        let path = match part {
+            StepPart::State => st.state_path(&rev),
+            StepPart::Progress => st.progress_path(&rev),
+            StepPart::Commitmsg => st.commitmsg_path(&rev),
+        };
+        let path = match path {
+            Ok(p) => p,
+            Err(_) => return Response::error(404, NOT_FOUND),
+        };
+        let ctype = if part == StepPart::Commitmsg {
+            "text/plain"
+        } else {
+            JSON
+        };
+        match self.fs.read(&path) {
+            Ok(data) => Response::new(200, ctype, data),
+            Err(e) if not_found(&e) => Response::error(404, NOT_FOUND),
+            Err(e) => Response::error(500, &e.to_string()),
+        }
+    }
+
+    /// PUT /steps/locals/{name} (5.7 step 2): validated, stored byte-exact, progress NEW. A
+    /// failed upload leaves no revision directory it created.
+    fn step_put(&self, rev: &str, body: &[u8]) -> Response {
+        let st = self.storage();
+        let dir = match st.trail_dir(rev) {
+            Ok(d) => d,
+            Err(_) => return Response::error(400, BAD_REV_NAME),
+        };
+        let existed = crate::storage::fs::exists(self.fs, &dir).unwrap_or(true);
+        let res = update::stage(&st, rev, body);
+        if res.is_err() && !existed {
+            let _ = crate::storage::fs::remove_all(self.fs, &dir);
+            if let Some(parent) = dir.parent() {
+                let _ = self.fs.sync_dir(parent);
+            }
+        }
+        match res {
+            Ok(_) => Response::ok(),
+            Err(update::Error::State { errors, .. }) => {
+                Response::error(422, &format!("{BAD_STATE}: {}", errors.join("; ")))
+            }
+            Err(update::Error::Storage(e)) => storage_error(&e),
+            Err(e) => Response::error(500, &e.to_string()),
+        }
+    }
+
+    /// PUT /steps/{rev}/commitmsg: the revision must exist.
+    fn commitmsg_put(&self, rev: &str, body: &[u8]) -> Response {
+        let st = self.storage();
+        let Some(rev) = self.resolve(&st, rev) else {
+            return Response::error(404, NOT_FOUND);
+        };
+        if body.is_empty() {
+            return Response::error(400, "Commit message is empty");
+        }
+        let (Ok(dir), Ok(path)) = (st.trail_dir(&rev), st.commitmsg_path(&rev)) else {
+            return Response::error(404, NOT_FOUND);
+        };
+        match crate::storage::fs::exists(self.fs, &dir) {
+            Ok(true) => {}
+            Ok(false) => return Response::error(404, NOT_FOUND),
+            Err(e) => return Response::error(500, &e.to_string()),
+        }
+        let res = path
+            .parent()
+            .map_or(Ok(()), |pv| crate::storage::fs::create_dir_all(self.fs, pv))
+            .and_then(|()| crate::storage::fs::write_atomic(self.fs, &path, body))
+            .map_err(|e| storage::Error::io("write", &path, e));
+        match res {
+            Ok(()) => Response::ok(),
+            Err(e) => storage_error(&e),
+        }
+    }
+
     fn store(&self, kind: MetaKind) -> MetaStore<'_> {
         let dir = match kind {
             MetaKind::User => self.cfg.cache_usrmetadir(),
@@ -360,6 +684,28 @@ impl Router for Ctl<'_> {
             (Route::XconnectGraph, Method::Get) => {
                 Plan::Reply(Response::error(404, "xconnect is not available"))
             }
+            (Route::Objects(None), Method::Get) => Plan::Reply(self.objects_list()),
+            (Route::Objects(Some(sha)), Method::Get) => Plan::Reply(self.object_get(&sha)),
+            (Route::Objects(Some(sha)), Method::Put) => self.object_put(&sha),
+            (Route::Steps, Method::Get) => Plan::Reply(self.steps_list()),
+            (Route::Step(rev, part), Method::Get) => Plan::Reply(self.step_get(&rev, part)),
+            (Route::Step(rev, StepPart::State), Method::Put) => {
+                if !rev.starts_with("locals/") || !valid_revision(&rev) {
+                    Plan::Reply(Response::error(400, BAD_REV_NAME))
+                } else {
+                    Plan::Buffer(MAX_STATE)
+                }
+            }
+            (Route::Step(_, StepPart::Commitmsg), Method::Put) => {
+                if h.content_length == 0 || h.content_length > MAX_COMMITMSG {
+                    Plan::Reply(Response::error(
+                        400,
+                        &format!("Commit message must be 1 to {MAX_COMMITMSG} bytes"),
+                    ))
+                } else {
+                    Plan::Buffer(MAX_COMMITMSG as usize)
+                }
+            }
             _ => bad_method(),
         }
     }
@@ -369,275 +715,13 @@ impl Router for Ctl<'_> {
             Some(Route::Signal) => self.signal(&req.caller, &body),
             Some(Route::Commands) => self.command(&body),
             Some(Route::Meta(kind, Some(k))) => self.meta_put(kind, &k, &body),
+            Some(Route::Step(rev, StepPart::State)) => self.step_put(&rev, &body),
+            Some(Route::Step(rev, StepPart::Commitmsg)) => self.commitmsg_put(&rev, &body),
             _ => Response::error(400, BAD_METHOD),
         }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::control::Head;
-    use crate::storage::simfs::SimFs;
-
-    fn state() -> State {
-        let d = r##"{"#spec":"pantavisor-service-system@1","bsp/run.json":{"linux":"k","initrd":"i"},"mgr/run.json":{"name":"mgr","type":"lxc"},"app/run.json":{"name":"app","type":"lxc","group":"app","roles":["nobody"],"status_goal":"READY","auto_recovery":{"policy":"always","max_retries":2,"backoff_policy":"60s"}}}"##;
-        match State::parse(d.as_bytes()) {
-            Ok(s) => s,
-            Err(e) => panic!("{e}"),
-        }
-    }
-
-    fn views(st: &State, status: Status) -> Vec<CtrView<'_>> {
-        st.containers()
-            .iter()
-            .map(|c| CtrView {
-                spec: c,
-                status,
-                goal: supervisor::check_goal(status, c.status_goal, false),
-                ar: st.effective_auto_recovery(c),
-                retries: 1,
-                stable: false,
-                user_stopped: false,
-            })
-            .collect()
-    }
-
-    fn req(caller: &str, method: Method, path: &str, len: u64) -> Request {
-        Request {
-            caller: Caller {
-                pid: 7,
-                uid: 0,
-                name: caller.into(),
-            },
-            head: Head {
-                method,
-                path: path.into(),
-                segments: path
-                    .split('/')
-                    .filter(|s| !s.is_empty())
-                    .map(String::from)
-                    .collect(),
-                content_length: len,
-                keep_alive: false,
-                expect_continue: false,
-            },
-        }
-    }
-
-    /// One request through head (and finish with `body` when buffered).
-    fn call(ctl: &mut Ctl, caller: &str, method: Method, path: &str, body: &[u8]) -> Response {
-        let r = req(caller, method, path, body.len() as u64);
-        match ctl.head(&r) {
-            Plan::Reply(resp) => resp,
-            Plan::Buffer(limit) => {
-                assert!(body.len() <= limit);
-                ctl.finish(&r, body.to_vec())
-            }
-            Plan::Stream(..) => panic!("no streamed route"),
-        }
-    }
-
-    fn text(r: &Response) -> String {
-        String::from_utf8_lossy(&r.body).into_owned()
-    }
-
-    #[test]
-    fn privileges_routes_and_json_shapes() {
-        let (cfg, fs, st) = (Config::new(), SimFs::new(), state());
-        let mut ctl = Ctl {
-            cfg: &cfg,
-            fs: &fs,
-            state: &st,
-            ctrs: views(&st, Status::Started),
-            update_active: false,
-            ending: false,
-            effects: vec![],
-        };
-        let r = call(&mut ctl, "", Method::Get, "/containers", b"");
-        assert_eq!(
-            (r.status, text(&r)),
-            (500, r#"{"Error":"Internal error, unknown caller"}"#.into())
-        );
-        for who in ["app", "ghost"] {
-            let r = call(&mut ctl, who, Method::Get, "/containers", b"");
-            assert_eq!(r.status, 403, "{who}");
-        }
-        let r = call(&mut ctl, "mgr", Method::Get, "/containers", b"");
-        assert_eq!(r.status, 200);
-        assert_eq!(
-            text(&r),
-            r#"[{"name":"mgr","group":"root","status":"STARTED","status_goal":"STARTED","restart_policy":"system","roles":["mgmt"]},{"name":"app","group":"app","status":"STARTED","status_goal":"READY","restart_policy":"container","roles":["nobody"],"auto_recovery":{"policy":"always","max_retries":2,"current_retries":1,"stable_timeout":0,"is_stable":"false","backoff_policy":"1min"},"user_stopped":"false"}]"#
-        );
-        let r = call(&mut ctl, HOST_NAME, Method::Get, "/groups", b"");
-        assert!(text(&r).contains(r#"{"name":"app","status_goal":"STARTED","restart_policy":"container","status":"STARTED","auto_recovery":{"max_retries":5,"stable_timeout":30,"backoff_policy":"reboot"}}"#), "{}", text(&r));
-        assert!(text(&r).contains(r#"{"name":"root","status_goal":"STARTED","restart_policy":"system","status":"READY"}"#), "{}", text(&r));
-        let r = call(&mut ctl, HOST_NAME, Method::Get, "/nope", b"");
-        assert_eq!(
-            (r.status, text(&r)),
-            (400, r#"{"Error":"unknown endpoint: /nope"}"#.into())
-        );
-        let r = call(&mut ctl, HOST_NAME, Method::Delete, "/containers", b"");
-        assert_eq!(r.status, 400);
-        let r = call(&mut ctl, HOST_NAME, Method::Get, "/xconnect-graph", b"");
-        assert_eq!(r.status, 404);
-        assert_eq!(
-            text(&call(&mut ctl, HOST_NAME, Method::Get, "/drivers", b"")),
-            "{}"
-        );
-        assert_eq!(
-            text(&call(&mut ctl, HOST_NAME, Method::Get, "/daemons", b"")),
-            "[]"
-        );
-    }
-
-    const HOST_NAME: &str = crate::control::HOST;
-
-    #[test]
-    fn signal_ready_goes_through_the_table() {
-        let (cfg, fs, st) = (Config::new(), SimFs::new(), state());
-        let mut ctl = Ctl {
-            cfg: &cfg,
-            fs: &fs,
-            state: &st,
-            ctrs: views(&st, Status::Started),
-            update_active: false,
-            ending: false,
-            effects: vec![],
-        };
-        let ready = br#"{"type":"ready","payload":""}"#;
-        let r = call(&mut ctl, "app", Method::Post, "/signal", b"{bad");
-        assert_eq!(r.status, 400);
-        let r = call(&mut ctl, "mgr", Method::Post, "/signal", ready);
-        assert_eq!(
-            text(&r),
-            r#"{"Error":"Signal not expected from this platform"}"#
-        );
-        let r = call(&mut ctl, HOST_NAME, Method::Post, "/signal", ready);
-        assert_eq!(r.status, 500);
-        let r = call(
-            &mut ctl,
-            "app",
-            Method::Post,
-            "/signal",
-            br#"{"type":"alive","payload":""}"#,
-        );
-        assert_eq!(r.status, 500);
-        let r = call(&mut ctl, "app", Method::Post, "/signal", ready);
-        assert_eq!(r.status, 200);
-        assert_eq!(ctl.effects, vec![Effect::Ready("app".into())]);
-        // again: already READY, nothing more to do
-        assert_eq!(
-            call(&mut ctl, "app", Method::Post, "/signal", ready).status,
-            200
-        );
-        assert_eq!(ctl.effects.len(), 1);
-    }
-
-    #[test]
-    fn commands_and_meta() {
-        let (cfg, fs, st) = (Config::new(), SimFs::new(), state());
-        let mut ctl = Ctl {
-            cfg: &cfg,
-            fs: &fs,
-            state: &st,
-            ctrs: views(&st, Status::Started),
-            update_active: false,
-            ending: false,
-            effects: vec![],
-        };
-        let h = HOST_NAME;
-        let bad = r#"{"Error":"Command has bad format"}"#;
-        for body in [
-            &b"nope"[..],
-            br#"{"op":"REBOOT_DEVICE"}"#,
-            br#"{"op":"FLY","payload":""}"#,
-        ] {
-            let r = call(&mut ctl, h, Method::Post, "/commands", body);
-            assert_eq!((r.status, text(&r)), (400, bad.to_string()));
-        }
-        let r = call(
-            &mut ctl,
-            h,
-            Method::Post,
-            "/commands",
-            br#"{"op":"RUN_GC","payload":""}"#,
-        );
-        assert_eq!(r.status, 400);
-        assert!(text(&r).contains("not supported yet"));
-        ctl.update_active = true;
-        let r = call(
-            &mut ctl,
-            h,
-            Method::Post,
-            "/commands",
-            br#"{"op":"REBOOT_DEVICE","payload":""}"#,
-        );
-        assert_eq!(r.status, 503);
-        ctl.update_active = false;
-        let r = call(
-            &mut ctl,
-            h,
-            Method::Post,
-            "/commands",
-            br#"{"op":"POWEROFF_DEVICE","payload":"x"}"#,
-        );
-        assert_eq!(r.status, 200);
-        assert_eq!(
-            ctl.effects,
-            vec![Effect::Power(
-                Power::PowerOff,
-                "pv-ctrl POWEROFF_DEVICE: x".into()
-            )]
-        );
-        let r = call(
-            &mut ctl,
-            h,
-            Method::Post,
-            "/commands",
-            br#"{"op":"REBOOT_DEVICE","payload":""}"#,
-        );
-        assert_eq!(r.status, 503);
-        assert_eq!(r.headers, vec![("Retry-After", "120".to_string())]);
-
-        assert_eq!(
-            call(&mut ctl, h, Method::Put, "/user-meta/a", b"plain").status,
-            200
-        );
-        assert_eq!(
-            call(&mut ctl, h, Method::Put, "/user-meta/b", b"[1, 2]").status,
-            200
-        );
-        assert_eq!(
-            call(&mut ctl, h, Method::Put, "/user-meta/c", b"").status,
-            400
-        );
-        assert_eq!(
-            call(&mut ctl, h, Method::Put, "/user-meta/c", &[b'x'; 4097]).status,
-            400
-        );
-        assert_eq!(
-            call(&mut ctl, h, Method::Put, "/user-meta/c", &[b'x'; 4096]).status,
-            200
-        );
-        assert_eq!(
-            call(&mut ctl, h, Method::Delete, "/user-meta/c", b"").status,
-            200
-        );
-        let r = call(&mut ctl, h, Method::Get, "/user-meta", b"");
-        assert_eq!(text(&r), r#"{"a":"plain","b":[1, 2]}"#);
-        let r = call(&mut ctl, h, Method::Delete, "/device-meta/a", b"");
-        assert_eq!(
-            (r.status, text(&r)),
-            (404, r#"{"Error":"Device meta does not exist"}"#.into())
-        );
-        assert_eq!(
-            text(&call(&mut ctl, h, Method::Get, "/device-meta", b"")),
-            "{}"
-        );
-        assert_eq!(
-            call(&mut ctl, "app", Method::Get, "/user-meta", b"").status,
-            403
-        );
-    }
-}
+#[path = "routes_tests.rs"]
+mod tests;

@@ -45,8 +45,8 @@ pub fn sha256_reader(r: &mut dyn Read) -> std::io::Result<String> {
 /// An object being written: chunks are hashed as they arrive; [`ObjectWriter::finish`]
 /// verifies and publishes it, dropping it unfinished leaves only a `.tmp` for the next boot's
 /// cleanup.
-pub struct ObjectWriter<'s, 'a> {
-    storage: &'s Storage<'a>,
+pub struct ObjectWriter<'a> {
+    storage: Storage<'a>,
     sha: String,
     tmp: PathBuf,
     out: Option<FsWriter<'a>>,
@@ -54,7 +54,7 @@ pub struct ObjectWriter<'s, 'a> {
     written: u64,
 }
 
-impl<'s, 'a> ObjectWriter<'s, 'a> {
+impl<'a> ObjectWriter<'a> {
     pub fn write(&mut self, chunk: &[u8]) -> Result<()> {
         let out = self.out.as_mut().ok_or_else(|| {
             Error::io(
@@ -72,6 +72,12 @@ impl<'s, 'a> ObjectWriter<'s, 'a> {
 
     pub fn written(&self) -> u64 {
         self.written
+    }
+
+    /// Gives up: the temp file is closed and removed (best effort), nothing is stored.
+    pub fn abort(mut self) {
+        drop(self.out.take());
+        let _ = self.storage.fs.remove_file(&self.tmp);
     }
 
     /// Checks the sha256, makes the content durable, renames it into place and makes the
@@ -118,8 +124,9 @@ impl<'a> Storage<'a> {
         fs::exists(self.fs, &p).map_err(|e| Error::io("stat", &p, e))
     }
 
-    /// Starts streaming object `sha` in.
-    pub fn object_writer<'s>(&'s self, sha: &str) -> Result<ObjectWriter<'s, 'a>> {
+    /// Starts streaming object `sha` in. The writer holds its own handle on the storage (the
+    /// file system reference and the root), so it may outlive `self`.
+    pub fn object_writer(&self, sha: &str) -> Result<ObjectWriter<'a>> {
         let dst = self.object_path(sha)?;
         let dir = self.objects_dir();
         fs::create_dir_all(self.fs, &dir).map_err(|e| Error::io("create", &dir, e))?;
@@ -129,7 +136,7 @@ impl<'a> Storage<'a> {
             .create(&tmp)
             .map_err(|e| Error::io("create", &tmp, e))?;
         Ok(ObjectWriter {
-            storage: self,
+            storage: Storage::new(self.fs, self.root.clone()),
             sha: sha.to_string(),
             tmp,
             out: Some(out),

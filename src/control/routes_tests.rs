@@ -1,0 +1,596 @@
+use super::*;
+use crate::control::Head;
+use crate::storage::simfs::SimFs;
+
+fn state() -> State {
+    let d = r##"{"#spec":"pantavisor-service-system@1","bsp/run.json":{"linux":"k","initrd":"i"},"mgr/run.json":{"name":"mgr","type":"lxc"},"app/run.json":{"name":"app","type":"lxc","group":"app","roles":["nobody"],"status_goal":"READY","auto_recovery":{"policy":"always","max_retries":2,"backoff_policy":"60s"}}}"##;
+    match State::parse(d.as_bytes()) {
+        Ok(s) => s,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+fn views(st: &State, status: Status) -> Vec<CtrView<'_>> {
+    st.containers()
+        .iter()
+        .map(|c| CtrView {
+            spec: c,
+            status,
+            goal: supervisor::check_goal(status, c.status_goal, false),
+            ar: st.effective_auto_recovery(c),
+            retries: 1,
+            stable: false,
+            user_stopped: false,
+        })
+        .collect()
+}
+
+fn req(caller: &str, method: Method, path: &str, len: u64) -> Request {
+    Request {
+        caller: Caller {
+            pid: 7,
+            uid: 0,
+            name: caller.into(),
+        },
+        head: Head {
+            method,
+            path: path.into(),
+            segments: path
+                .split('/')
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect(),
+            content_length: len,
+            keep_alive: false,
+            expect_continue: false,
+        },
+    }
+}
+
+/// One request through head (and finish with `body` when buffered).
+fn call(ctl: &mut Ctl, caller: &str, method: Method, path: &str, body: &[u8]) -> Response {
+    let r = req(caller, method, path, body.len() as u64);
+    match ctl.head(&r) {
+        Plan::Reply(resp) => resp,
+        Plan::Buffer(limit) => {
+            assert!(body.len() <= limit);
+            ctl.finish(&r, body.to_vec())
+        }
+        Plan::Stream(mut sink, limit) => {
+            assert!(body.len() as u64 <= limit);
+            // in pieces, as the server hands them over
+            for chunk in body.chunks(7) {
+                if let Err(resp) = sink.write(chunk) {
+                    return resp;
+                }
+            }
+            sink.finish()
+        }
+    }
+}
+
+fn text(r: &Response) -> String {
+    String::from_utf8_lossy(&r.body).into_owned()
+}
+
+#[test]
+fn privileges_routes_and_json_shapes() {
+    let (cfg, fs, st) = (Config::new(), SimFs::new(), state());
+    let mut ctl = Ctl {
+        cfg: &cfg,
+        fs: &fs,
+        stream_fs: &crate::storage::fs::RealFs,
+        state: &st,
+        ctrs: views(&st, Status::Started),
+        update_active: false,
+        ending: false,
+        effects: vec![],
+    };
+    let r = call(&mut ctl, "", Method::Get, "/containers", b"");
+    assert_eq!(
+        (r.status, text(&r)),
+        (500, r#"{"Error":"Internal error, unknown caller"}"#.into())
+    );
+    for who in ["app", "ghost"] {
+        let r = call(&mut ctl, who, Method::Get, "/containers", b"");
+        assert_eq!(r.status, 403, "{who}");
+    }
+    let r = call(&mut ctl, "mgr", Method::Get, "/containers", b"");
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        text(&r),
+        r#"[{"name":"mgr","group":"root","status":"STARTED","status_goal":"STARTED","restart_policy":"system","roles":["mgmt"]},{"name":"app","group":"app","status":"STARTED","status_goal":"READY","restart_policy":"container","roles":["nobody"],"auto_recovery":{"policy":"always","max_retries":2,"current_retries":1,"stable_timeout":0,"is_stable":"false","backoff_policy":"1min"},"user_stopped":"false"}]"#
+    );
+    let r = call(&mut ctl, HOST_NAME, Method::Get, "/groups", b"");
+    assert!(text(&r).contains(r#"{"name":"app","status_goal":"STARTED","restart_policy":"container","status":"STARTED","auto_recovery":{"max_retries":5,"stable_timeout":30,"backoff_policy":"reboot"}}"#), "{}", text(&r));
+    assert!(
+        text(&r).contains(
+            r#"{"name":"root","status_goal":"STARTED","restart_policy":"system","status":"READY"}"#
+        ),
+        "{}",
+        text(&r)
+    );
+    let r = call(&mut ctl, HOST_NAME, Method::Get, "/nope", b"");
+    assert_eq!(
+        (r.status, text(&r)),
+        (400, r#"{"Error":"unknown endpoint: /nope"}"#.into())
+    );
+    let r = call(&mut ctl, HOST_NAME, Method::Delete, "/containers", b"");
+    assert_eq!(r.status, 400);
+    let r = call(&mut ctl, HOST_NAME, Method::Get, "/xconnect-graph", b"");
+    assert_eq!(r.status, 404);
+    assert_eq!(
+        text(&call(&mut ctl, HOST_NAME, Method::Get, "/drivers", b"")),
+        "{}"
+    );
+    assert_eq!(
+        text(&call(&mut ctl, HOST_NAME, Method::Get, "/daemons", b"")),
+        "[]"
+    );
+}
+
+const HOST_NAME: &str = crate::control::HOST;
+
+#[test]
+fn signal_ready_goes_through_the_table() {
+    let (cfg, fs, st) = (Config::new(), SimFs::new(), state());
+    let mut ctl = Ctl {
+        cfg: &cfg,
+        fs: &fs,
+        stream_fs: &crate::storage::fs::RealFs,
+        state: &st,
+        ctrs: views(&st, Status::Started),
+        update_active: false,
+        ending: false,
+        effects: vec![],
+    };
+    let ready = br#"{"type":"ready","payload":""}"#;
+    let r = call(&mut ctl, "app", Method::Post, "/signal", b"{bad");
+    assert_eq!(r.status, 400);
+    let r = call(&mut ctl, "mgr", Method::Post, "/signal", ready);
+    assert_eq!(
+        text(&r),
+        r#"{"Error":"Signal not expected from this platform"}"#
+    );
+    let r = call(&mut ctl, HOST_NAME, Method::Post, "/signal", ready);
+    assert_eq!(r.status, 500);
+    let r = call(
+        &mut ctl,
+        "app",
+        Method::Post,
+        "/signal",
+        br#"{"type":"alive","payload":""}"#,
+    );
+    assert_eq!(r.status, 500);
+    let r = call(&mut ctl, "app", Method::Post, "/signal", ready);
+    assert_eq!(r.status, 200);
+    assert_eq!(ctl.effects, vec![Effect::Ready("app".into())]);
+    // again: already READY, nothing more to do
+    assert_eq!(
+        call(&mut ctl, "app", Method::Post, "/signal", ready).status,
+        200
+    );
+    assert_eq!(ctl.effects.len(), 1);
+}
+
+#[test]
+fn commands_and_meta() {
+    let (cfg, fs, st) = (Config::new(), SimFs::new(), state());
+    let mut ctl = Ctl {
+        cfg: &cfg,
+        fs: &fs,
+        stream_fs: &crate::storage::fs::RealFs,
+        state: &st,
+        ctrs: views(&st, Status::Started),
+        update_active: false,
+        ending: false,
+        effects: vec![],
+    };
+    let h = HOST_NAME;
+    let bad = r#"{"Error":"Command has bad format"}"#;
+    for body in [
+        &b"nope"[..],
+        br#"{"op":"REBOOT_DEVICE"}"#,
+        br#"{"op":"FLY","payload":""}"#,
+    ] {
+        let r = call(&mut ctl, h, Method::Post, "/commands", body);
+        assert_eq!((r.status, text(&r)), (400, bad.to_string()));
+    }
+    let r = call(
+        &mut ctl,
+        h,
+        Method::Post,
+        "/commands",
+        br#"{"op":"RUN_GC","payload":""}"#,
+    );
+    assert_eq!(r.status, 400);
+    assert!(text(&r).contains("not supported yet"));
+    ctl.update_active = true;
+    let r = call(
+        &mut ctl,
+        h,
+        Method::Post,
+        "/commands",
+        br#"{"op":"REBOOT_DEVICE","payload":""}"#,
+    );
+    assert_eq!(r.status, 503);
+    ctl.update_active = false;
+    let r = call(
+        &mut ctl,
+        h,
+        Method::Post,
+        "/commands",
+        br#"{"op":"POWEROFF_DEVICE","payload":"x"}"#,
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        ctl.effects,
+        vec![Effect::Power(
+            Power::PowerOff,
+            "pv-ctrl POWEROFF_DEVICE: x".into()
+        )]
+    );
+    let r = call(
+        &mut ctl,
+        h,
+        Method::Post,
+        "/commands",
+        br#"{"op":"REBOOT_DEVICE","payload":""}"#,
+    );
+    assert_eq!(r.status, 503);
+    assert_eq!(r.headers, vec![("Retry-After", "120".to_string())]);
+
+    assert_eq!(
+        call(&mut ctl, h, Method::Put, "/user-meta/a", b"plain").status,
+        200
+    );
+    assert_eq!(
+        call(&mut ctl, h, Method::Put, "/user-meta/b", b"[1, 2]").status,
+        200
+    );
+    assert_eq!(
+        call(&mut ctl, h, Method::Put, "/user-meta/c", b"").status,
+        400
+    );
+    assert_eq!(
+        call(&mut ctl, h, Method::Put, "/user-meta/c", &[b'x'; 4097]).status,
+        400
+    );
+    assert_eq!(
+        call(&mut ctl, h, Method::Put, "/user-meta/c", &[b'x'; 4096]).status,
+        200
+    );
+    assert_eq!(
+        call(&mut ctl, h, Method::Delete, "/user-meta/c", b"").status,
+        200
+    );
+    let r = call(&mut ctl, h, Method::Get, "/user-meta", b"");
+    assert_eq!(text(&r), r#"{"a":"plain","b":[1, 2]}"#);
+    let r = call(&mut ctl, h, Method::Delete, "/device-meta/a", b"");
+    assert_eq!(
+        (r.status, text(&r)),
+        (404, r#"{"Error":"Device meta does not exist"}"#.into())
+    );
+    assert_eq!(
+        text(&call(&mut ctl, h, Method::Get, "/device-meta", b"")),
+        "{}"
+    );
+    assert_eq!(
+        call(&mut ctl, "app", Method::Get, "/user-meta", b"").status,
+        403
+    );
+}
+
+/// A file system whose every file write fails with ENOSPC.
+struct FullFs(SimFs);
+
+struct FullWriter;
+
+impl std::io::Write for FullWriter {
+    fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+        Err(std::io::Error::from_raw_os_error(28))
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Fs for FullFs {
+    fn read(&self, p: &std::path::Path) -> std::io::Result<Vec<u8>> {
+        self.0.read(p)
+    }
+    fn open(&self, p: &std::path::Path) -> std::io::Result<Box<dyn std::io::Read + '_>> {
+        self.0.open(p)
+    }
+    fn metadata(&self, p: &std::path::Path) -> std::io::Result<crate::storage::fs::Meta> {
+        self.0.metadata(p)
+    }
+    fn read_dir(&self, p: &std::path::Path) -> std::io::Result<Vec<String>> {
+        self.0.read_dir(p)
+    }
+    fn read_link(&self, p: &std::path::Path) -> std::io::Result<std::path::PathBuf> {
+        self.0.read_link(p)
+    }
+    fn create_dir(&self, p: &std::path::Path) -> std::io::Result<()> {
+        self.0.create_dir(p)
+    }
+    fn create(&self, p: &std::path::Path) -> std::io::Result<crate::storage::fs::FsWriter<'_>> {
+        drop(self.0.create(p)?);
+        Ok(Box::new(FullWriter))
+    }
+    fn sync_file(&self, p: &std::path::Path) -> std::io::Result<()> {
+        self.0.sync_file(p)
+    }
+    fn sync_dir(&self, p: &std::path::Path) -> std::io::Result<()> {
+        self.0.sync_dir(p)
+    }
+    fn rename(&self, a: &std::path::Path, b: &std::path::Path) -> std::io::Result<()> {
+        self.0.rename(a, b)
+    }
+    fn hard_link(&self, a: &std::path::Path, b: &std::path::Path) -> std::io::Result<()> {
+        self.0.hard_link(a, b)
+    }
+    fn symlink(&self, a: &std::path::Path, b: &std::path::Path) -> std::io::Result<()> {
+        self.0.symlink(a, b)
+    }
+    fn remove_file(&self, p: &std::path::Path) -> std::io::Result<()> {
+        self.0.remove_file(p)
+    }
+    fn remove_dir(&self, p: &std::path::Path) -> std::io::Result<()> {
+        self.0.remove_dir(p)
+    }
+}
+
+fn ctl<'a>(cfg: &'a Config, fs: &'static dyn Fs, st: &'a State) -> Ctl<'a> {
+    Ctl {
+        cfg,
+        fs,
+        stream_fs: fs,
+        state: st,
+        ctrs: views(st, Status::Started),
+        update_active: false,
+        ending: false,
+        effects: vec![],
+    }
+}
+
+const MINI: &str =
+    r##"{"#spec":"pantavisor-service-system@1","bsp/run.json":{"linux":"k","initrd":"i"}}"##;
+
+#[test]
+fn utc_dates() {
+    assert_eq!(utc_date(0), "1970-01-01T00:00:00Z");
+    assert_eq!(utc_date(1_700_000_000), "2023-11-14T22:13:20Z");
+    assert_eq!(utc_date(951_782_400), "2000-02-29T00:00:00Z");
+    assert_eq!(utc_date(1_709_251_199), "2024-02-29T23:59:59Z");
+    assert_eq!(utc_date(4_102_444_800), "2100-01-01T00:00:00Z");
+    assert_eq!(utc_date(-1), "1969-12-31T23:59:59Z");
+}
+
+#[test]
+fn objects_list_get_and_put() {
+    let (cfg, st) = (Config::new(), state());
+    let fs: &'static SimFs = Box::leak(Box::new(SimFs::new()));
+    let mut ctl = ctl(&cfg, fs, &st);
+    let h = HOST_NAME;
+    let r = call(&mut ctl, h, Method::Get, "/objects", b"");
+    assert_eq!((r.status, text(&r)), (200, "[]".into()));
+    let data = b"hello object, in more than one chunk";
+    let sha = crate::storage::objects::sha256_hex(data);
+    let path = format!("/objects/{sha}");
+    let r = call(&mut ctl, h, Method::Get, &path, b"");
+    assert_eq!(
+        (r.status, text(&r)),
+        (404, r#"{"Error":"Resource does not exist"}"#.into())
+    );
+    // a mismatch: 422, nothing stored, no temp left
+    let r = call(&mut ctl, h, Method::Put, &path, b"other content");
+    assert_eq!(
+        (r.status, text(&r)),
+        (422, r#"{"Error":"Object has bad checksum"}"#.into())
+    );
+    assert_eq!(
+        fs.read_dir(std::path::Path::new("/storage/objects"))
+            .unwrap_or_default(),
+        Vec::<String>::new()
+    );
+    assert_eq!(call(&mut ctl, h, Method::Put, &path, data).status, 200);
+    // present: drained, 200 (even with a body that would not match)
+    assert_eq!(call(&mut ctl, h, Method::Put, &path, b"junk").status, 200);
+    let r = call(&mut ctl, h, Method::Get, &path, b"");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.content_type, "application/octet-stream");
+    assert_eq!(r.body, data);
+    let r = call(&mut ctl, h, Method::Get, "/objects", b"");
+    assert_eq!(
+        text(&r),
+        format!(r#"[{{"sha256":"{sha}","size":"{}"}}]"#, data.len())
+    );
+    for bad in ["/objects/abc", "/objects/..", &path.to_uppercase()[..]] {
+        let bad = bad.replace("/OBJECTS/", "/objects/");
+        assert_eq!(
+            call(&mut ctl, h, Method::Get, &bad, b"").status,
+            400,
+            "{bad}"
+        );
+        assert_eq!(
+            call(&mut ctl, h, Method::Put, &bad, b"x").status,
+            400,
+            "{bad}"
+        );
+    }
+    assert_eq!(call(&mut ctl, h, Method::Delete, &path, b"").status, 400);
+    assert_eq!(
+        call(&mut ctl, "app", Method::Get, "/objects", b"").status,
+        403
+    );
+    // too large to send from memory yet
+    let big = vec![7u8; (MAX_OBJECT_SEND + 1) as usize];
+    let bsha = crate::storage::objects::sha256_hex(&big);
+    let bpath = format!("/objects/{bsha}");
+    assert_eq!(call(&mut ctl, h, Method::Put, &bpath, &big).status, 200);
+    let r = call(&mut ctl, h, Method::Get, &bpath, b"");
+    assert_eq!(
+        (r.status, text(&r)),
+        (500, r#"{"Error":"object too large to send yet"}"#.into())
+    );
+}
+
+#[test]
+fn full_disk_gives_507() {
+    let (cfg, st) = (Config::new(), state());
+    let fs: &'static FullFs = Box::leak(Box::new(FullFs(SimFs::new())));
+    let mut ctl = ctl(&cfg, fs, &st);
+    let h = HOST_NAME;
+    let data = b"data";
+    let sha = crate::storage::objects::sha256_hex(data);
+    let r = call(&mut ctl, h, Method::Put, &format!("/objects/{sha}"), data);
+    assert_eq!(
+        (r.status, text(&r)),
+        (507, r#"{"Error":"Not enough disk space available"}"#.into())
+    );
+    assert_eq!(
+        fs.read_dir(std::path::Path::new("/storage/objects"))
+            .unwrap_or_default(),
+        Vec::<String>::new()
+    );
+    let r = call(&mut ctl, h, Method::Put, "/steps/locals/x", MINI.as_bytes());
+    assert_eq!(r.status, 507, "{}", text(&r));
+    assert!(
+        !crate::storage::fs::exists(fs, std::path::Path::new("/storage/trails/locals/x")).unwrap()
+    );
+}
+
+#[test]
+fn steps_put_get_progress_commitmsg_and_list() {
+    let (cfg, st) = (Config::new(), state());
+    let fs: &'static SimFs = Box::leak(Box::new(SimFs::new()));
+    let mut ctl = ctl(&cfg, fs, &st);
+    let h = HOST_NAME;
+    assert_eq!(text(&call(&mut ctl, h, Method::Get, "/steps", b"")), "[]");
+    let nf = r#"{"Error":"Resource does not exist"}"#;
+    for p in [
+        "/steps/locals/x",
+        "/steps/3",
+        "/steps/locals/x/progress",
+        "/steps/current",
+        "/steps/..",
+    ] {
+        let r = call(&mut ctl, h, Method::Get, p, b"");
+        assert_eq!((r.status, text(&r)), (404, nf.to_string()), "{p}");
+    }
+    // bad names
+    for p in ["/steps/locals/.hidden", "/steps/3", "/steps/locals/a%20b"] {
+        let p = p.replace("%20", " ");
+        let r = call(&mut ctl, h, Method::Put, &p, MINI.as_bytes());
+        assert_eq!(r.status, 400, "{p}");
+    }
+    // a bad state: 422 with the detail, no revision directory left
+    let r = call(
+        &mut ctl,
+        h,
+        Method::Put,
+        "/steps/locals/bad",
+        br##"{"#spec":"nope"}"##,
+    );
+    assert_eq!(r.status, 422);
+    assert!(
+        text(&r).starts_with(r#"{"Error":"Parser: State JSON has bad format: "#),
+        "{}",
+        text(&r)
+    );
+    let trails = std::path::Path::new("/storage/trails");
+    assert!(!crate::storage::fs::exists(fs, &trails.join("locals/bad")).unwrap());
+    // a good one: byte-exact, progress NEW
+    let raw = format!("{MINI}\n");
+    let r = call(&mut ctl, h, Method::Put, "/steps/locals/x", raw.as_bytes());
+    assert_eq!((r.status, text(&r)), (200, String::new()));
+    assert_eq!(
+        fs.read(&trails.join("locals/x/.pvr/json")).unwrap(),
+        raw.as_bytes()
+    );
+    let r = call(&mut ctl, h, Method::Get, "/steps/locals/x", b"");
+    assert_eq!((r.status, r.body.clone()), (200, raw.clone().into_bytes()));
+    let r = call(&mut ctl, h, Method::Get, "/steps/locals/x/progress", b"");
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        text(&r),
+        r#"{"status":"NEW","status-msg":"Update ready to be run","progress":0,"retries":0}"#
+    );
+    // commit message
+    let cm = "/steps/locals/x/commitmsg";
+    assert_eq!(call(&mut ctl, h, Method::Put, cm, b"").status, 400);
+    assert_eq!(call(&mut ctl, h, Method::Put, cm, &[b'm'; 257]).status, 400);
+    assert_eq!(
+        call(&mut ctl, h, Method::Put, "/steps/locals/y/commitmsg", b"m").status,
+        404
+    );
+    assert_eq!(call(&mut ctl, h, Method::Put, cm, &[b'm'; 256]).status, 200);
+    assert_eq!(
+        call(&mut ctl, h, Method::Put, cm, b"first \"local\"").status,
+        200
+    );
+    assert_eq!(
+        fs.read(&trails.join("locals/x/.pv/commitmsg")).unwrap(),
+        b"first \"local\""
+    );
+    // a Hub revision without progress, and the current link
+    let s = Storage::new(fs, "/storage");
+    s.install_state("0", MINI.as_bytes()).unwrap();
+    s.set_current("0").unwrap();
+    let r = call(&mut ctl, h, Method::Get, "/steps/current", b"");
+    assert_eq!((r.status, text(&r)), (200, MINI.to_string()));
+    assert_eq!(
+        call(&mut ctl, h, Method::Get, "/steps/0/progress", b"").status,
+        404
+    );
+    let r = call(&mut ctl, h, Method::Get, "/steps", b"");
+    assert_eq!(r.status, 200);
+    let t = text(&r);
+    let v = json::parse_str(&t, json::Limits::default()).unwrap();
+    let arr = v.as_array().unwrap();
+    assert_eq!(arr.len(), 2, "{t}");
+    let names: Vec<&str> = arr
+        .iter()
+        .map(|s| s.get("name").unwrap().as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["0", "locals/x"], "{t}");
+    let date = arr[0].get("date").unwrap().as_str().unwrap();
+    let mtime = fs.metadata(&trails.join("0")).unwrap().mtime;
+    assert_eq!(date, utc_date(mtime));
+    assert_eq!(date.len(), 20);
+    assert!(t.contains(r#"{"name":"0","date":""#), "{t}");
+    assert!(t.contains(r#","commitmsg":"","progress":{}}"#), "{t}");
+    assert!(
+        t.contains(r#""commitmsg":"first \"local\"","progress":{"status":"NEW","status-msg":"Update ready to be run","progress":0,"retries":0}}"#),
+        "{t}"
+    );
+    // only locals may be uploaded; other methods refused
+    assert_eq!(
+        call(&mut ctl, h, Method::Put, "/steps/0", MINI.as_bytes()).status,
+        400
+    );
+    assert_eq!(
+        call(&mut ctl, h, Method::Put, "/steps/locals/x/progress", b"{}").status,
+        400
+    );
+    assert_eq!(
+        call(&mut ctl, h, Method::Delete, "/steps/locals/x", b"").status,
+        400
+    );
+    assert_eq!(
+        call(&mut ctl, h, Method::Get, "/steps/locals/x/nope", b"").status,
+        400
+    );
+    assert_eq!(
+        call(&mut ctl, "app", Method::Get, "/steps", b"").status,
+        403
+    );
+    // re-upload of a bad state over an existing revision keeps it
+    let r = call(&mut ctl, h, Method::Put, "/steps/locals/x", b"[]");
+    assert_eq!(r.status, 422);
+    assert_eq!(
+        fs.read(&trails.join("locals/x/.pvr/json")).unwrap(),
+        raw.as_bytes()
+    );
+}
