@@ -7,7 +7,7 @@
 mod harness;
 mod support;
 
-use harness::{cgroup2, pvmk, remove_cgroup_tree, End};
+use harness::{remove_cgroup_tree, End};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::sync::Mutex;
@@ -69,55 +69,20 @@ struct Rig {
 impl Rig {
     fn new(name: &str, description: &str) -> Rig {
         let dir = std::env::temp_dir().join(format!("pv-ctl-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let rootfs = dir.join("rootfs");
-        for d in [
-            "bin",
-            "etc",
-            "proc",
-            "sys",
-            "dev",
-            "tmp",
-            "run",
-            "pantavisor",
-        ] {
-            std::fs::create_dir_all(rootfs.join(d)).unwrap();
-        }
-        std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).expect("busybox-static");
-        for a in ["sh", "sleep", "cat", "echo", "true"] {
-            std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(a)).unwrap();
-        }
-        std::fs::copy(static_pantavisor(), rootfs.join("bin/pv")).unwrap();
-        let desc = dir.join("desc.json");
-        std::fs::write(&desc, description).unwrap();
-        let storage = dir.join("storage");
-        pvmk(&[desc.as_os_str(), "--factory".as_ref(), storage.as_os_str()]);
-        let d = |n: &str| {
-            let p = dir.join(n);
-            std::fs::create_dir_all(&p).unwrap();
-            p.display().to_string()
-        };
-        // the run dir is created by the device itself
+        let harness::DeviceFiles {
+            storage,
+            config,
+            cgroup,
+        } = harness::make_device(
+            &dir,
+            &format!("pv-ctl-{name}"),
+            description,
+            "",
+            &|rootfs| {
+                std::fs::copy(static_pantavisor(), rootfs.join("bin/pv")).unwrap();
+            },
+        );
         let run = dir.join("run");
-        let config = dir.join("pantavisor.config");
-        std::fs::write(
-            &config,
-            format!(
-                "PV_SYSTEM_INIT_MODE=standalone\nPV_STORAGE_MNTPOINT={}\nPV_SYSTEM_RUNDIR={}\nPV_DISK_VOLDIR={}\nPV_DISK_EXPORTSDIR={}\nPV_SYSTEM_CONFDIR={}\nPV_DISK_WRITABLEDIR={}\nPV_LOG_LEVEL=4\nPV_UPDATER_COMMIT_DELAY=1\n",
-                storage.display(),
-                run.display(),
-                d("volumes"),
-                d("exports"),
-                d("configs"),
-                d("writable")
-            ),
-        )
-        .unwrap();
-        let cgroup = cgroup2().map(|r| r.join(format!("pv-ctl-{name}-{}", std::process::id())));
-        if let Some(cg) = &cgroup {
-            remove_cgroup_tree(cg);
-            std::fs::create_dir_all(cg).unwrap();
-        }
         let mut bl = harness::Bootloader::new(&storage, &config);
         bl.cgroup = cgroup.clone();
         Rig {

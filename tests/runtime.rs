@@ -4,7 +4,7 @@
 mod harness;
 mod support;
 
-use harness::{cgroup2, pvmk, remove_cgroup_tree, Bootloader, End};
+use harness::{pvmk, remove_cgroup_tree, Bootloader, End};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
@@ -36,44 +36,17 @@ fn forever() -> &'static str {
 impl Rig {
     fn new(name: &str, description: &str, extra_config: &str) -> Rig {
         let dir = std::env::temp_dir().join(format!("pv-rt-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let rootfs = dir.join("rootfs");
-        for d in ["bin", "etc", "proc", "sys", "dev", "tmp", "run", "data"] {
-            std::fs::create_dir_all(rootfs.join(d)).unwrap();
-        }
-        std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).expect("busybox-static");
-        for a in ["sh", "sleep", "cat", "echo", "ls", "seq", "true", "false"] {
-            std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(a)).unwrap();
-        }
-        std::fs::write(rootfs.join("etc/motd"), "from the rootfs\n").unwrap();
-        let desc = dir.join("desc.json");
-        std::fs::write(&desc, description).unwrap();
-        let storage = dir.join("storage");
-        pvmk(&[desc.as_os_str(), "--factory".as_ref(), storage.as_os_str()]);
-        let d = |n: &str| {
-            let p = dir.join(n);
-            std::fs::create_dir_all(&p).unwrap();
-            p.display().to_string()
-        };
-        let config = dir.join("pantavisor.config");
-        std::fs::write(
-            &config,
-            format!(
-                "PV_SYSTEM_INIT_MODE=standalone\nPV_STORAGE_MNTPOINT={}\nPV_SYSTEM_RUNDIR={}\nPV_DISK_VOLDIR={}\nPV_DISK_EXPORTSDIR={}\nPV_SYSTEM_CONFDIR={}\nPV_DISK_WRITABLEDIR={}\nPV_LOG_LEVEL=4\nPV_UPDATER_COMMIT_DELAY=1\n{extra_config}",
-                storage.display(),
-                d("run"),
-                d("volumes"),
-                d("exports"),
-                d("configs"),
-                d("writable")
-            ),
-        )
-        .unwrap();
-        let cgroup = cgroup2().map(|r| r.join(format!("pv-rt-{name}-{}", std::process::id())));
-        if let Some(cg) = &cgroup {
-            remove_cgroup_tree(cg);
-            std::fs::create_dir_all(cg).unwrap();
-        }
+        let harness::DeviceFiles {
+            storage,
+            config,
+            cgroup,
+        } = harness::make_device(
+            &dir,
+            &format!("pv-rt-{name}"),
+            description,
+            extra_config,
+            &|_| {},
+        );
         let mut bl = Bootloader::new(&storage, &config);
         bl.cgroup = cgroup.clone();
         Rig {

@@ -76,16 +76,7 @@ fn text(r: &Response) -> String {
 #[test]
 fn privileges_routes_and_json_shapes() {
     let (cfg, fs, st) = (Config::new(), SimFs::new(), state());
-    let mut ctl = Ctl {
-        cfg: &cfg,
-        fs: &fs,
-        stream_fs: &crate::storage::fs::RealFs,
-        state: &st,
-        ctrs: views(&st, Status::Started),
-        update_active: false,
-        ending: false,
-        effects: vec![],
-    };
+    let mut ctl = ctl_on(&cfg, &fs, &st);
     let r = call(&mut ctl, "", Method::Get, "/containers", b"");
     assert_eq!(
         (r.status, text(&r)),
@@ -134,16 +125,7 @@ const HOST_NAME: &str = crate::control::HOST;
 #[test]
 fn signal_ready_goes_through_the_table() {
     let (cfg, fs, st) = (Config::new(), SimFs::new(), state());
-    let mut ctl = Ctl {
-        cfg: &cfg,
-        fs: &fs,
-        stream_fs: &crate::storage::fs::RealFs,
-        state: &st,
-        ctrs: views(&st, Status::Started),
-        update_active: false,
-        ending: false,
-        effects: vec![],
-    };
+    let mut ctl = ctl_on(&cfg, &fs, &st);
     let ready = br#"{"type":"ready","payload":""}"#;
     let r = call(&mut ctl, "app", Method::Post, "/signal", b"{bad");
     assert_eq!(r.status, 400);
@@ -176,16 +158,7 @@ fn signal_ready_goes_through_the_table() {
 #[test]
 fn commands_and_meta() {
     let (cfg, fs, st) = (Config::new(), SimFs::new(), state());
-    let mut ctl = Ctl {
-        cfg: &cfg,
-        fs: &fs,
-        stream_fs: &crate::storage::fs::RealFs,
-        state: &st,
-        ctrs: views(&st, Status::Started),
-        update_active: false,
-        ending: false,
-        effects: vec![],
-    };
+    let mut ctl = ctl_on(&cfg, &fs, &st);
     let h = HOST_NAME;
     let bad = r#"{"Error":"Command has bad format"}"#;
     for body in [
@@ -341,16 +314,25 @@ impl Fs for FullFs {
     }
 }
 
-fn ctl<'a>(cfg: &'a Config, fs: &'static dyn Fs, st: &'a State) -> Ctl<'a> {
+/// A router over `fs` with every container STARTED; streamed bodies go to the real file system.
+fn ctl_on<'a>(cfg: &'a Config, fs: &'a dyn Fs, st: &'a State) -> Ctl<'a> {
     Ctl {
         cfg,
         fs,
-        stream_fs: fs,
+        stream_fs: &crate::storage::fs::RealFs,
         state: st,
         ctrs: views(st, Status::Started),
         update_active: false,
         ending: false,
         effects: vec![],
+    }
+}
+
+/// The same, with streamed bodies on `fs` too.
+fn ctl<'a>(cfg: &'a Config, fs: &'static dyn Fs, st: &'a State) -> Ctl<'a> {
+    Ctl {
+        stream_fs: fs,
+        ..ctl_on(cfg, fs, st)
     }
 }
 

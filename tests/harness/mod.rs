@@ -212,3 +212,77 @@ pub fn remove_cgroup_tree(dir: &Path) {
     }
     let _ = std::fs::remove_dir(dir);
 }
+
+/// What a test device is made of: a storage made by pvmk and its pantavisor.config, in `dir`.
+pub struct DeviceFiles {
+    pub storage: PathBuf,
+    pub config: PathBuf,
+    /// The device's own cgroup (interfaces.md: devices side by side never share lxc/<name>).
+    pub cgroup: Option<PathBuf>,
+}
+
+/// A busybox root file system (`prepare` may add files before it is squashed), a factory
+/// storage made by pvmk from `description`, a standalone config with every path under `dir`
+/// (the run dir is left for the device to create) plus `extra_config`, and a fresh cgroup.
+pub fn make_device(
+    dir: &Path,
+    tag: &str,
+    description: &str,
+    extra_config: &str,
+    prepare: &dyn Fn(&Path),
+) -> DeviceFiles {
+    let _ = std::fs::remove_dir_all(dir);
+    let rootfs = dir.join("rootfs");
+    for d in [
+        "bin",
+        "etc",
+        "proc",
+        "sys",
+        "dev",
+        "tmp",
+        "run",
+        "data",
+        "pantavisor",
+    ] {
+        std::fs::create_dir_all(rootfs.join(d)).unwrap();
+    }
+    std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).expect("busybox-static");
+    for a in ["sh", "sleep", "cat", "echo", "ls", "seq", "true", "false"] {
+        std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(a)).unwrap();
+    }
+    std::fs::write(rootfs.join("etc/motd"), "from the rootfs\n").unwrap();
+    prepare(&rootfs);
+    let desc = dir.join("desc.json");
+    std::fs::write(&desc, description).unwrap();
+    let storage = dir.join("storage");
+    pvmk(&[desc.as_os_str(), "--factory".as_ref(), storage.as_os_str()]);
+    let d = |n: &str| {
+        let p = dir.join(n);
+        std::fs::create_dir_all(&p).unwrap();
+        p.display().to_string()
+    };
+    let config = dir.join("pantavisor.config");
+    std::fs::write(
+        &config,
+        format!(
+            "PV_SYSTEM_INIT_MODE=standalone\nPV_STORAGE_MNTPOINT={}\nPV_SYSTEM_RUNDIR={}\nPV_DISK_VOLDIR={}\nPV_DISK_EXPORTSDIR={}\nPV_SYSTEM_CONFDIR={}\nPV_DISK_WRITABLEDIR={}\nPV_LOG_LEVEL=4\nPV_UPDATER_COMMIT_DELAY=1\n{extra_config}",
+            storage.display(),
+            dir.join("run").display(),
+            d("volumes"),
+            d("exports"),
+            d("configs"),
+            d("writable")
+        ),
+    )
+    .unwrap();
+    let cgroup = cgroup2().map(|r| r.join(format!("{tag}-{}", std::process::id())));
+    if let Some(cg) = &cgroup {
+        remove_cgroup_tree(cg);
+        std::fs::create_dir_all(cg).unwrap();
+    }
+    DeviceFiles {
+        storage,
+        config,
+        cgroup,
+    }
+}
