@@ -9,7 +9,7 @@
 use crate::bootloader::Bootloader;
 use crate::config::Config;
 use crate::container::{self, Engine};
-use crate::control::routes::{Ctl, CtrView, Effect};
+use crate::control::routes::{Command, Ctl, CtrAction, CtrView, Effect};
 use crate::control::Server;
 use crate::event_loop::{EventLoop, Wake, SIGNALS};
 use crate::pvlog;
@@ -21,9 +21,12 @@ use crate::supervisor::{self, check_goal, Action, Event, Goal, Status};
 use crate::sys::event as ev;
 use crate::sys::power::Power;
 use crate::update;
+use crate::update::hooks::{self, Hooks};
 use crate::update::progress::{msg, Progress, Status as ProgressStatus};
+use crate::update::transition::{self, Transition};
 
-/// Deadline tokens: kind in the high bits, container index in the low ones.
+/// Deadline tokens: kind in the high bits; for per-container kinds, the generation of the
+/// container list (bits 16..32, it changes at a live update) and the index (bits 0..16).
 const TICK: u64 = 1 << 32;
 const GOAL: u64 = 2 << 32;
 const RETRY: u64 = 3 << 32;
@@ -33,6 +36,7 @@ const ENGINE: u64 = 6 << 32;
 /// pv-ctrl: the server's listener, connections and their deadlines (`CTRL + 0..=max_conns`).
 const CTRL: u64 = 7 << 32;
 const LOW: u64 = (1 << 32) - 1;
+const INDEX: u64 = (1 << 16) - 1;
 
 /// Re-evaluation period, as upstream's WAIT tick.
 const TICK_MS: u64 = 2000;
@@ -49,6 +53,43 @@ struct Ctr {
     timed_out: bool,
     stable: bool,
     recovery_failed: bool,
+    /// Stopped through pv-ctrl (3.7): not restarted, not waited for.
+    user_stopped: bool,
+    /// Start again once the stop in progress ends (PUT /containers restart, or start while
+    /// STOPPING).
+    restart_after_stop: bool,
+}
+
+impl Ctr {
+    fn new(state: &State, c: &crate::state::Container) -> Ctr {
+        Ctr {
+            name: c.name.clone(),
+            group: state
+                .groups()
+                .iter()
+                .position(|g| g.name == c.group)
+                .unwrap_or(0),
+            goal: c.status_goal,
+            status: Status::Installed,
+            ar: state.effective_auto_recovery(c),
+            counters: Counters::default(),
+            started_ms: 0,
+            goal_timer_armed: false,
+            timed_out: false,
+            stable: false,
+            recovery_failed: false,
+            user_stopped: false,
+            restart_after_stop: false,
+        }
+    }
+}
+
+/// A live update (5.8) under way: the containers in `stop` are stopped, then the device
+/// adopts `state` as revision `rev`.
+struct Switch {
+    rev: String,
+    state: State,
+    stop: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,6 +121,14 @@ pub struct Device<'a> {
     modules: crate::drivers::ModuleIndex,
     /// pv-ctrl; taken out while it serves a wake (it needs the loop mutably).
     server: Option<Server>,
+    /// The command pv-ctrl queued (6.4), run when no update is on probation.
+    command: Option<Command>,
+    switch: Option<Switch>,
+    /// The update on probation entered live (no reboot): it ends UPDATED.
+    live: bool,
+    /// Generation of `ctrs`, in per-container deadline tokens.
+    gen: u64,
+    hooks: Hooks,
 }
 
 impl<'a> Device<'a> {
@@ -97,32 +146,11 @@ impl<'a> Device<'a> {
             // a plain process still reaps orphans of its containers' helpers
             let _ = ev::set_child_subreaper();
         }
-        let goals_timeout = cfg.updater_goals_timeout();
-        let group_timeouts = state
-            .groups()
-            .iter()
-            .map(|g| g.timeout.map_or(goals_timeout, u64::from))
-            .collect();
+        let group_timeouts = group_timeouts(cfg, &state);
         let ctrs = state
             .containers()
             .iter()
-            .map(|c| Ctr {
-                name: c.name.clone(),
-                group: state
-                    .groups()
-                    .iter()
-                    .position(|g| g.name == c.group)
-                    .unwrap_or(0),
-                goal: c.status_goal,
-                status: Status::Installed,
-                ar: state.effective_auto_recovery(c),
-                counters: Counters::default(),
-                started_ms: 0,
-                goal_timer_armed: false,
-                timed_out: false,
-                stable: false,
-                recovery_failed: false,
-            })
+            .map(|c| Ctr::new(&state, c))
             .collect();
         let engine = Engine::new(
             container::Paths::from_config(cfg),
@@ -145,7 +173,19 @@ impl<'a> Device<'a> {
             bsp: None,
             modules: crate::drivers::ModuleIndex::default(),
             server: None,
+            command: None,
+            switch: None,
+            live: false,
+            gen: 0,
+            hooks: Hooks::new(
+                cfg.system_libdir(),
+                std::path::Path::new(cfg.storage_mntpoint()),
+            ),
         })
+    }
+
+    fn token(&self, kind: u64, i: usize) -> u64 {
+        kind | (self.gen & INDEX) << 16 | (i as u64 & INDEX)
     }
 
     /// Runs until the device must reboot or power off; containers are stopped by then.
@@ -154,6 +194,14 @@ impl<'a> Device<'a> {
         self.bind_ctrl();
         self.mount_bsp();
         self.lp.after(TICK_MS, TICK);
+        if let Err(e) = self.hook(hooks::Op::Start, "") {
+            pvlog!(Fatal, "hooks", "{e}");
+            self.end(Power::Reboot, "system-start hook failed");
+        }
+        if self.gate.is_some() {
+            self.capture(true);
+        }
+        self.resume_interrupted();
         let mut wakes = Vec::new();
         loop {
             self.evaluate();
@@ -208,8 +256,11 @@ impl<'a> Device<'a> {
                 &format!("{} from pid {from}", container::signal_name(sig)),
             ),
             Wake::Deadline(t) => {
-                let i = (t & LOW) as usize;
+                let i = (t & INDEX) as usize;
+                let current = (t & LOW) >> 16 == self.gen & INDEX;
                 match t & !LOW {
+                    // a timer of the container list before a live update
+                    GOAL | RETRY | STABLE if !current => {}
                     TICK => {
                         // container consoles grow without pantavisor logging: keep the
                         // log directory within its budget from here too
@@ -288,10 +339,11 @@ impl<'a> Device<'a> {
                     ar: c.ar,
                     retries: c.counters.retries,
                     stable: c.stable,
-                    user_stopped: false,
+                    user_stopped: c.user_stopped,
                 })
             })
             .collect();
+        let gc_keep = self.gc_keep();
         let mut ctl = Ctl {
             cfg: self.cfg,
             fs: self.st.fs,
@@ -299,8 +351,11 @@ impl<'a> Device<'a> {
             stream_fs: &crate::storage::fs::RealFs,
             state: &self.state,
             ctrs: views,
-            update_active: matches!(self.gate, Some(Gate::InProgress | Gate::Testing { .. })),
+            update_active: self.update_active(),
             ending: self.ending.is_some(),
+            command_pending: self.command.is_some(),
+            rev: &self.rev,
+            gc_keep,
             effects: Vec::new(),
         };
         server.handle(&mut self.lp, w, &mut ctl);
@@ -316,7 +371,84 @@ impl<'a> Device<'a> {
                     }
                 }
                 Effect::Power(p, why) => self.end(p, &why),
+                Effect::Command(c) => {
+                    pvlog!(Info, "ctrl", "command queued: {c:?}");
+                    self.command = Some(c);
+                }
+                Effect::Container(name, action) => self.user_action(&name, action),
             }
+        }
+    }
+
+    /// An update is on probation or being entered: updates and power commands wait.
+    fn update_active(&self) -> bool {
+        self.switch.is_some() || matches!(self.gate, Some(Gate::InProgress | Gate::Testing { .. }))
+    }
+
+    /// The revisions GC keeps (1.5): running, committed, tried, entering, and 0 if asked.
+    fn gc_keep(&self) -> Vec<String> {
+        let mut keep = vec![self.rev.clone()];
+        if let Ok(env) = self.bl.read(self.st.fs) {
+            keep.extend(env.rev);
+            keep.extend(env.try_rev);
+        }
+        if let Some(sw) = &self.switch {
+            keep.push(sw.rev.clone());
+        }
+        if self.cfg.storage_gc_keep_factory() {
+            keep.push("0".into());
+        }
+        keep
+    }
+
+    /// PUT /containers/{name} (3.7), already checked by the route.
+    fn user_action(&mut self, name: &str, action: CtrAction) {
+        let Some(i) = self.ctrs.iter().position(|c| c.name == name) else {
+            return;
+        };
+        pvlog!(Info, "ctrl", "container {name}: {action:?} asked");
+        let now = std::time::Instant::now();
+        let status = self.ctrs.get(i).map_or(Status::None, |c| c.status);
+        let running = matches!(status, Status::Starting | Status::Started | Status::Ready);
+        let (stop, restart) = match action {
+            CtrAction::Stop => (true, false),
+            CtrAction::Start if running => return,
+            CtrAction::Start | CtrAction::Restart => (running, true),
+        };
+        if stop || status == Status::Stopping {
+            match self.step(i, Event::StopRequested) {
+                Action::Halt => {
+                    if !matches!(self.engine.request_stop(name, now), Ok(Some(_))) {
+                        let _ = self.engine.unmount(name);
+                        if let Some(c) = self.ctrs.get_mut(i) {
+                            c.status = Status::Stopped;
+                        }
+                    }
+                }
+                Action::Unmount => {
+                    let _ = self.engine.unmount(name);
+                }
+                _ => {}
+            }
+        }
+        if let Some(c) = self.ctrs.get_mut(i) {
+            c.user_stopped = !restart;
+            c.restart_after_stop = restart;
+        }
+        self.restart_if_stopped(i);
+    }
+
+    /// A container whose stop ended and that must start again goes back to INSTALLED with
+    /// fresh retries (3.7).
+    fn restart_if_stopped(&mut self, i: usize) {
+        let Some(c) = self.ctrs.get_mut(i) else {
+            return;
+        };
+        if c.restart_after_stop && matches!(c.status, Status::Stopped | Status::Recovering) {
+            c.restart_after_stop = false;
+            c.user_stopped = false;
+            c.counters = Counters::default();
+            c.status = Status::Installed;
         }
     }
 
@@ -364,7 +496,7 @@ impl<'a> Device<'a> {
     fn exited(&mut self, i: usize) {
         let now = EventLoop::now_ms();
         let ending = self.ending.is_some();
-        let update_active = matches!(self.gate, Some(Gate::InProgress | Gate::Testing { .. }));
+        let update_active = self.update_active();
         let action = self.step(i, Event::Exited);
         let Some(c) = self.ctrs.get_mut(i) else {
             return;
@@ -372,6 +504,9 @@ impl<'a> Device<'a> {
         c.stable = false;
         if ending || action != Action::Recover {
             // a stop we asked for (Unmount: the engine already cleaned up), or a stale exit
+            if !ending {
+                self.restart_if_stopped(i);
+            }
             return;
         }
         let (d, counters) = recovery::on_exit(
@@ -393,7 +528,8 @@ impl<'a> Device<'a> {
                     "container {name}: restarting in {delay} s (retry {})",
                     c.counters.retries
                 );
-                self.lp.after(delay.saturating_mul(1000), RETRY | i as u64);
+                let t = self.token(RETRY, i);
+                self.lp.after(delay.saturating_mul(1000), t);
             }
             Decision::GiveUp => {
                 c.recovery_failed = true;
@@ -410,6 +546,7 @@ impl<'a> Device<'a> {
     /// A container failed for good: an update rolls back, a steady device reboots (3.3).
     fn failed(&mut self, name: &str, why: &str) {
         if matches!(self.gate, Some(Gate::InProgress | Gate::Testing { .. })) {
+            self.capture(false);
             pvlog!(
                 Error,
                 "update",
@@ -457,6 +594,11 @@ impl<'a> Device<'a> {
             self.stop_in_reverse_group_order();
             return;
         }
+        if self.switch.is_some() {
+            if !self.drive_switch() {
+                return;
+            }
+        }
         let groups = self.group_timeouts.len();
         for i in 0..self.ctrs.len() {
             let goals = self.goals();
@@ -498,12 +640,18 @@ impl<'a> Device<'a> {
                     && c.goal_timer_armed
                 {
                     c.goal_timer_armed = false;
-                    self.lp
-                        .after(u64::from(c.ar.stable_timeout) * 1000, STABLE | i as u64);
+                    let ms = u64::from(c.ar.stable_timeout) * 1000;
+                    let t = self.token(STABLE, i);
+                    self.lp.after(ms, t);
                 }
             }
         }
         self.update_gate();
+        if self.ending.is_none() && !self.update_active() {
+            if let Some(cmd) = self.command.take() {
+                self.run_command(cmd);
+            }
+        }
         self.publish_status();
     }
 
@@ -584,7 +732,8 @@ impl<'a> Device<'a> {
                     c.goal_timer_armed = true;
                     c.recovery_failed = false;
                 }
-                self.lp.after(timeout.saturating_mul(1000), GOAL | i as u64);
+                let t = self.token(GOAL, i);
+                self.lp.after(timeout.saturating_mul(1000), t);
             }
             Err(e) => {
                 pvlog!(Error, "device", "{e}");
@@ -662,29 +811,340 @@ impl<'a> Device<'a> {
                     .iter()
                     .all(|g| matches!(g, Goal::Achieved | Goal::NotBlocking))
                 {
-                    self.progress(ProgressStatus::Testing, msg::TESTING_REBOOT);
+                    let m = if self.live {
+                        msg::TESTING_LIVE
+                    } else {
+                        msg::TESTING_REBOOT
+                    };
+                    self.progress(ProgressStatus::Testing, m);
                     self.gate = Some(Gate::Testing { delay_over: false });
                     self.lp
                         .after(self.cfg.updater_commit_delay().saturating_mul(1000), COMMIT);
                 }
             }
             Gate::Testing { delay_over: true } => {
-                let waiting = self
-                    .ctrs
-                    .iter()
-                    .any(|c| c.ar.stable_timeout > 0 && !c.stable && !c.recovery_failed);
+                let waiting = self.ctrs.iter().any(|c| {
+                    c.ar.stable_timeout > 0 && !c.stable && !c.recovery_failed && !c.user_stopped
+                });
                 if waiting {
                     self.progress(ProgressStatus::Testing, msg::WAIT_STABLE);
                     return;
                 }
                 self.gate = Some(Gate::Done);
-                match update::commit(self.st, self.bl, &self.rev) {
-                    Ok(()) => pvlog!(Info, "update", "revision {} committed", self.rev),
-                    Err(e) => pvlog!(Error, "update", "commit of {}: {e}", self.rev),
-                }
+                self.finalize();
             }
             Gate::Testing { delay_over: false } | Gate::Done => {}
         }
+    }
+
+    /// The update held: DONE and committed after a reboot, UPDATED after a live entry (5.5).
+    fn finalize(&mut self) {
+        self.capture(false);
+        let (res, op) = if self.live {
+            (update::finish_live(self.st, &self.rev), hooks::Op::Done)
+        } else {
+            (
+                update::commit(self.st, self.bl, &self.rev),
+                hooks::Op::BootDone,
+            )
+        };
+        match res {
+            Ok(()) => {
+                let what = if self.live {
+                    "updated live"
+                } else {
+                    "committed"
+                };
+                pvlog!(Info, "update", "revision {} {what}", self.rev);
+                if let Err(e) = self.hook(op, if self.live { "UPDATED" } else { "DONE" }) {
+                    pvlog!(Error, "hooks", "{e}");
+                }
+            }
+            Err(e) => pvlog!(Error, "update", "finishing {}: {e}", self.rev),
+        }
+        self.live = false;
+    }
+
+    fn hook(&self, op: hooks::Op, status: &str) -> Result<usize, String> {
+        let env = self.bl.read(self.st.fs).unwrap_or_default();
+        self.hooks
+            .run(op, &hooks::Env::new(&env, &self.rev, status))
+    }
+
+    /// ERROR lines logged while an update is processed or tried go to its `.pv/logs` (5.2);
+    /// at the end they are folded into its progress.
+    fn capture(&self, on: bool) {
+        self.capture_rev(&self.rev, on);
+    }
+
+    fn capture_rev(&self, rev: &str, on: bool) {
+        let Ok(dir) = self.st.trail_dir(rev) else {
+            return;
+        };
+        if on {
+            crate::logs::start_update_capture(&dir.join(".pv"));
+        } else {
+            crate::logs::stop_update_capture();
+            if let Some(p) = self.st.read_progress(rev) {
+                let _ = self.st.write_progress(rev, &p);
+            }
+        }
+    }
+
+    /// An update that was being processed when the device went down is run again, once per
+    /// boot, until it ends (its retries bound it).
+    fn resume_interrupted(&mut self) {
+        let env = self.bl.read(self.st.fs).unwrap_or_default();
+        let Ok(revs) = self.st.list_revisions() else {
+            return;
+        };
+        for rev in revs {
+            let Some(p) = self.st.read_progress(&rev) else {
+                continue;
+            };
+            let is_try = env.try_rev.as_deref() == Some(rev.as_str());
+            if update::interrupted(p.status, is_try, rev == self.rev) && self.command.is_none() {
+                pvlog!(
+                    Warn,
+                    "update",
+                    "revision {rev} was interrupted ({}), running it again",
+                    p.status.as_str()
+                );
+                self.command = Some(Command::LocalRun { rev, commit: false });
+            }
+        }
+    }
+
+    fn run_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::RunGc => {
+                let keep = self.gc_keep();
+                let keep: Vec<&str> = keep.iter().map(String::as_str).collect();
+                match self.st.gc(&keep, &Default::default()) {
+                    Ok(n) => pvlog!(Info, "storage", "GC reclaimed {n} bytes"),
+                    Err(e) => pvlog!(Error, "storage", "GC: {e}"),
+                }
+            }
+            Command::LocalRun { rev, commit } => self.local_run(&rev, commit),
+            Command::MakeFactory { rev } => {
+                if self.make_factory(&rev) {
+                    self.local_run("0", true);
+                }
+            }
+        }
+    }
+
+    /// MAKE_FACTORY (5.7): a fresh `trails/0` with the state of `rev`. Refused while revision
+    /// 0 runs or is the rollback point: its trail is what the device falls back to.
+    fn make_factory(&mut self, rev: &str) -> bool {
+        let env = self.bl.read(self.st.fs).unwrap_or_default();
+        if self.rev == "0" || env.rev.as_deref() == Some("0") || env.try_rev.as_deref() == Some("0")
+        {
+            pvlog!(
+                Error,
+                "update",
+                "MAKE_FACTORY: revision 0 is in use (running, committed or tried)"
+            );
+            return false;
+        }
+        let raw = match self.st.read_state(rev) {
+            Ok(r) => r,
+            Err(e) => {
+                pvlog!(Error, "update", "MAKE_FACTORY: {e}");
+                return false;
+            }
+        };
+        let res = self
+            .st
+            .trail_dir("0")
+            .and_then(|dir| {
+                crate::storage::fs::remove_all(self.st.fs, &dir)
+                    .map_err(|e| crate::storage::Error::io("remove", &dir, e))
+            })
+            .map_err(update::Error::from)
+            .and_then(|()| update::stage(self.st, "0", &raw));
+        match res {
+            Ok(_) => true,
+            Err(e) => {
+                pvlog!(Error, "update", "MAKE_FACTORY: {e}");
+                false
+            }
+        }
+    }
+
+    /// LOCAL_RUN (5.7 step 4): admit, decide reboot or live (5.8), install, then reboot or
+    /// begin the live switch. Every refusal is recorded in the revision's progress.
+    fn local_run(&mut self, rev: &str, force_reboot: bool) {
+        if self.st.trail_dir(rev).is_err() {
+            return pvlog!(Error, "update", "LOCAL_RUN: bad revision name {rev:?}");
+        }
+        self.capture_rev(rev, true);
+        let max = self.cfg.revision_retries();
+        let admitted = match update::admit(self.st, rev, max) {
+            Ok(Ok(state)) => Some(state),
+            Ok(Err(update::Refused::Final(s))) => {
+                pvlog!(
+                    Warn,
+                    "update",
+                    "revision {rev} already ended {}: not run again",
+                    s.as_str()
+                );
+                None
+            }
+            Ok(Err(update::Refused::Wontgo(m, why))) => {
+                pvlog!(Error, "update", "revision {rev}: WONTGO {m}: {why}");
+                None
+            }
+            Err(e) => {
+                pvlog!(Error, "update", "revision {rev}: {e}");
+                None
+            }
+        };
+        let Some(state) = admitted else {
+            return self.capture_rev(rev, false);
+        };
+        let decision = if force_reboot {
+            Transition::Reboot {
+                why: "a reboot was asked".into(),
+            }
+        } else {
+            transition::decide(&self.state, &state)
+        };
+        let entry = match &decision {
+            Transition::Reboot { why } => {
+                pvlog!(Info, "update", "revision {rev}: reboot update ({why})");
+                update::Entry::Reboot
+            }
+            Transition::Live { stop } => {
+                pvlog!(
+                    Info,
+                    "update",
+                    "revision {rev}: live update, restarting [{}]",
+                    stop.join(", ")
+                );
+                update::Entry::Live
+            }
+        };
+        match update::install(self.st, self.bl, &self.hooks, rev, &state, entry) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                pvlog!(Error, "update", "revision {rev}: install refused: {e:?}");
+                return self.capture_rev(rev, false);
+            }
+            Err(e) => {
+                pvlog!(Error, "update", "revision {rev}: install: {e}");
+                let _ = update::fail(self.st, rev, msg::INTERNAL);
+                return self.capture_rev(rev, false);
+            }
+        }
+        self.capture_rev(rev, false);
+        match decision {
+            Transition::Reboot { .. } => self.end(Power::Reboot, &format!("update to {rev}")),
+            Transition::Live { stop } => {
+                self.switch = Some(Switch {
+                    rev: rev.to_string(),
+                    state,
+                    stop,
+                });
+            }
+        }
+    }
+
+    /// Stops the containers a live update replaces; true once they all are down and the
+    /// new state was adopted.
+    fn drive_switch(&mut self) -> bool {
+        let Some(sw) = &self.switch else { return true };
+        let stop = sw.stop.clone();
+        let now = std::time::Instant::now();
+        let mut waiting = false;
+        for name in &stop {
+            let Some(i) = self.ctrs.iter().position(|c| &c.name == name) else {
+                continue;
+            };
+            match self.step(i, Event::StopRequested) {
+                Action::Halt => {
+                    if !matches!(self.engine.request_stop(name, now), Ok(Some(_))) {
+                        let _ = self.engine.unmount(name);
+                        if let Some(c) = self.ctrs.get_mut(i) {
+                            c.status = Status::Stopped;
+                        }
+                    }
+                }
+                Action::Unmount => {
+                    let _ = self.engine.unmount(name);
+                }
+                _ => {}
+            }
+            if let Some(c) = self.ctrs.get_mut(i) {
+                c.restart_after_stop = false;
+                waiting |= c.status == Status::Stopping;
+            }
+        }
+        if waiting {
+            return false;
+        }
+        self.apply_switch();
+        true
+    }
+
+    /// Adopts the new state (5.8 live path): kept containers keep running (and their PIDs),
+    /// changed and new ones start through the normal group order, and the revision is on
+    /// probation as after a reboot, ending UPDATED.
+    fn apply_switch(&mut self) {
+        let Some(sw) = self.switch.take() else { return };
+        let mut old: Vec<Option<Ctr>> = std::mem::take(&mut self.ctrs)
+            .into_iter()
+            .map(Some)
+            .collect();
+        self.gen = self.gen.wrapping_add(1);
+        let mut ctrs = Vec::new();
+        for c in sw.state.containers() {
+            let kept = old
+                .iter_mut()
+                .find(|o| o.as_ref().is_some_and(|o| o.name == c.name))
+                .filter(|_| !sw.stop.contains(&c.name))
+                .and_then(Option::take);
+            let mut fresh = Ctr::new(&sw.state, c);
+            if let Some(k) = kept {
+                fresh.status = match k.status {
+                    // its retry timer belonged to the old list: retry now
+                    Status::Recovering => Status::Installed,
+                    s => s,
+                };
+                fresh.counters = k.counters;
+                fresh.started_ms = k.started_ms;
+                fresh.timed_out = k.timed_out;
+                fresh.stable = k.stable;
+                // re-arm the stability timer (old tokens are void) once the goal holds
+                fresh.goal_timer_armed = !k.stable;
+                fresh.recovery_failed = k.recovery_failed;
+                fresh.user_stopped = k.user_stopped;
+            }
+            ctrs.push(fresh);
+        }
+        for (i, c) in ctrs.iter().enumerate() {
+            if c.status >= Status::Starting
+                && check_goal(c.status, c.goal, false) == Goal::Unachieved
+            {
+                let timeout = self.group_timeouts.get(c.group).copied().unwrap_or(120);
+                self.lp
+                    .after(timeout.saturating_mul(1000), self.token(GOAL, i));
+            }
+        }
+        self.ctrs = ctrs;
+        self.group_timeouts = group_timeouts(self.cfg, &sw.state);
+        self.state = sw.state;
+        self.rev = sw.rev;
+        self.published = None;
+        crate::logs::set_revision(&self.rev);
+        if let Err(e) = self.st.set_current(&self.rev) {
+            pvlog!(Error, "update", "{e}");
+        }
+        pvlog!(Info, "update", "revision {} entered live", self.rev);
+        self.live = true;
+        self.gate = Some(Gate::InProgress);
+        self.capture(true);
+        self.progress(ProgressStatus::Inprogress, msg::TRYING);
     }
 
     fn progress(&self, status: ProgressStatus, m: &str) {
@@ -748,4 +1208,14 @@ impl<'a> Device<'a> {
             .map(|c| (c.name.clone(), c.status.as_str()))
             .collect()
     }
+}
+
+/// Each group's goal timeout: its own, else PV_UPDATER_GOALS_TIMEOUT (5.9).
+fn group_timeouts(cfg: &Config, state: &State) -> Vec<u64> {
+    let goals_timeout = cfg.updater_goals_timeout();
+    state
+        .groups()
+        .iter()
+        .map(|g| g.timeout.map_or(goals_timeout, u64::from))
+        .collect()
 }

@@ -129,7 +129,16 @@ fn update_to_1(st: &Storage, bl: &dyn Bootloader, loader: &mut Loader) -> Result
             .map_err(|e| e.to_string())?;
     }
     let state = update::stage(st, "1", &r1.raw).map_err(|e| e.to_string())?;
-    update::install(st, bl, "1", &state).map_err(|e| e.to_string())?;
+    update::install(
+        st,
+        bl,
+        &update::hooks::Hooks::none(),
+        "1",
+        &state,
+        update::Entry::Reboot,
+    )
+    .map_err(|e| e.to_string())?
+    .map_err(|e| format!("{e:?}"))?;
     let booted = loader.pick(st, bl);
     assert_eq!(booted, "1");
     match update::boot(st, bl, &booted, Check::Rehash).map_err(|e| e.to_string())? {

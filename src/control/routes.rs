@@ -36,6 +36,11 @@ const SIGNAL_BAD: &str = "Signal has bad format";
 const COMMAND_BAD: &str = "Command has bad format";
 const COMMAND_BUSY: &str = "A command is already in progress. Try again";
 const UPDATE_BUSY: &str = "Cannot do this operation while update is ongoing";
+const NO_HUB: &str = "Cannot do this operation: built without a Pantacor Hub client";
+const CONTAINER_BAD: &str = "Container action has bad format";
+const CONTAINER_UNKNOWN: &str = "Container does not exist";
+const CONTAINER_NOT_OURS: &str = "Container restart_policy is not container";
+const CONTAINER_STATE: &str = "Container cannot do this action in its current status";
 const NOT_FOUND: &str = "Resource does not exist";
 const BAD_CHECKSUM: &str = "Object has bad checksum";
 const NO_SPACE: &str = "Not enough disk space available";
@@ -65,6 +70,32 @@ pub enum Effect {
     Ready(String),
     /// Orderly reboot or power off.
     Power(Power, String),
+    /// A queued command (6.4), run by the device when no update is on probation.
+    Command(Command),
+    /// PUT /containers/{name} (3.7).
+    Container(String, CtrAction),
+}
+
+/// The commands the device runs later, one at a time (6.4).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// LOCAL_RUN (`commit: false`) or LOCAL_RUN_COMMIT (`commit: true`: reboot transition).
+    LocalRun {
+        rev: String,
+        commit: bool,
+    },
+    /// MAKE_FACTORY: the state of `rev` becomes revision 0, which is then run.
+    MakeFactory {
+        rev: String,
+    },
+    RunGc,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CtrAction {
+    Start,
+    Stop,
+    Restart,
 }
 
 /// The router of one server wake.
@@ -80,6 +111,12 @@ pub struct Ctl<'d> {
     pub update_active: bool,
     /// The device is already ending: another command is refused (503).
     pub ending: bool,
+    /// A command waits to be run: another one is refused (503).
+    pub command_pending: bool,
+    /// The revision running, named by `""` in MAKE_FACTORY.
+    pub rev: &'d str,
+    /// The revisions GC must keep (running, committed, tried, factory when kept).
+    pub gc_keep: Vec<String>,
     pub effects: Vec<Effect>,
 }
 
@@ -87,6 +124,10 @@ pub struct Ctl<'d> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Route {
     Containers,
+    Container(String),
+    Config,
+    Config2,
+    StorageGc,
     Groups,
     Signal,
     Commands,
@@ -130,6 +171,10 @@ pub fn route(segments: &[String]) -> Option<Route> {
     let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
     Some(match segs.as_slice() {
         ["containers"] => Route::Containers,
+        ["containers", n] => Route::Container(n.to_string()),
+        ["config"] => Route::Config,
+        ["config2"] => Route::Config2,
+        ["storage", "gc"] => Route::StorageGc,
         ["groups"] => Route::Groups,
         ["signal"] => Route::Signal,
         ["commands"] => Route::Commands,
@@ -576,34 +621,156 @@ impl Ctl<'_> {
         }
     }
 
-    /// POST /commands (6.4).
+    /// A second command while one waits, or while the device ends, is refused.
+    fn busy(&self) -> bool {
+        self.ending
+            || self.command_pending
+            || self
+                .effects
+                .iter()
+                .any(|e| matches!(e, Effect::Power(..) | Effect::Command(_)))
+    }
+
+    /// POST /commands (6.4): checked here, queued for the device.
     fn command(&mut self, body: &[u8]) -> Response {
         let Some((op, payload)) = two_strings(body, "op", "payload") else {
             return Response::error(400, COMMAND_BAD);
         };
-        let power = match op.as_str() {
-            "REBOOT_DEVICE" => Power::Reboot,
-            "POWEROFF_DEVICE" => Power::PowerOff,
-            "UPDATE_METADATA" | "LOCAL_RUN" | "LOCAL_RUN_COMMIT" | "MAKE_FACTORY" | "RUN_GC"
-            | "ENABLE_SSH" | "DISABLE_SSH" | "GO_REMOTE" | "DEFER_REBOOT" | "UNCLAIM"
-            | "TRY_ONCE" | "LOCAL_APPLY" | "XCONNECT_GRAPH" => {
-                return Response::error(400, &format!("Command {op} not supported yet"));
+        // the ops upstream answers without queueing anything
+        match op.as_str() {
+            "UPDATE_METADATA" | "GO_REMOTE" => return Response::error(409, NO_HUB),
+            "ENABLE_SSH" | "DISABLE_SSH" | "DEFER_REBOOT" => {
+                return Response::error(409, "Debug shell is not available in this build")
             }
+            "UNCLAIM" => return Response::new(204, JSON, Vec::new()),
+            "TRY_ONCE" | "LOCAL_APPLY" | "XCONNECT_GRAPH" => return Response::ok(),
+            _ => {}
+        }
+        let (effect, during_update) = match op.as_str() {
+            "REBOOT_DEVICE" | "POWEROFF_DEVICE" => {
+                let p = if op == "REBOOT_DEVICE" {
+                    Power::Reboot
+                } else {
+                    Power::PowerOff
+                };
+                let why = if payload.is_empty() {
+                    format!("pv-ctrl {op}")
+                } else {
+                    format!("pv-ctrl {op}: {payload}")
+                };
+                (Effect::Power(p, why), false)
+            }
+            "LOCAL_RUN" | "LOCAL_RUN_COMMIT" if valid_revision(&payload) => (
+                Effect::Command(Command::LocalRun {
+                    rev: payload,
+                    commit: op == "LOCAL_RUN_COMMIT",
+                }),
+                false,
+            ),
+            "MAKE_FACTORY" => {
+                let rev = if payload.is_empty() {
+                    self.rev.to_string()
+                } else {
+                    payload
+                };
+                if !valid_revision(&rev) {
+                    return Response::error(400, COMMAND_BAD);
+                }
+                if rev == "0" {
+                    return Response::error(409, "Revision 0 is already the factory revision");
+                }
+                (Effect::Command(Command::MakeFactory { rev }), false)
+            }
+            "RUN_GC" => (Effect::Command(Command::RunGc), true),
             _ => return Response::error(400, COMMAND_BAD),
         };
-        if self.ending || self.effects.iter().any(|e| matches!(e, Effect::Power(..))) {
+        if self.busy() {
             return Response::error(503, COMMAND_BUSY).with_header("Retry-After", "120".into());
         }
-        if self.update_active {
+        if self.update_active && !during_update {
             return Response::error(503, UPDATE_BUSY).with_header("Retry-After", "600".into());
         }
-        let why = if payload.is_empty() {
-            format!("pv-ctrl {op}")
-        } else {
-            format!("pv-ctrl {op}: {payload}")
-        };
-        self.effects.push(Effect::Power(power, why));
+        self.effects.push(effect);
         Response::ok()
+    }
+
+    /// PUT /containers/{name} (3.7): only `restart_policy: container` ones, and only the
+    /// actions their status allows.
+    fn container_put(&mut self, name: &str, body: &[u8]) -> Response {
+        let action = json::parse(body, json::Limits::default())
+            .ok()
+            .and_then(|v| v.get("action")?.as_str().map(str::to_string));
+        let action = match action.as_deref() {
+            Some("start") => CtrAction::Start,
+            Some("stop") => CtrAction::Stop,
+            Some("restart") => CtrAction::Restart,
+            _ => return Response::error(400, CONTAINER_BAD),
+        };
+        let Some(c) = self.ctrs.iter().find(|c| c.spec.name == name) else {
+            return Response::error(404, CONTAINER_UNKNOWN);
+        };
+        if c.spec.restart_policy != RestartPolicy::Container {
+            return Response::error(403, CONTAINER_NOT_OURS);
+        }
+        let running = matches!(c.status, Status::Starting | Status::Started | Status::Ready);
+        let ok = match action {
+            CtrAction::Start => {
+                running
+                    || matches!(
+                        c.status,
+                        Status::Stopped | Status::Recovering | Status::Stopping
+                    )
+            }
+            CtrAction::Stop => true,
+            CtrAction::Restart => {
+                running || matches!(c.status, Status::Stopped | Status::Recovering)
+            }
+        };
+        if !ok {
+            return Response::error(400, CONTAINER_STATE);
+        }
+        self.effects
+            .push(Effect::Container(name.to_string(), action));
+        Response::ok()
+    }
+
+    /// POST /storage/gc (1.5): synchronous.
+    fn storage_gc(&self) -> Response {
+        let keep: Vec<&str> = self.gc_keep.iter().map(String::as_str).collect();
+        match self.storage().gc(&keep, &Default::default()) {
+            Ok(n) => {
+                let mut o = ObjectWriter::new();
+                o.uint("reclaimed", n);
+                Response::json(200, o.finish())
+            }
+            Err(e) => storage_error(&e),
+        }
+    }
+
+    /// GET /config: the legacy dotted aliases with typed values.
+    fn config_json(&self) -> String {
+        let mut o = ObjectWriter::new();
+        for (alias, v) in self.cfg.alias_entries() {
+            match v {
+                crate::config::AliasValue::Bool(b) => o.raw(alias, str_bool(b)),
+                crate::config::AliasValue::Number(n) => o.uint(alias, n),
+                crate::config::AliasValue::Str(s) => o.str(alias, s.unwrap_or("(null)")),
+            };
+        }
+        o.finish()
+    }
+
+    /// GET /config2: every key, its value and the level that set it.
+    fn config2_json(&self) -> String {
+        let mut arr = ArrayWriter::new();
+        for (key, value, level) in self.cfg.entries() {
+            let mut o = ObjectWriter::new();
+            o.str("key", key)
+                .str("value", value.unwrap_or("(null)"))
+                .str("modified", level);
+            arr.raw(&o.finish());
+        }
+        arr.finish()
     }
 
     fn meta_get(&self, kind: MetaKind) -> Response {
@@ -657,6 +824,10 @@ impl Router for Ctl<'_> {
                 Plan::Reply(Response::json(200, groups_json(self.state, &self.ctrs)))
             }
             (Route::Signal | Route::Commands, Method::Post) => Plan::Buffer(MAX_JSON),
+            (Route::Container(_), Method::Put) => Plan::Buffer(MAX_JSON),
+            (Route::Config, Method::Get) => Plan::Reply(Response::json(200, self.config_json())),
+            (Route::Config2, Method::Get) => Plan::Reply(Response::json(200, self.config2_json())),
+            (Route::StorageGc, Method::Post) => Plan::Reply(self.storage_gc()),
             (Route::Meta(kind, None), Method::Get) => Plan::Reply(self.meta_get(kind)),
             (Route::Meta(_, Some(k)), Method::Put | Method::Delete) if !valid_key(&k) => {
                 Plan::Reply(Response::error(400, "Bad meta key"))
@@ -714,6 +885,7 @@ impl Router for Ctl<'_> {
         match route(&req.head.segments) {
             Some(Route::Signal) => self.signal(&req.caller, &body),
             Some(Route::Commands) => self.command(&body),
+            Some(Route::Container(name)) => self.container_put(&name, &body),
             Some(Route::Meta(kind, Some(k))) => self.meta_put(kind, &k, &body),
             Some(Route::Step(rev, StepPart::State)) => self.step_put(&rev, &body),
             Some(Route::Step(rev, StepPart::Commitmsg)) => self.commitmsg_put(&rev, &body),

@@ -169,15 +169,6 @@ fn commands_and_meta() {
         let r = call(&mut ctl, h, Method::Post, "/commands", body);
         assert_eq!((r.status, text(&r)), (400, bad.to_string()));
     }
-    let r = call(
-        &mut ctl,
-        h,
-        Method::Post,
-        "/commands",
-        br#"{"op":"RUN_GC","payload":""}"#,
-    );
-    assert_eq!(r.status, 400);
-    assert!(text(&r).contains("not supported yet"));
     ctl.update_active = true;
     let r = call(
         &mut ctl,
@@ -324,6 +315,9 @@ fn ctl_on<'a>(cfg: &'a Config, fs: &'a dyn Fs, st: &'a State) -> Ctl<'a> {
         ctrs: views(st, Status::Started),
         update_active: false,
         ending: false,
+        command_pending: false,
+        rev: "1",
+        gc_keep: vec!["1".into()],
         effects: vec![],
     }
 }
@@ -574,5 +568,215 @@ fn steps_put_get_progress_commitmsg_and_list() {
     assert_eq!(
         fs.read(&trails.join("locals/x/.pvr/json")).unwrap(),
         raw.as_bytes()
+    );
+}
+
+fn post_cmd(ctl: &mut Ctl, body: &str) -> Response {
+    call(ctl, HOST_NAME, Method::Post, "/commands", body.as_bytes())
+}
+
+#[test]
+fn update_commands_are_queued_one_at_a_time() {
+    let (cfg, fs, st) = (Config::new(), SimFs::new(), state());
+    let mut ctl = ctl_on(&cfg, &fs, &st);
+    // no revision name: bad format
+    let r = post_cmd(&mut ctl, r#"{"op":"LOCAL_RUN","payload":"../x"}"#);
+    assert_eq!(r.status, 400);
+    let r = post_cmd(&mut ctl, r#"{"op":"LOCAL_RUN","payload":"locals/a"}"#);
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        ctl.effects,
+        vec![Effect::Command(Command::LocalRun {
+            rev: "locals/a".into(),
+            commit: false
+        })]
+    );
+    // one pending command at a time, whatever the op
+    for op in [
+        "LOCAL_RUN_COMMIT",
+        "RUN_GC",
+        "REBOOT_DEVICE",
+        "MAKE_FACTORY",
+    ] {
+        let r = post_cmd(
+            &mut ctl,
+            &format!(r#"{{"op":"{op}","payload":"locals/a"}}"#),
+        );
+        assert_eq!(r.status, 503, "{op}");
+        assert_eq!(r.headers, vec![("Retry-After", "120".to_string())]);
+    }
+    ctl.effects.clear();
+    ctl.command_pending = true;
+    assert_eq!(
+        post_cmd(&mut ctl, r#"{"op":"RUN_GC","payload":""}"#).status,
+        503
+    );
+    ctl.command_pending = false;
+    // while an update is on probation: updates and power refused, GC allowed
+    ctl.update_active = true;
+    for op in [
+        "LOCAL_RUN",
+        "LOCAL_RUN_COMMIT",
+        "MAKE_FACTORY",
+        "POWEROFF_DEVICE",
+    ] {
+        let r = post_cmd(
+            &mut ctl,
+            &format!(r#"{{"op":"{op}","payload":"locals/a"}}"#),
+        );
+        assert_eq!(r.status, 503, "{op}");
+        assert_eq!(r.headers, vec![("Retry-After", "600".to_string())]);
+    }
+    assert_eq!(
+        post_cmd(&mut ctl, r#"{"op":"RUN_GC","payload":""}"#).status,
+        200
+    );
+    assert_eq!(ctl.effects, vec![Effect::Command(Command::RunGc)]);
+    ctl.effects.clear();
+    ctl.update_active = false;
+    let r = post_cmd(
+        &mut ctl,
+        r#"{"op":"LOCAL_RUN_COMMIT","payload":"locals/b"}"#,
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        ctl.effects,
+        vec![Effect::Command(Command::LocalRun {
+            rev: "locals/b".into(),
+            commit: true
+        })]
+    );
+    ctl.effects.clear();
+    // MAKE_FACTORY of "" is the running revision
+    assert_eq!(
+        post_cmd(&mut ctl, r#"{"op":"MAKE_FACTORY","payload":""}"#).status,
+        200
+    );
+    assert_eq!(
+        ctl.effects,
+        vec![Effect::Command(Command::MakeFactory { rev: "1".into() })]
+    );
+    ctl.effects.clear();
+    ctl.rev = "0";
+    assert_eq!(
+        post_cmd(&mut ctl, r#"{"op":"MAKE_FACTORY","payload":""}"#).status,
+        409
+    );
+}
+
+#[test]
+fn commands_without_a_hub_or_a_debug_shell() {
+    let (cfg, fs, st) = (Config::new(), SimFs::new(), state());
+    let mut ctl = ctl_on(&cfg, &fs, &st);
+    for (op, code) in [
+        ("GO_REMOTE", 409),
+        ("UPDATE_METADATA", 409),
+        ("ENABLE_SSH", 409),
+        ("DEFER_REBOOT", 409),
+        ("UNCLAIM", 204),
+        ("TRY_ONCE", 200),
+        ("LOCAL_APPLY", 200),
+    ] {
+        let r = post_cmd(&mut ctl, &format!(r#"{{"op":"{op}","payload":""}}"#));
+        assert_eq!(r.status, code, "{op}");
+    }
+    assert!(ctl.effects.is_empty());
+}
+
+#[test]
+fn container_actions_follow_restart_policy_and_status() {
+    let (cfg, fs, st) = (Config::new(), SimFs::new(), state());
+    let mut ctl = ctl_on(&cfg, &fs, &st);
+    let put = |ctl: &mut Ctl, path: &str, body: &str| {
+        call(ctl, HOST_NAME, Method::Put, path, body.as_bytes()).status
+    };
+    // mgr and app: app is restart_policy container by its group, mgr system (root group)
+    assert_eq!(
+        put(&mut ctl, "/containers/nope", r#"{"action":"stop"}"#),
+        404
+    );
+    assert_eq!(put(&mut ctl, "/containers/app", r#"{"action":"fly"}"#), 400);
+    assert_eq!(
+        put(&mut ctl, "/containers/mgr", r#"{"action":"stop"}"#),
+        403
+    );
+    assert_eq!(
+        put(&mut ctl, "/containers/app", r#"{"action":"stop"}"#),
+        200
+    );
+    assert_eq!(
+        put(&mut ctl, "/containers/app", r#"{"action":"restart"}"#),
+        200
+    );
+    assert_eq!(
+        ctl.effects,
+        vec![
+            Effect::Container("app".into(), CtrAction::Stop),
+            Effect::Container("app".into(), CtrAction::Restart)
+        ]
+    );
+    // not started yet: start and restart are refused
+    ctl.ctrs = views(&st, Status::Installed);
+    assert_eq!(
+        put(&mut ctl, "/containers/app", r#"{"action":"start"}"#),
+        400
+    );
+    assert_eq!(
+        put(&mut ctl, "/containers/app", r#"{"action":"restart"}"#),
+        400
+    );
+    ctl.ctrs = views(&st, Status::Stopped);
+    assert_eq!(
+        put(&mut ctl, "/containers/app", r#"{"action":"start"}"#),
+        200
+    );
+    // a non-mgmt caller is refused before anything
+    let r = call(
+        &mut ctl,
+        "app",
+        Method::Put,
+        "/containers/app",
+        br#"{"action":"stop"}"#,
+    );
+    assert_eq!(r.status, 403);
+}
+
+#[test]
+fn config_views_and_storage_gc() {
+    let (mut cfg, fs, st) = (Config::new(), SimFs::new(), state());
+    cfg.set(
+        crate::config::Level::Cmdline,
+        "PV_UPDATER_COMMIT_DELAY",
+        "7",
+    )
+    .unwrap();
+    let mut ctl = ctl_on(&cfg, &fs, &st);
+    let r = call(&mut ctl, HOST_NAME, Method::Get, "/config2", b"");
+    assert_eq!(r.status, 200);
+    let v = json::parse(&r.body, json::Limits::default()).unwrap();
+    let items = v.as_array().unwrap();
+    let delay = items
+        .iter()
+        .find(|i| i.get("key").and_then(|k| k.as_str()) == Some("PV_UPDATER_COMMIT_DELAY"))
+        .unwrap();
+    assert_eq!(delay.get("value").and_then(|x| x.as_str()), Some("7"));
+    assert_eq!(
+        delay.get("modified").and_then(|x| x.as_str()),
+        Some("pv cmdline")
+    );
+    let r = call(&mut ctl, HOST_NAME, Method::Get, "/config", b"");
+    let v = json::parse(&r.body, json::Limits::default()).unwrap();
+    assert_eq!(
+        v.get("updater.commit.delay").and_then(|x| x.as_u64()),
+        Some(7)
+    );
+    let r = call(&mut ctl, HOST_NAME, Method::Post, "/storage/gc", b"");
+    assert_eq!(
+        (r.status, text(&r)),
+        (200, r#"{"reclaimed":0}"#.to_string())
+    );
+    assert_eq!(
+        call(&mut ctl, HOST_NAME, Method::Get, "/storage/gc", b"").status,
+        400
     );
 }

@@ -965,7 +965,12 @@ pub fn update_logs_excerpt(pv_dir: &Path) -> Option<String> {
         .take(4096)
         .read_to_end(&mut buf)
         .ok()?;
-    let end = buf.iter().rposition(|&b| b == b'\n')? + 1;
-    buf.truncate(end);
-    Some(String::from_utf8_lossy(&buf).into_owned())
+    logs_excerpt(&buf)
+}
+
+/// The whole lines of the first 4 KiB of captured update logs (5.2).
+pub fn logs_excerpt(data: &[u8]) -> Option<String> {
+    let head = data.get(..data.len().min(4096))?;
+    let end = head.iter().rposition(|&b| b == b'\n')? + 1;
+    Some(String::from_utf8_lossy(head.get(..end)?).into_owned())
 }

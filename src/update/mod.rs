@@ -8,8 +8,10 @@
 //! - commit: `pv_rev=<rev>` and `pv_try` cleared in one boot-env write (the commit point) ->
 //!   progress DONE -> `.pv/done`; a boot that finds the env committed but the rest missing
 //!   finishes it ([`resume::Resume::FinishCommit`]).
+pub mod hooks;
 pub mod progress;
 pub mod resume;
+pub mod transition;
 
 use crate::bootloader::Bootloader;
 use crate::pvlog;
@@ -95,31 +97,160 @@ pub fn stage(st: &Storage, rev: &str, raw: &[u8]) -> Result<State> {
     Ok(state)
 }
 
-/// Installs a staged revision for a reboot transition (5.4 step 5): every object must be in
-/// the store; the trail is checked out, verified, marked INPROGRESS "Rebooting", and only
-/// then named by `pv_try`.
-pub fn install(st: &Storage, bl: &dyn Bootloader, rev: &str, state: &State) -> Result<()> {
+/// What a request to run a revision (LOCAL_RUN, or the resume of one a crash interrupted)
+/// does, from the revision's persisted progress (5.4 step 2).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Queue {
+    /// Already ended: nothing to do, the outcome stands (upstream re-reports it).
+    Final(Status),
+    /// Processed too many times: WONTGO "Max update processing retries reached".
+    TooManyRetries { retries: u32 },
+    /// QUEUED with this retry count; go on.
+    Proceed { retries: u32 },
+}
+
+pub fn queue(p: Option<&Progress>, max_retries: u64) -> Queue {
+    let retries = p.map_or(0, |p| p.retries).saturating_add(1);
+    match p {
+        Some(p) if p.status.is_final() => Queue::Final(p.status),
+        _ if u64::from(retries) >= max_retries => Queue::TooManyRetries { retries },
+        _ => Queue::Proceed { retries },
+    }
+}
+
+/// Whether a revision's progress shows an update that was being processed (queued, fetched,
+/// installed) when the device went down, and which no boot will pick up on its own: it is not
+/// `pv_try` (that one the bootloader tries) nor the booted revision. Such an update is run
+/// again at boot, each time counting a retry, so it ends one way or the other.
+pub fn interrupted(status: Status, is_try: bool, is_booted: bool) -> bool {
+    !is_try
+        && !is_booted
+        && matches!(
+            status,
+            Status::Queued | Status::Downloading | Status::Inprogress | Status::Testing
+        )
+}
+
+/// Why a queued revision was refused (WONTGO, written already) or could not be processed.
+#[derive(Debug)]
+pub enum Refused {
+    /// The update ended before install with this WONTGO message.
+    Wontgo(&'static str, String),
+    /// Already final: nothing was done.
+    Final(Status),
+}
+
+fn progress_of(st: &Storage, rev: &str, status: Status, m: &str) -> Progress {
+    let retries = st.read_progress(rev).map_or(0, |p| p.retries);
+    Progress {
+        retries,
+        ..Progress::new(status, m)
+    }
+}
+
+/// Writes a final WONTGO for `rev` (before install) and returns the refusal.
+fn wontgo(st: &Storage, rev: &str, m: &'static str, why: String) -> Result<Refused> {
+    pvlog!(Error, "update", "revision {rev}: {why}");
+    st.write_progress(rev, &progress_of(st, rev, Status::Wontgo, m))?;
+    Ok(Refused::Wontgo(m, why))
+}
+
+/// Takes a revision in for processing (5.4 step 2, 5.7 step 4): QUEUED with one more retry,
+/// then its state JSON is read and validated and every object must be in the store. A
+/// refusal is recorded as WONTGO with upstream's message.
+pub fn admit(
+    st: &Storage,
+    rev: &str,
+    max_retries: u64,
+) -> Result<std::result::Result<State, Refused>> {
+    let retries = match queue(st.read_progress(rev).as_ref(), max_retries) {
+        Queue::Final(s) => return Ok(Err(Refused::Final(s))),
+        Queue::TooManyRetries { retries } => {
+            let p = Progress {
+                retries,
+                ..Progress::new(Status::Wontgo, msg::MAX_RETRIES)
+            };
+            st.write_progress(rev, &p)?;
+            return Ok(Err(Refused::Wontgo(
+                msg::MAX_RETRIES,
+                format!("processed {retries} times"),
+            )));
+        }
+        Queue::Proceed { retries } => retries,
+    };
+    let queued = Progress {
+        retries,
+        ..Progress::new(
+            Status::Queued,
+            &format!("Retried {retries} of {max_retries}"),
+        )
+    };
+    st.write_progress(rev, &queued)?;
+    let raw = match st.read_state(rev) {
+        Ok(r) => r,
+        Err(e) => return wontgo(st, rev, msg::STATE_NOT_FOUND, e.to_string()).map(Err),
+    };
+    let state = match State::parse(&raw) {
+        Ok(s) => s,
+        Err(errs) => {
+            let why: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+            return wontgo(st, rev, msg::BAD_STATE, why.join("; ")).map(Err);
+        }
+    };
     for (key, sha) in state.objects() {
         if !st.has_object(sha)? {
-            return Err(Error::MissingObject {
-                key: key.to_string(),
-                sha: sha.to_string(),
-            });
+            let why = format!("object {sha} of {key} is not in the object store");
+            return wontgo(st, rev, msg::INTERNAL, why).map(Err);
         }
     }
-    st.checkout(rev, state)?;
-    verify(st, rev, state, Check::Rehash)?;
-    let mut p = st
-        .read_progress(rev)
-        .unwrap_or_else(|| Progress::new(Status::New, msg::READY_TO_RUN));
-    p = Progress {
-        status: Status::Inprogress,
-        msg: msg::REBOOTING.into(),
-        progress: Status::Inprogress.percent(),
-        ..p
+    Ok(Ok(state))
+}
+
+/// How an installed revision is entered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Entry {
+    Reboot,
+    Live,
+}
+
+/// Installs an admitted revision (5.4 step 5): the trail is checked out and verified, the
+/// install hook runs, progress becomes INPROGRESS ("Rebooting" or "Transitioning ..."), and
+/// only then `pv_try` names it. A failure before `pv_try` is WONTGO: the device never tried it.
+pub fn install(
+    st: &Storage,
+    bl: &dyn Bootloader,
+    hooks: &hooks::Hooks,
+    rev: &str,
+    state: &State,
+    entry: Entry,
+) -> Result<std::result::Result<(), Refused>> {
+    if let Err(e) = st
+        .checkout(rev, state)
+        .map_err(Error::from)
+        .and_then(|()| verify(st, rev, state, Check::Rehash))
+    {
+        return wontgo(st, rev, msg::INTERNAL, e.to_string()).map(Err);
+    }
+    let env = bl.read(st.fs)?;
+    if let Err(e) = hooks.run(
+        hooks::Op::InstallUpdate,
+        &hooks::Env::new(&env, rev, "INPROGRESS"),
+    ) {
+        return wontgo(st, rev, msg::INTERNAL, e).map(Err);
+    }
+    let m = match entry {
+        Entry::Reboot => msg::REBOOTING,
+        Entry::Live => msg::TRANSITIONING,
     };
-    st.write_progress(rev, &p)?;
+    st.write_progress(rev, &progress_of(st, rev, Status::Inprogress, m))?;
     bl.set_try(st.fs, rev)?;
+    Ok(Ok(()))
+}
+
+/// Ends a live update that held (5.5 finalize, non-reboot path): UPDATED, boot env untouched
+/// (`pv_try` keeps naming the revision, so the next boot tries it and commits it then).
+pub fn finish_live(st: &Storage, rev: &str) -> Result<()> {
+    st.write_progress(rev, &progress_of(st, rev, Status::Updated, msg::UPDATED))?;
     Ok(())
 }
 

@@ -177,10 +177,23 @@ impl Progress {
 
 impl<'a> Storage<'a> {
     /// Persists the progress of `rev` (crash-safe), as every change must be (5.2).
+    /// The update's captured ERROR lines (`.pv/logs`, 5.2) go with it when they exist.
     pub fn write_progress(&self, rev: &str, p: &Progress) -> Result<()> {
         let path = self.progress_path(rev)?;
         let dir = path.parent().map(|d| d.to_path_buf()).unwrap_or_default();
         fs::create_dir_all(self.fs, &dir).map_err(|e| Error::io("create", &dir, e))?;
+        let captured = self
+            .fs
+            .read(&dir.join("logs"))
+            .ok()
+            .and_then(|b| crate::logs::tree::logs_excerpt(&b));
+        let p = match captured {
+            Some(logs) => &Progress {
+                logs: Some(logs),
+                ..p.clone()
+            },
+            None => p,
+        };
         fs::write_atomic(self.fs, &path, p.to_json().as_bytes())
             .map_err(|e| Error::io("write", &path, e))
     }

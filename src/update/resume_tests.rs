@@ -118,3 +118,61 @@ fn plain_boot_runs() {
     f.booted_done = false;
     assert_eq!(decide(&f), Resume::Run);
 }
+
+mod queue_and_interrupted {
+    use crate::update::progress::{Progress, Status};
+    use crate::update::{interrupted, queue, Queue};
+
+    fn p(status: Status, retries: u32) -> Progress {
+        Progress {
+            retries,
+            ..Progress::new(status, "")
+        }
+    }
+
+    #[test]
+    fn a_fresh_upload_is_queued_with_its_first_retry() {
+        assert_eq!(
+            queue(Some(&p(Status::New, 0)), 10),
+            Queue::Proceed { retries: 1 }
+        );
+        assert_eq!(queue(None, 10), Queue::Proceed { retries: 1 });
+    }
+
+    #[test]
+    fn every_final_status_is_left_as_it_is() {
+        for s in [Status::Done, Status::Updated, Status::Wontgo, Status::Error] {
+            assert_eq!(queue(Some(&p(s, 3)), 10), Queue::Final(s));
+        }
+    }
+
+    #[test]
+    fn retries_reaching_the_maximum_refuse() {
+        assert_eq!(
+            queue(Some(&p(Status::Queued, 8)), 10),
+            Queue::Proceed { retries: 9 }
+        );
+        assert_eq!(
+            queue(Some(&p(Status::Queued, 9)), 10),
+            Queue::TooManyRetries { retries: 10 }
+        );
+        assert_eq!(
+            queue(Some(&p(Status::Inprogress, u32::MAX)), 10),
+            Queue::TooManyRetries { retries: u32::MAX }
+        );
+    }
+
+    #[test]
+    fn only_unowned_mid_processing_updates_are_interrupted() {
+        use Status::*;
+        for s in [Queued, Downloading, Inprogress, Testing] {
+            assert!(interrupted(s, false, false), "{s:?}");
+            // the bootloader tries pv_try, the booted one runs its gates: both are owned
+            assert!(!interrupted(s, true, false), "{s:?}");
+            assert!(!interrupted(s, false, true), "{s:?}");
+        }
+        for s in [New, Updated, Done, Wontgo, Error] {
+            assert!(!interrupted(s, false, false), "{s:?}");
+        }
+    }
+}
