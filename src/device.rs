@@ -546,7 +546,6 @@ impl<'a> Device<'a> {
     /// A container failed for good: an update rolls back, a steady device reboots (3.3).
     fn failed(&mut self, name: &str, why: &str) {
         if matches!(self.gate, Some(Gate::InProgress | Gate::Testing { .. })) {
-            self.capture(false);
             pvlog!(
                 Error,
                 "update",
@@ -556,6 +555,7 @@ impl<'a> Device<'a> {
             if let Err(e) = update::fail(self.st, &self.rev, why) {
                 pvlog!(Error, "update", "{e}");
             }
+            self.capture(false);
             self.gate = Some(Gate::Done);
             self.end(Power::Reboot, "rolling back");
         } else {
@@ -803,9 +803,15 @@ impl<'a> Device<'a> {
         let goals = self.goals();
         match gate {
             Gate::InProgress => {
-                if goals.contains(&Goal::TimedOut) {
-                    self.gate = Some(Gate::Done);
-                    return self.failed("(group)", msg::GOAL_TIMEOUT);
+                if let Some(c) = self
+                    .ctrs
+                    .iter()
+                    .zip(&goals)
+                    .find(|(_, g)| **g == Goal::TimedOut)
+                    .map(|(c, _)| c.name.clone())
+                {
+                    // failed() ends the gate: it must still see the update on probation
+                    return self.failed(&c, msg::GOAL_TIMEOUT);
                 }
                 if goals
                     .iter()

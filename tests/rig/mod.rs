@@ -1,0 +1,292 @@
+//! A device booted by the harness with pv-ctrl in reach: `pvcontrol` from the host side
+//! (entered into the device's PID namespace with nsenter, so SO_PEERCRED names a process the
+//! device can see) and a static pantavisor in every container's rootfs as /bin/pv. Dropping a
+//! rig checks that no mount, loop device or cgroup is left.
+#![allow(dead_code)]
+use crate::harness::{self, remove_cgroup_tree, End};
+use crate::support;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// One device at a time, as the other namespace tests.
+pub static SERIAL: Mutex<()> = Mutex::new(());
+
+/// A statically linked pantavisor for the containers' rootfs: the test binary if it is static,
+/// else the musl build (built here into its own target dir when missing).
+pub fn static_pantavisor() -> PathBuf {
+    let is_static = |p: &Path| {
+        Command::new("file")
+            .arg("-L")
+            .arg(p)
+            .output()
+            .map(|o| {
+                let t = String::from_utf8_lossy(&o.stdout).into_owned();
+                t.contains("statically linked") || t.contains("static-pie linked")
+            })
+            .unwrap_or(false)
+    };
+    let bin = PathBuf::from(harness::BIN);
+    if is_static(&bin) {
+        return bin;
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let musl = root.join("target/x86_64-unknown-linux-musl/release/pantavisor");
+    if musl.exists() && is_static(&musl) {
+        return musl;
+    }
+    let own = root.join("target/pvctrl-musl");
+    let built = own.join("x86_64-unknown-linux-musl/release/pantavisor");
+    if !built.exists() {
+        let st = Command::new("cargo")
+            .current_dir(root)
+            .args([
+                "build",
+                "--release",
+                "--target",
+                "x86_64-unknown-linux-musl",
+            ])
+            .env("CARGO_TARGET_DIR", &own)
+            .status()
+            .unwrap();
+        assert!(st.success(), "musl build of pantavisor failed");
+    }
+    built
+}
+
+pub struct Rig {
+    pub dir: PathBuf,
+    pub storage: PathBuf,
+    pub socket: PathBuf,
+    pub cgroup: Option<PathBuf>,
+    pub bl: harness::Bootloader,
+}
+
+impl Rig {
+    pub fn new(name: &str, description: &str) -> Rig {
+        Rig::with_config(name, description, "")
+    }
+
+    pub fn with_config(name: &str, description: &str, extra_config: &str) -> Rig {
+        let dir = std::env::temp_dir().join(format!("pv-ctl-{name}-{}", std::process::id()));
+        let harness::DeviceFiles {
+            storage,
+            config,
+            cgroup,
+        } = harness::make_device(
+            &dir,
+            &format!("pv-ctl-{name}"),
+            description,
+            extra_config,
+            &|rootfs| {
+                std::fs::copy(static_pantavisor(), rootfs.join("bin/pv")).unwrap();
+            },
+        );
+        let run = dir.join("run");
+        let mut bl = harness::Bootloader::new(&storage, &config);
+        bl.cgroup = cgroup.clone();
+        Rig {
+            dir,
+            storage,
+            socket: run.join("pv-ctrl"),
+            cgroup,
+            bl,
+        }
+    }
+
+    pub fn boot(&mut self) -> Child {
+        let (_, cmdline) = self.bl.pick();
+        self.bl.spawn(&cmdline, &[])
+    }
+
+    /// Boots what the harness's bootloader picks; returns the revision and the device.
+    pub fn boot_rev(&mut self) -> (String, Child) {
+        let (rev, cmdline) = self.bl.pick();
+        let dev = self.bl.spawn(&cmdline, &[]);
+        (rev, dev)
+    }
+
+    /// A new revision from a pvmk description (paths relative to the rig's dir, where the
+    /// busybox `rootfs` is): (objects dir, state JSON file).
+    pub fn make_revision(&self, name: &str, description: &str) -> (PathBuf, PathBuf) {
+        let desc = self.dir.join(format!("{name}.desc.json"));
+        std::fs::write(&desc, description).unwrap();
+        let objects = self.dir.join(format!("{name}.objects"));
+        let state = self.dir.join(format!("{name}.json"));
+        harness::pvmk(&[
+            desc.as_os_str(),
+            "--objects".as_ref(),
+            objects.as_os_str(),
+            "--state".as_ref(),
+            state.as_os_str(),
+        ]);
+        (objects, state)
+    }
+
+    /// Uploads a revision's objects and its state as `rev` (`locals/...`) through pvcontrol.
+    pub fn upload(&self, dev: &Child, objects: &Path, state: &Path, rev: &str) {
+        for e in std::fs::read_dir(objects).unwrap() {
+            let p = e.unwrap().path();
+            let sha = p.file_name().unwrap().to_string_lossy().into_owned();
+            let (code, out) = self.pvcontrol(dev, &["objects", "put", p.to_str().unwrap(), &sha]);
+            assert_eq!(code, 0, "objects put {sha}: {out}");
+        }
+        let (code, out) = self.pvcontrol(dev, &["steps", "put", state.to_str().unwrap(), rev]);
+        assert_eq!(code, 0, "steps put {rev}: {out}");
+    }
+
+    /// The progress of `rev` as stored: (status, status-msg).
+    pub fn progress(&self, rev: &str) -> Option<(String, String)> {
+        let raw = std::fs::read(self.storage.join("trails").join(rev).join(".pv/progress")).ok()?;
+        let v = pantavisor::json::parse(&raw, Default::default()).ok()?;
+        Some((
+            v.get("status")?.as_str()?.to_string(),
+            v.get("status-msg")?.as_str()?.to_string(),
+        ))
+    }
+
+    /// pv_rev and pv_try of the boot env.
+    pub fn env(&self) -> (Option<String>, Option<String>) {
+        harness::read_env(&self.storage)
+    }
+
+    pub fn log_of(&self, rev: &str) -> String {
+        std::fs::read_to_string(
+            self.storage
+                .join(format!("logs/{rev}/pantavisor/pantavisor.log")),
+        )
+        .unwrap_or_default()
+    }
+
+    pub fn console_of(&self, rev: &str, c: &str) -> String {
+        std::fs::read_to_string(self.storage.join(format!("logs/{rev}/{c}/lxc/console.log")))
+            .unwrap_or_default()
+    }
+
+    /// The host PIDs in container `name`'s cgroup (`<device cgroup>/lxc/<name>`).
+    pub fn pids_of(&self, name: &str) -> Vec<i32> {
+        let Some(cg) = &self.cgroup else {
+            return vec![];
+        };
+        std::fs::read_to_string(cg.join("lxc").join(name).join("cgroup.procs"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
+    }
+
+    /// The host PID of container `name`'s init: the process of its cgroup that is PID 1 of
+    /// its own PID namespace (`NSpid` ends in 1).
+    pub fn init_pid_of(&self, name: &str) -> Option<i32> {
+        self.pids_of(name).into_iter().find(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/status"))
+                .unwrap_or_default()
+                .lines()
+                .find_map(|l| l.strip_prefix("NSpid:"))
+                .and_then(|v| v.split_whitespace().last().map(|x| x == "1"))
+                .unwrap_or(false)
+        })
+    }
+
+    pub fn console(&self, c: &str) -> String {
+        std::fs::read_to_string(self.storage.join(format!("logs/0/{c}/lxc/console.log")))
+            .unwrap_or_default()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.storage.join("logs/0/pantavisor/pantavisor.log"))
+            .unwrap_or_default()
+    }
+
+    /// `pantavisor pvcontrol -s <socket> ARGS` run in the device's PID namespace: (exit, stdout).
+    pub fn pvcontrol(&self, device: &Child, args: &[&str]) -> (i32, String) {
+        let Some(pid) = harness::device_pid(device) else {
+            return (-1, String::new());
+        };
+        let out = Command::new("nsenter")
+            .args([
+                "-t",
+                &pid.to_string(),
+                "-p",
+                harness::BIN,
+                "pvcontrol",
+                "-s",
+            ])
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    }
+
+    /// Polls `until` every 50 ms for at most `limit`; false if the device ended or time ran out.
+    pub fn wait(
+        &self,
+        device: &mut Child,
+        limit: Duration,
+        until: &dyn Fn(&Rig, &Child) -> bool,
+    ) -> bool {
+        let t = Instant::now();
+        while t.elapsed() < limit {
+            if device.try_wait().unwrap().is_some() {
+                return false;
+            }
+            if until(self, device) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    /// The status of container `name` in `pvcontrol ls`.
+    pub fn status_of(&self, device: &Child, name: &str) -> Option<String> {
+        let (code, out) = self.pvcontrol(device, &["ls"]);
+        if code != 0 {
+            return None;
+        }
+        let v = pantavisor::json::parse_str(&out, Default::default()).ok()?;
+        v.as_array()?
+            .iter()
+            .find(|c| c.get("name").and_then(|n| n.as_str()) == Some(name))
+            .and_then(|c| c.get("status")?.as_str().map(str::to_string))
+    }
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            support::assert_nothing_left(&self.dir);
+        }
+        if let Some(cg) = &self.cgroup {
+            remove_cgroup_tree(cg);
+            if !std::thread::panicking() {
+                assert!(!cg.exists(), "cgroup {} left behind", cg.display());
+            }
+        }
+        if std::env::var_os("PV_TEST_KEEP").is_none() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// Stops a device still running (SIGINT) and returns how it ended.
+pub fn finish(device: &mut Child) -> End {
+    if device.try_wait().unwrap().is_none() {
+        harness::signal_device(device, "INT");
+    }
+    harness::wait_end(device, Duration::from_secs(20))
+}
+
+pub fn sh(body: &str) -> String {
+    format!(
+        r#"["/bin/sh","-c","trap 'exit 0' TERM; {}"]"#,
+        body.replace('\\', "\\\\").replace('"', "\\\"")
+    )
+}
+
+pub const FOREVER: &str = "while :; do sleep 0.2; done";
