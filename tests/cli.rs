@@ -179,7 +179,16 @@ fn standalone_boot_resumes_updates_as_the_boot_env_says() {
 
     // an installed update is tried
     let s1 = put(&st, "1", "one");
-    update::install(&st, bl.as_ref(), "1", &s1).unwrap();
+    update::install(
+        &st,
+        bl.as_ref(),
+        &update::hooks::Hooks::none(),
+        "1",
+        &s1,
+        update::Entry::Reboot,
+    )
+    .unwrap()
+    .unwrap();
     assert_eq!(bl.read(&fs).unwrap().try_rev.as_deref(), Some("1"));
     let o = boot_until("pv_rev=1 pv_try=1", &|| {
         st.read_progress("1")
@@ -217,7 +226,16 @@ fn standalone_boot_resumes_updates_as_the_boot_env_says() {
 
     // a damaged object of the revision being tried: ERROR "Object validation went wrong", rollback
     let s2 = put(&st, "2", "two");
-    update::install(&st, bl.as_ref(), "2", &s2).unwrap();
+    update::install(
+        &st,
+        bl.as_ref(),
+        &update::hooks::Hooks::none(),
+        "2",
+        &s2,
+        update::Entry::Reboot,
+    )
+    .unwrap()
+    .unwrap();
     std::fs::write(storage.join("trails/2/bsp/k"), b"kernel tw0").unwrap();
     assert_eq!(boot("pv_rev=2 pv_try=2").status.code(), Some(129));
     assert_eq!(

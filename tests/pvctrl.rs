@@ -8,11 +8,8 @@ mod harness;
 mod rig;
 mod support;
 
-use harness::{remove_cgroup_tree, End};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use harness::End;
+use std::time::Duration;
 
 use rig::{finish, sh, Rig, FOREVER, SERIAL};
 
