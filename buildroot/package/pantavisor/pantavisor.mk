@@ -1,0 +1,54 @@
+################################################################################
+#
+# pantavisor
+#
+################################################################################
+
+# The release tarball made by buildroot/make-dist: the source with its crates
+# already vendored (VENDOR/), so Buildroot's cargo download post-process keeps
+# it as is and pantavisor.hash holds the hash of that very file.
+PANTAVISOR_VERSION = 0.1.0
+PANTAVISOR_SITE = $(BR2_EXTERNAL_PANTAVISOR_PATH)/dist
+PANTAVISOR_SITE_METHOD = file
+PANTAVISOR_LICENSE = MIT
+PANTAVISOR_LICENSE_FILES = LICENSE
+
+# Only the binary: the crate also has a library target and examples.
+PANTAVISOR_CARGO_BUILD_OPTS = --bin pantavisor
+
+ifeq ($(BR2_PACKAGE_PANTAVISOR_SIZE_PROFILE),y)
+PANTAVISOR_CARGO_ENV = \
+	CARGO_PROFILE_RELEASE_OPT_LEVEL=z \
+	CARGO_PROFILE_RELEASE_LTO=fat \
+	CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1
+endif
+
+PANTAVISOR_STORAGE_DEVICE = $(call qstrip,$(BR2_PACKAGE_PANTAVISOR_STORAGE_DEVICE))
+PANTAVISOR_STORAGE_FSTYPE = $(call qstrip,$(BR2_PACKAGE_PANTAVISOR_STORAGE_FSTYPE))
+
+define PANTAVISOR_INSTALL_PVCONTROL
+	ln -sf pantavisor $(TARGET_DIR)/usr/bin/pvcontrol
+endef
+PANTAVISOR_POST_INSTALL_TARGET_HOOKS += PANTAVISOR_INSTALL_PVCONTROL
+
+ifeq ($(BR2_PACKAGE_PANTAVISOR_INIT),y)
+define PANTAVISOR_INSTALL_INIT
+	ln -sf usr/bin/pantavisor $(TARGET_DIR)/init
+endef
+PANTAVISOR_POST_INSTALL_TARGET_HOOKS += PANTAVISOR_INSTALL_INIT
+endif
+
+ifneq ($(PANTAVISOR_STORAGE_DEVICE),)
+define PANTAVISOR_INSTALL_CONFIG
+	mkdir -p $(TARGET_DIR)/etc $(TARGET_DIR)/storage
+	printf '%s\n' \
+		'PV_SYSTEM_INIT_MODE=embedded' \
+		'PV_STORAGE_DEVICE=$(PANTAVISOR_STORAGE_DEVICE)' \
+		'PV_STORAGE_FSTYPE=$(PANTAVISOR_STORAGE_FSTYPE)' \
+		'PV_STORAGE_MNTPOINT=/storage' \
+		> $(TARGET_DIR)/etc/pantavisor.config
+endef
+PANTAVISOR_POST_INSTALL_TARGET_HOOKS += PANTAVISOR_INSTALL_CONFIG
+endif
+
+$(eval $(cargo-package))
