@@ -9,7 +9,7 @@
 use crate::bootloader::Bootloader;
 use crate::config::Config;
 use crate::container::{self, Engine};
-use crate::control::routes::{Command, Ctl, CtrAction, CtrView, Effect};
+use crate::control::routes::{Command, Ctl, CtrAction, CtrView, Effect, MetaKind};
 use crate::control::Server;
 use crate::event_loop::{EventLoop, Wake, SIGNALS};
 use crate::pvlog;
@@ -104,7 +104,8 @@ enum Gate {
 }
 
 pub struct Device<'a> {
-    cfg: &'a Config,
+    /// Mutable: user-meta keys override configuration at the `metadata` level (6.3).
+    cfg: &'a mut Config,
     st: &'a Storage<'a>,
     bl: &'a dyn Bootloader,
     rev: String,
@@ -134,7 +135,7 @@ pub struct Device<'a> {
 impl<'a> Device<'a> {
     /// `trying`: the booted revision is an update on probation (update::boot said so).
     pub fn new(
-        cfg: &'a Config,
+        cfg: &'a mut Config,
         st: &'a Storage<'a>,
         bl: &'a dyn Bootloader,
         rev: &str,
@@ -147,6 +148,12 @@ impl<'a> Device<'a> {
             let _ = ev::set_child_subreaper();
         }
         let group_timeouts = group_timeouts(cfg, &state);
+        let usermeta = MetaStore::new(st.fs, cfg.cache_usrmetadir().as_ref())
+            .list()
+            .unwrap_or_default();
+        for (k, v) in usermeta {
+            apply_user_meta(cfg, &k, Some(&v));
+        }
         let ctrs = state
             .containers()
             .iter()
@@ -155,6 +162,10 @@ impl<'a> Device<'a> {
         let engine = Engine::new(
             container::Paths::from_config(cfg),
             container::Options::default(),
+        );
+        let hooks = Hooks::new(
+            cfg.system_libdir(),
+            std::path::Path::new(cfg.storage_mntpoint()),
         );
         Ok(Device {
             cfg,
@@ -177,10 +188,7 @@ impl<'a> Device<'a> {
             switch: None,
             live: false,
             gen: 0,
-            hooks: Hooks::new(
-                cfg.system_libdir(),
-                std::path::Path::new(cfg.storage_mntpoint()),
-            ),
+            hooks,
         })
     }
 
@@ -192,6 +200,7 @@ impl<'a> Device<'a> {
     pub fn run(mut self) -> Power {
         // before any container is mounted: they only see sockets that exist then
         self.bind_ctrl();
+        self.publish_all_meta();
         self.mount_bsp();
         self.lp.after(TICK_MS, TICK);
         if let Err(e) = self.hook(hooks::Op::Start, "") {
@@ -345,7 +354,7 @@ impl<'a> Device<'a> {
             .collect();
         let gc_keep = self.gc_keep();
         let mut ctl = Ctl {
-            cfg: self.cfg,
+            cfg: &*self.cfg,
             fs: self.st.fs,
             // the device runs on the real file system; streamed bodies outlive this wake
             stream_fs: &crate::storage::fs::RealFs,
@@ -376,6 +385,69 @@ impl<'a> Device<'a> {
                     self.command = Some(c);
                 }
                 Effect::Container(name, action) => self.user_action(&name, action),
+                Effect::Meta(kind, key) => {
+                    let value = self.meta_store(kind).get(&key).ok().flatten();
+                    if kind == MetaKind::User {
+                        apply_user_meta(self.cfg, &key, value.as_deref());
+                    }
+                    self.publish_meta(kind, &key, value.as_deref());
+                }
+            }
+        }
+    }
+
+    fn meta_store(&self, kind: MetaKind) -> MetaStore<'_> {
+        let dir = match kind {
+            MetaKind::User => self.cfg.cache_usrmetadir(),
+            MetaKind::Device => self.cfg.cache_devmetadir(),
+        };
+        MetaStore::new(self.st.fs, dir.into_owned())
+    }
+
+    /// The run-time views of one meta key (6.3): `<rundir>/<kind>/<key>` for mgmt containers,
+    /// `<rundir>/<kind>.<c>/<rest>` for container `<c>` when the key is `<c>.<rest>`. `None`
+    /// removes them.
+    fn publish_meta(&self, kind: MetaKind, key: &str, value: Option<&[u8]>) {
+        let base = match kind {
+            MetaKind::User => "user-meta",
+            MetaKind::Device => "device-meta",
+        };
+        let run = std::path::Path::new(self.cfg.system_rundir());
+        let mut views = vec![run.join(base).join(key)];
+        if let Some((c, rest)) = crate::storage::meta::container_view(key) {
+            views.push(run.join(format!("{base}.{c}")).join(rest));
+        }
+        for v in views {
+            let res = match value {
+                Some(val) => v
+                    .parent()
+                    .map_or(Ok(()), std::fs::create_dir_all)
+                    .and_then(|()| std::fs::write(&v, val)),
+                None => match std::fs::remove_file(&v) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                    _ => Ok(()),
+                },
+            };
+            if let Err(e) = res {
+                pvlog!(Warn, "device", "meta view {}: {e}", v.display());
+            }
+        }
+    }
+
+    /// At start: the views hold exactly what the stores hold.
+    fn publish_all_meta(&self) {
+        let run = std::path::Path::new(self.cfg.system_rundir());
+        if let Ok(rd) = std::fs::read_dir(run) {
+            for e in rd.flatten() {
+                let n = e.file_name().to_string_lossy().into_owned();
+                if n.starts_with("user-meta") || n.starts_with("device-meta") {
+                    let _ = crate::storage::fs::remove_all(&crate::storage::fs::RealFs, &e.path());
+                }
+            }
+        }
+        for kind in [MetaKind::User, MetaKind::Device] {
+            for (k, v) in self.meta_store(kind).list().unwrap_or_default() {
+                self.publish_meta(kind, &k, Some(&v));
             }
         }
     }
@@ -1205,6 +1277,11 @@ impl<'a> Device<'a> {
         if let Err(e) = store.set("pantavisor.status", s.as_str().as_bytes()) {
             pvlog!(Warn, "device", "{e}");
         }
+        self.publish_meta(
+            MetaKind::Device,
+            "pantavisor.status",
+            Some(s.as_str().as_bytes()),
+        );
     }
 
     /// A summary line per container, for the demo and the logs.
@@ -1224,4 +1301,26 @@ fn group_timeouts(cfg: &Config, state: &State) -> Vec<u64> {
         .iter()
         .map(|g| g.timeout.map_or(goals_timeout, u64::from))
         .collect()
+}
+
+/// A user-meta key that names a configuration key overrides it at the `metadata` level; its
+/// deletion restores the level below (6.3). Other keys are not configuration.
+fn apply_user_meta(cfg: &mut Config, key: &str, value: Option<&[u8]>) {
+    if !Config::knows(key) {
+        return;
+    }
+    match value {
+        Some(v) => {
+            let v = String::from_utf8_lossy(v);
+            if cfg
+                .set(crate::config::Level::UserMeta, key, v.trim())
+                .is_ok()
+            {
+                pvlog!(Info, "config", "{key} set by user-meta");
+            }
+        }
+        None => {
+            cfg.unset(crate::config::Level::UserMeta, key);
+        }
+    }
 }

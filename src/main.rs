@@ -240,13 +240,15 @@ fn run(args: &[String]) -> i32 {
         Ok(Boot::Run { trying }) => {
             init_logs(&config, &booted);
             match update::load_state(&st, &booted) {
-                Ok(state) => match Device::new(&config, &st, bl.as_ref(), &booted, state, trying) {
-                    Ok(device) => device.run(),
-                    Err(e) => {
-                        pvlog!(Fatal, "device", "event loop: {e}");
-                        Power::Reboot
+                Ok(state) => {
+                    match Device::new(&mut config, &st, bl.as_ref(), &booted, state, trying) {
+                        Ok(device) => device.run(),
+                        Err(e) => {
+                            pvlog!(Fatal, "device", "event loop: {e}");
+                            Power::Reboot
+                        }
                     }
-                },
+                }
                 Err(e) => {
                     pvlog!(Fatal, "update", "{e}");
                     Power::Reboot

@@ -98,8 +98,50 @@ fn host_lists_containers_and_groups_manages_usrmeta_and_powers_off() {
     assert_eq!(code, 0);
     assert!(out.starts_with("pantavisor "), "{out}");
     let (code, out) = r.pvcontrol(&dev, &["cmd", "run-gc"]);
-    assert_eq!(code, 255);
-    assert!(out.contains("not supported yet"), "{out}");
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = r.pvcontrol(&dev, &["storage", "gc"]);
+    assert_eq!((code, out.trim()), (0, r#"{"reclaimed":0}"#), "{out}");
+    let (code, out) = r.pvcontrol(&dev, &["cmd", "go-remote"]);
+    assert_eq!(code, 255, "{out}");
+
+    // a user-meta key that names a config key overrides it at the metadata level (6.3)
+    let delay = |r: &Rig, dev: &std::process::Child| {
+        let (code, out) = r.pvcontrol(dev, &["conf", "ls"]);
+        assert_eq!(code, 0);
+        let v = pantavisor::json::parse_str(&out, Default::default()).unwrap();
+        let item = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i.get("key").and_then(|k| k.as_str()) == Some("PV_UPDATER_COMMIT_DELAY"))
+            .cloned()
+            .unwrap();
+        let f = |k: &str| {
+            item.get(k)
+                .and_then(|x| x.as_str())
+                .unwrap_or("")
+                .to_string()
+        };
+        (f("value"), f("modified"))
+    };
+    assert_eq!(delay(&r, &dev), ("1".into(), "pv conf file".into()));
+    assert_eq!(
+        r.pvcontrol(&dev, &["usrmeta", "save", "PV_UPDATER_COMMIT_DELAY", "42"])
+            .0,
+        0
+    );
+    assert_eq!(delay(&r, &dev), ("42".into(), "metadata".into()));
+    let (code, out) = r.pvcontrol(&dev, &["config", "ls"]);
+    assert!(
+        code == 0 && out.contains(r#""updater.commit.delay":42"#),
+        "{out}"
+    );
+    assert_eq!(
+        r.pvcontrol(&dev, &["usrmeta", "delete", "PV_UPDATER_COMMIT_DELAY"])
+            .0,
+        0
+    );
+    assert_eq!(delay(&r, &dev), ("1".into(), "pv conf file".into()));
 
     let (code, out) = r.pvcontrol(&dev, &["cmd", "poweroff", "test over"]);
     assert_eq!(code, 0, "{out}");
@@ -113,11 +155,16 @@ fn host_lists_containers_and_groups_manages_usrmeta_and_powers_off() {
 fn nobody_container_is_refused_but_signals_ready() {
     let _g = SERIAL.lock();
     let pvc = "/bin/pv pvcontrol -s /pantavisor/pv-ctrl";
+    // each waits for a user-meta key the host sets: app sees its own view, mgr all keys
+    let wait_for =
+        |f: &str| format!("until cat {f} 2>/dev/null; do sleep 0.1; done; echo; echo seen");
     let app = sh(&format!(
-        "{pvc} ls; rc=$?; echo; echo ls=$rc; {pvc} signal ready; rc=$?; echo; echo signal=$rc; {FOREVER}"
+        "{pvc} ls; rc=$?; echo; echo ls=$rc; {pvc} signal ready; rc=$?; echo; echo signal=$rc; {}; {FOREVER}",
+        wait_for("/pantavisor/user-meta/greeting")
     ));
     let mgr = sh(&format!(
-        "{pvc} ls > /dev/null; echo ls=$?; {pvc} signal ready; rc=$?; echo; echo signal=$rc; {FOREVER}"
+        "{pvc} ls > /dev/null; echo ls=$?; {pvc} signal ready; rc=$?; echo; echo signal=$rc; {}; {FOREVER}",
+        wait_for("/pantavisor/user-meta/app.greeting")
     ));
     let desc = format!(
         r#"{{"containers":{{"app":{{"rootfs":"rootfs","cmd":{app},"roles":["nobody"],"status_goal":"READY"}},"mgr":{{"rootfs":"rootfs","cmd":{mgr}}}}}}}"#
@@ -127,7 +174,23 @@ fn nobody_container_is_refused_but_signals_ready() {
     let ready = r.wait(&mut dev, Duration::from_secs(20), &|r, d| {
         r.status_of(d, "app").as_deref() == Some("READY") && r.console("mgr").contains("signal=")
     });
+    // 6.3: `app.greeting` is shown to app as `greeting`, to mgmt containers as itself
+    let (code, out) = r.pvcontrol(&dev, &["usrmeta", "save", "app.greeting", "hello-app"]);
+    assert_eq!(code, 0, "{out}");
+    let seen = r.wait(&mut dev, Duration::from_secs(10), &|r, _| {
+        r.console("app").contains("hello-app\nseen") && r.console("mgr").contains("hello-app\nseen")
+    });
     let end = finish(&mut dev);
+    assert!(
+        seen,
+        "user-meta views not seen;
+app:
+{}
+mgr:
+{}",
+        r.console("app"),
+        r.console("mgr")
+    );
     let (app_out, mgr_out) = (r.console("app"), r.console("mgr"));
     assert!(
         ready,
@@ -192,6 +255,20 @@ fn host_uploads_objects_and_a_local_step() {
         out.contains(&format!(r#"{{"sha256":"{sha}","size":"{}"}}"#, data.len())),
         "{out}"
     );
+    // a big object comes back whole, streamed from its file by the loop
+    let big = b"a line of a big object, streamed back by pv-ctrl\n".repeat(400_000);
+    let big_file = r.dir.join("big.bin");
+    std::fs::write(&big_file, &big).unwrap();
+    let big_sha = pantavisor::storage::objects::sha256_hex(&big);
+    let (code, out) = r.pvcontrol(
+        &dev,
+        &["objects", "put", big_file.to_str().unwrap(), &big_sha],
+    );
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = r.pvcontrol(&dev, &["objects", "get", &big_sha]);
+    assert_eq!(code, 0);
+    assert_eq!(out.len(), big.len());
+    assert!(out.as_bytes() == big.as_slice(), "streamed object differs");
     // again: already there, fine
     assert_eq!(r.pvcontrol(&dev, &["objects", "put", f, &sha]).0, 0);
     // a bad checksum: exit 60, nothing stored
@@ -237,4 +314,96 @@ fn host_uploads_objects_and_a_local_step() {
 
     let end = finish(&mut dev);
     assert_eq!(end, End::PowerOff, "log:\n{}", r.log());
+}
+
+/// Issue 5: a client sending one byte a second and a hundred clients at once cannot delay
+/// supervision -- a crashing container is restarted on its auto-recovery schedule meanwhile.
+#[test]
+fn supervision_keeps_its_schedule_under_a_slow_client_and_a_hundred_clients() {
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let _g = SERIAL.lock();
+    let crash = sh("echo start $(cut -d' ' -f1 /proc/uptime); exit 3");
+    let desc = format!(
+        r#"{{"containers":{{"crasher":{{"rootfs":"rootfs","cmd":{crash},"restart_policy":"container","auto_recovery":{{"policy":"on-failure","max_retries":5,"retry_delay":1,"backoff_factor":1.0,"backoff_policy":"never"}}}},"steady":{{"rootfs":"rootfs","cmd":{f}}}}}}}"#,
+        f = sh(FOREVER)
+    );
+    let mut r = Rig::new("schedule", &desc);
+    let mut dev = r.boot();
+    assert!(r.wait(&mut dev, Duration::from_secs(20), &|r, _| r.socket.exists()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let answered = Arc::new(AtomicUsize::new(0));
+    // the slow client: one byte a second, never a whole request
+    let slow = {
+        let path = r.socket.clone();
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut s = UnixStream::connect(&path).unwrap();
+            let started = std::time::Instant::now();
+            for b in b"GET /containers HTTP/1.1\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa".iter() {
+                if stop.load(Ordering::SeqCst) || s.write_all(&[*b]).is_err() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            let mut out = String::new();
+            let _ = s.read_to_string(&mut out);
+            (started.elapsed(), out)
+        })
+    };
+    // a hundred clients at once, each asking again as soon as it is answered
+    let crowd: Vec<_> = (0..100)
+        .map(|_| {
+            let path = r.socket.clone();
+            let stop = stop.clone();
+            let answered = answered.clone();
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    match pantavisor::control::client::request(&path, "GET", "/containers", b"") {
+                        Ok((code, _)) => {
+                            assert!(matches!(code, 200 | 500 | 503), "answer {code}");
+                            answered.fetch_add(1, Ordering::SeqCst);
+                        }
+                        Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                    }
+                }
+            })
+        })
+        .collect();
+    let done = r.wait(&mut dev, Duration::from_secs(30), &|r, _| {
+        r.log().contains("left stopped")
+    });
+    stop.store(true, Ordering::SeqCst);
+    for c in crowd {
+        c.join().unwrap();
+    }
+    let (slow_after, slow_out) = slow.join().unwrap();
+    let end = finish(&mut dev);
+    assert!(done, "recovery did not finish ({end:?}); log:\n{}", r.log());
+    assert_eq!(end, End::PowerOff);
+    let starts: Vec<f64> = r
+        .console("crasher")
+        .lines()
+        .filter_map(|l| l.strip_prefix("start "))
+        .filter_map(|t| t.trim().parse().ok())
+        .collect();
+    assert_eq!(starts.len(), 6, "first start + 5 retries: {starts:?}");
+    let gaps: Vec<f64> = starts.windows(2).map(|w| w[1] - w[0]).collect();
+    for g in &gaps {
+        assert!(
+            (0.85..1.8).contains(g),
+            "retry gaps {gaps:?}, want 1 s each"
+        );
+    }
+    // the slow client was dropped at its request deadline (5 s), with a 408
+    assert!(slow_out.starts_with("HTTP/1.1 408 "), "{slow_out}");
+    assert!(
+        slow_after < Duration::from_secs(8),
+        "slow client held {slow_after:?}"
+    );
+    let n = answered.load(Ordering::SeqCst);
+    assert!(n > 1000, "only {n} answers");
+    println!("retry gaps under load (s): {gaps:.2?}; {n} requests answered meanwhile; slow client dropped after {slow_after:.1?}");
 }

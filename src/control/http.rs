@@ -366,6 +366,9 @@ pub struct Response {
     /// Extra headers, e.g. `("Retry-After", "120")`.
     pub headers: Vec<(&'static str, String)>,
     pub body: Vec<u8>,
+    /// A file sent after `body`, read piece by piece as the socket takes it (GET of a big
+    /// object): (path, length).
+    pub file: Option<(std::path::PathBuf, u64)>,
 }
 
 pub const JSON: &str = "application/json";
@@ -377,7 +380,21 @@ impl Response {
             content_type,
             headers: Vec::new(),
             body,
+            file: None,
         }
+    }
+
+    /// 200 with the file's bytes as the body, streamed by the server.
+    pub fn file(content_type: &'static str, path: std::path::PathBuf, len: u64) -> Response {
+        Response {
+            file: Some((path, len)),
+            ..Response::new(200, content_type, Vec::new())
+        }
+    }
+
+    /// Bytes of the body, the streamed file included.
+    pub fn len(&self) -> u64 {
+        self.body.len() as u64 + self.file.as_ref().map_or(0, |f| f.1)
     }
 
     /// 200 with an empty JSON-typed body (upstream's "success without payload").
@@ -409,7 +426,7 @@ impl Response {
             self.status,
             reason(self.status),
             self.content_type,
-            self.body.len()
+            self.len()
         );
         for (k, v) in &self.headers {
             // header values come from the device, never from a request; still no CR/LF

@@ -21,8 +21,8 @@ pub const MAX_META: u64 = 4096;
 pub const MAX_JSON: usize = 4096;
 /// Largest object accepted by PUT /objects/{sha} (streamed to disk).
 pub const MAX_OBJECT: u64 = 1 << 30;
-/// Largest object GET /objects/{sha} sends: the answer is built in memory for now.
-pub const MAX_OBJECT_SEND: u64 = 16 << 20;
+/// Objects up to this size are answered from memory; bigger ones are streamed from the file.
+pub const OBJECT_IN_MEMORY: u64 = 1 << 20;
 /// Largest state JSON accepted by PUT /steps/locals/{name}.
 pub const MAX_STATE: usize = 4 << 20;
 /// Largest commit message (reference 1.3).
@@ -47,7 +47,6 @@ const NO_SPACE: &str = "Not enough disk space available";
 const BAD_OBJECT_NAME: &str = "Object name is not a sha256";
 const BAD_REV_NAME: &str = "Bad revision name";
 const BAD_STATE: &str = "Parser: State JSON has bad format";
-const TOO_LARGE: &str = "object too large to send yet";
 
 /// One container as the API shows it.
 #[derive(Clone, Debug)]
@@ -74,6 +73,9 @@ pub enum Effect {
     Command(Command),
     /// PUT /containers/{name} (3.7).
     Container(String, CtrAction),
+    /// A meta key was set or deleted: publish it to the containers' views (6.3) and, for
+    /// user-meta, apply it as a configuration override.
+    Meta(MetaKind, String),
 }
 
 /// The commands the device runs later, one at a time (6.4).
@@ -433,14 +435,17 @@ impl Ctl<'_> {
         Response::json(200, arr.finish())
     }
 
-    /// GET /objects/{sha}: the bytes, whole in the answer (hence [`MAX_OBJECT_SEND`]).
+    /// GET /objects/{sha}: small objects in the answer, big ones streamed from the file as the
+    /// client reads (the loop is never held by a slow reader).
     fn object_get(&self, sha: &str) -> Response {
         if !valid_sha(sha) {
             return Response::error(400, BAD_OBJECT_NAME);
         }
         let path = self.storage().objects_dir().join(sha);
         match self.fs.metadata(&path) {
-            Ok(m) if m.len > MAX_OBJECT_SEND => return Response::error(500, TOO_LARGE),
+            Ok(m) if m.len > OBJECT_IN_MEMORY => {
+                return Response::file("application/octet-stream", path, m.len)
+            }
             Ok(_) => {}
             Err(e) if not_found(&e) => return Response::error(404, NOT_FOUND),
             Err(e) => return Response::error(500, &e.to_string()),
@@ -780,16 +785,22 @@ impl Ctl<'_> {
         }
     }
 
-    fn meta_put(&self, kind: MetaKind, key: &str, body: &[u8]) -> Response {
+    fn meta_put(&mut self, kind: MetaKind, key: &str, body: &[u8]) -> Response {
         match self.store(kind).set(key, body) {
-            Ok(()) => Response::ok(),
+            Ok(()) => {
+                self.effects.push(Effect::Meta(kind, key.to_string()));
+                Response::ok()
+            }
             Err(e) => Response::error(500, &e.to_string()),
         }
     }
 
-    fn meta_delete(&self, kind: MetaKind, key: &str) -> Response {
+    fn meta_delete(&mut self, kind: MetaKind, key: &str) -> Response {
         match self.store(kind).delete(key) {
-            Ok(true) => Response::ok(),
+            Ok(true) => {
+                self.effects.push(Effect::Meta(kind, key.to_string()));
+                Response::ok()
+            }
             Ok(false) => Response::error(404, kind.missing()),
             Err(e) => Response::error(500, &e.to_string()),
         }

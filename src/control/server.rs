@@ -54,6 +54,8 @@ struct Conn {
     input: Vec<u8>,
     out: Vec<u8>,
     sent: usize,
+    /// The rest of a streamed file body: the file and the bytes still owed.
+    tail: Option<(std::fs::File, u64)>,
     close_after: bool,
     /// A response was queued since the last full send (re-arms the deadline).
     responded: bool,
@@ -196,6 +198,7 @@ impl Server {
                     body: Body::None,
                     input: Vec::new(),
                     out: Vec::new(),
+                    tail: None,
                     sent: 0,
                     close_after: false,
                     responded: false,
@@ -258,18 +261,23 @@ impl Conn {
             let input = std::mem::take(&mut self.input);
             let pos = self.parse(lp, limits, router, &input);
             self.input = input.get(pos..).unwrap_or_default().to_vec();
-            while self.sent < self.out.len() {
-                match peer::send(
-                    self.fd.as_fd(),
-                    self.out.get(self.sent..).unwrap_or_default(),
-                ) {
-                    Ok(n) => self.sent += n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
-                    Err(_) => return false,
+            loop {
+                while self.sent < self.out.len() {
+                    match peer::send(
+                        self.fd.as_fd(),
+                        self.out.get(self.sent..).unwrap_or_default(),
+                    ) {
+                        Ok(n) => self.sent += n,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+                        Err(_) => return false,
+                    }
+                }
+                self.out.clear();
+                self.sent = 0;
+                if !self.refill() {
+                    break;
                 }
             }
-            self.out.clear();
-            self.sent = 0;
             if self.close_after {
                 return false;
             }
@@ -281,6 +289,33 @@ impl Conn {
             }
             if self.input.is_empty() {
                 return true;
+            }
+        }
+    }
+
+    /// The next piece of a streamed file into `out`; false when there is none. A file that
+    /// ends early or fails to read closes the connection: its length was already promised.
+    fn refill(&mut self) -> bool {
+        use std::io::Read;
+        let Some((f, left)) = self.tail.as_mut() else {
+            return false;
+        };
+        let want = (*left).min(64 * 1024) as usize;
+        self.out.resize(want, 0);
+        match f.read(&mut self.out) {
+            Ok(n) if n > 0 => {
+                self.out.truncate(n);
+                *left -= n as u64;
+                if *left == 0 {
+                    self.tail = None;
+                }
+                true
+            }
+            _ => {
+                self.out.clear();
+                self.tail = None;
+                self.close_after = true;
+                false
             }
         }
     }
@@ -386,7 +421,13 @@ impl Conn {
     }
 
     /// Queues `resp`; without `keep` the connection closes once it is sent.
-    fn respond(&mut self, lp: &mut EventLoop, limits: &Limits, resp: Response, keep: bool) {
+    fn respond(&mut self, lp: &mut EventLoop, limits: &Limits, mut resp: Response, keep: bool) {
+        if let Some((path, len)) = resp.file.clone() {
+            match std::fs::File::open(&path) {
+                Ok(f) => self.tail = Some((f, len)),
+                Err(e) => resp = Response::error(500, &format!("open {}: {e}", path.display())),
+            }
+        }
         if !keep {
             self.close_after = true;
             self.req = None;
@@ -394,7 +435,7 @@ impl Conn {
         }
         self.responded = true;
         resp.write(keep, &mut self.out);
-        let extra = (resp.body.len() as u64).saturating_mul(1000) / limits.min_rate.max(1);
+        let extra = resp.len().saturating_mul(1000) / limits.min_rate.max(1);
         if extra > 0 {
             let at = self.deadline_at.saturating_add(extra);
             self.set_deadline(lp, at);

@@ -1,5 +1,5 @@
 //! User-meta and device-meta stores: one file per key in a directory (reference 6.3), each
-//! written crash-safely. The container split (`<c>.<key>` views) is the runtime's job.
+//! written crash-safely. The runtime publishes them to containers (`<c>.<key>` views).
 use super::fs::{self, Fs};
 use super::{Error, Result};
 use std::io;
@@ -19,6 +19,13 @@ pub fn valid_key(key: &str) -> bool {
         && key != ".."
         && !key.ends_with(".tmp")
         && !key.bytes().any(|b| b == b'/' || b < 0x20 || b == 0x7f)
+}
+
+/// The `<container>.<key>` split of 6.3: a key with a `.` is also shown to the container named
+/// by the part before the first `.`, as the part after it.
+pub fn container_view(key: &str) -> Option<(&str, &str)> {
+    let (c, rest) = key.split_once('.')?;
+    (!c.is_empty() && !rest.is_empty()).then_some((c, rest))
 }
 
 impl<'a> MetaStore<'a> {

@@ -26,3 +26,15 @@ fn unsafe_keys_are_refused() {
         assert!(e.to_string().contains("bad name"), "{k}: {e}");
     }
 }
+
+#[test]
+fn container_views_split_at_the_first_dot() {
+    assert_eq!(
+        container_view("pvr-sdk.authorized_keys"),
+        Some(("pvr-sdk", "authorized_keys"))
+    );
+    assert_eq!(container_view("a.b.c"), Some(("a", "b.c")));
+    assert_eq!(container_view("plain"), None);
+    assert_eq!(container_view(".hidden"), None);
+    assert_eq!(container_view("trailing."), None);
+}
