@@ -407,3 +407,62 @@ fn supervision_keeps_its_schedule_under_a_slow_client_and_a_hundred_clients() {
     assert!(n > 1000, "only {n} answers");
     println!("retry gaps under load (s): {gaps:.2?}; {n} requests answered meanwhile; slow client dropped after {slow_after:.1?}");
 }
+
+/// A storage with no room: an upload is answered 507 (pvcontrol exit 48), nothing of it is
+/// kept, and the device runs on.
+#[test]
+fn full_storage_answers_507_and_keeps_nothing() {
+    let _g = SERIAL.lock();
+    let desc = format!(
+        r#"{{"containers":{{"alpha":{{"rootfs":"rootfs","cmd":{f}}}}}}}"#,
+        f = sh(FOREVER)
+    );
+    let mut r = Rig::new("full", &desc);
+    // the whole storage on a 12 MiB tmpfs (objects are hard-linked into trails: one fs)
+    let storage = r.storage.clone();
+    let keep = r.dir.join("storage.factory");
+    std::fs::rename(&storage, &keep).unwrap();
+    std::fs::create_dir(&storage).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=12m", "pv-test-full"])
+        .arg(&storage)
+        .status()
+        .unwrap();
+    assert!(mounted.success(), "mount tmpfs (needs root)");
+    let copied = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(keep.join("."))
+        .arg(&storage)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    let objects = storage.join("objects");
+    let mut dev = r.boot();
+    let up = r.wait(&mut dev, Duration::from_secs(20), &|r, d| {
+        r.status_of(d, "alpha").as_deref() == Some("STARTED")
+    });
+    let big = b"more than the storage holds\n".repeat(600_000);
+    let file = r.dir.join("big.bin");
+    std::fs::write(&file, &big).unwrap();
+    let sha = pantavisor::storage::objects::sha256_hex(&big);
+    let (code, out) = if up {
+        r.pvcontrol(&dev, &["objects", "put", file.to_str().unwrap(), &sha])
+    } else {
+        (-1, String::new())
+    };
+    let left: Vec<String> = std::fs::read_dir(&objects)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(&sha))
+        .collect();
+    let still = r.status_of(&dev, "alpha");
+    let end = finish(&mut dev);
+    let logs = r.log();
+    let _ = std::process::Command::new("umount").arg(&storage).status();
+    assert!(up, "alpha not STARTED ({end:?}); log:\n{logs}");
+    assert_eq!(code, 48, "{out}");
+    assert!(out.contains("Not enough disk space available"), "{out}");
+    assert!(left.is_empty(), "kept: {left:?}");
+    assert_eq!(still.as_deref(), Some("STARTED"));
+    assert_eq!(end, End::PowerOff);
+}
