@@ -101,7 +101,7 @@ pub fn timerfd_set(fd: &OwnedFd, at_ms: u64) -> io::Result<()> {
             tv_nsec: 0,
         },
         it_value: libc::timespec {
-            tv_sec: (at_ms / 1000) as libc::time_t,
+            tv_sec: (at_ms / 1000) as _,
             tv_nsec: ((at_ms % 1000) * 1_000_000) as libc::c_long,
         },
     };

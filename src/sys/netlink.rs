@@ -7,7 +7,7 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 /// Replies from rtnetlink are produced while the request is sent (or, for dumps, while the
 /// socket is read), so a reply never takes long; the timeout only guarantees PID 1 cannot hang
 /// on a bookkeeping bug.
-const RECV_TIMEOUT_SECS: libc::time_t = 5;
+const RECV_TIMEOUT_SECS: i32 = 5;
 
 /// A close-on-exec NETLINK_ROUTE socket in the calling thread's network namespace.
 pub fn open_route() -> io::Result<OwnedFd> {
@@ -25,7 +25,7 @@ pub fn open_route() -> io::Result<OwnedFd> {
     // SAFETY: `fd` was just returned by socket(2) and is owned by nobody else.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
     let tv = libc::timeval {
-        tv_sec: RECV_TIMEOUT_SECS,
+        tv_sec: RECV_TIMEOUT_SECS as _,
         tv_usec: 0,
     };
     // SAFETY: `tv` is a valid timeval that outlives the call; the length passed is its size.
