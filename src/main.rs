@@ -126,6 +126,11 @@ fn run(args: &[String]) -> i32 {
             }
         }
     }
+    // Blocked from the start, a signal sent before the loop exists waits for its signalfd;
+    // unblocked, PID 1 would drop it (an init ignores signals it has no handler for).
+    if let Err(e) = sys::event::block_signals(&pantavisor::event_loop::SIGNALS) {
+        eprintln!("pantavisor: block signals: {e}");
+    }
     // The real PID 1 starts with nothing mounted: /proc (for the command line) comes first.
     let pid1 = sys::event::getpid() == 1;
     if pid1 && !std::path::Path::new("/proc/self").exists() {

@@ -133,8 +133,23 @@ fn reboot_update_commits_with_pv_rev_advanced_and_hooks_run() {
         ],
         "{hooks_log}"
     );
-    // the next boot runs the committed revision, nothing to try
+    // the next boot runs the committed revision, nothing to try; MAKE_FACTORY then makes
+    // its state revision 0 (unclaimed device) and runs it, committed after a reboot
     let mut dev = boot_started(&mut r, "locals/r1");
+    let (code, out) = r.pvcontrol(&dev, &["cmd", "make-factory"]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        harness::wait_end(&mut dev, Duration::from_secs(30)),
+        End::Reboot
+    );
+    assert_eq!(
+        std::fs::read(r.storage.join("trails/0/.pvr/json")).unwrap(),
+        std::fs::read(r.storage.join("trails/locals/r1/.pvr/json")).unwrap()
+    );
+    assert_eq!(r.env(), (Some("locals/r1".into()), Some("0".into())));
+    let mut dev = boot_started(&mut r, "0");
+    assert!(wait_progress(&r, &mut dev, "0", "DONE"));
+    assert_eq!(r.env(), (Some("0".into()), None));
     assert_eq!(finish(&mut dev), End::PowerOff);
 }
 
