@@ -488,20 +488,7 @@ impl<'a> Device<'a> {
             CtrAction::Start | CtrAction::Restart => (running, true),
         };
         if stop || status == Status::Stopping {
-            match self.step(i, Event::StopRequested) {
-                Action::Halt => {
-                    if !matches!(self.engine.request_stop(name, now), Ok(Some(_))) {
-                        let _ = self.engine.unmount(name);
-                        if let Some(c) = self.ctrs.get_mut(i) {
-                            c.status = Status::Stopped;
-                        }
-                    }
-                }
-                Action::Unmount => {
-                    let _ = self.engine.unmount(name);
-                }
-                _ => {}
-            }
+            self.stop(i, now);
         }
         if let Some(c) = self.ctrs.get_mut(i) {
             c.user_stopped = !restart;
@@ -850,22 +837,30 @@ impl<'a> Device<'a> {
             if c.group != last {
                 continue;
             }
-            let name = c.name.clone();
-            match self.step(i, Event::StopRequested) {
-                Action::Halt => {
-                    if !matches!(self.engine.request_stop(&name, now), Ok(Some(_))) {
-                        // already gone: nothing to wait for
-                        let _ = self.engine.unmount(&name);
-                        if let Some(c) = self.ctrs.get_mut(i) {
-                            c.status = Status::Stopped;
-                        }
+            self.stop(i, now);
+        }
+    }
+
+    /// Asks container `i` to stop through the status table: a running one gets its halt
+    /// signal (STOPPING until it exits), a mounted or waiting one is unmounted.
+    fn stop(&mut self, i: usize, now: std::time::Instant) {
+        let Some(name) = self.ctrs.get(i).map(|c| c.name.clone()) else {
+            return;
+        };
+        match self.step(i, Event::StopRequested) {
+            Action::Halt => {
+                if !matches!(self.engine.request_stop(&name, now), Ok(Some(_))) {
+                    // already gone: nothing to wait for
+                    let _ = self.engine.unmount(&name);
+                    if let Some(c) = self.ctrs.get_mut(i) {
+                        c.status = Status::Stopped;
                     }
                 }
-                Action::Unmount => {
-                    let _ = self.engine.unmount(&name);
-                }
-                _ => {}
             }
+            Action::Unmount => {
+                let _ = self.engine.unmount(&name);
+            }
+            _ => {}
         }
     }
 
@@ -1139,20 +1134,7 @@ impl<'a> Device<'a> {
             let Some(i) = self.ctrs.iter().position(|c| &c.name == name) else {
                 continue;
             };
-            match self.step(i, Event::StopRequested) {
-                Action::Halt => {
-                    if !matches!(self.engine.request_stop(name, now), Ok(Some(_))) {
-                        let _ = self.engine.unmount(name);
-                        if let Some(c) = self.ctrs.get_mut(i) {
-                            c.status = Status::Stopped;
-                        }
-                    }
-                }
-                Action::Unmount => {
-                    let _ = self.engine.unmount(name);
-                }
-                _ => {}
-            }
+            self.stop(i, now);
             if let Some(c) = self.ctrs.get_mut(i) {
                 c.restart_after_stop = false;
                 waiting |= c.status == Status::Stopping;

@@ -163,28 +163,12 @@ fn power_cuts_during_updates_leave_the_old_or_the_new_revision() {
         let hit;
         match PHASES[phase] {
             "download" => {
-                for e in std::fs::read_dir(objects).unwrap() {
-                    let p = e.unwrap().path();
-                    let sha = p.file_name().unwrap().to_string_lossy().into_owned();
-                    assert_eq!(
-                        r.pvcontrol(&dev, &["objects", "put", p.to_str().unwrap(), &sha])
-                            .0,
-                        0
-                    );
-                }
+                r.upload_objects(&dev, objects);
                 // the big object in flight when the power goes
-                let pid = harness::device_pid(&dev).unwrap();
-                let mut upload = std::process::Command::new("nsenter")
-                    .args([
-                        "-t",
-                        &pid.to_string(),
-                        "-p",
-                        harness::BIN,
-                        "pvcontrol",
-                        "-s",
-                    ])
-                    .arg(&r.socket)
-                    .args(["objects", "put", noise_file.to_str().unwrap(), &noise_sha])
+                let put = ["objects", "put", noise_file.to_str().unwrap(), &noise_sha];
+                let mut upload = r
+                    .pvcontrol_cmd(&dev, &put)
+                    .unwrap()
                     .stdout(std::process::Stdio::null())
                     .stderr(std::process::Stdio::null())
                     .spawn()

@@ -126,14 +126,19 @@ impl Rig {
 
     /// Uploads a revision's objects and its state as `rev` (`locals/...`) through pvcontrol.
     pub fn upload(&self, dev: &Child, objects: &Path, state: &Path, rev: &str) {
+        self.upload_objects(dev, objects);
+        let (code, out) = self.pvcontrol(dev, &["steps", "put", state.to_str().unwrap(), rev]);
+        assert_eq!(code, 0, "steps put {rev}: {out}");
+    }
+
+    /// Uploads every file of `objects` (named by its sha256) through pvcontrol.
+    pub fn upload_objects(&self, dev: &Child, objects: &Path) {
         for e in std::fs::read_dir(objects).unwrap() {
             let p = e.unwrap().path();
             let sha = p.file_name().unwrap().to_string_lossy().into_owned();
             let (code, out) = self.pvcontrol(dev, &["objects", "put", p.to_str().unwrap(), &sha]);
             assert_eq!(code, 0, "objects put {sha}: {out}");
         }
-        let (code, out) = self.pvcontrol(dev, &["steps", "put", state.to_str().unwrap(), rev]);
-        assert_eq!(code, 0, "steps put {rev}: {out}");
     }
 
     /// The progress of `rev` as stored: (status, status-msg).
@@ -201,26 +206,32 @@ impl Rig {
 
     /// `pantavisor pvcontrol -s <socket> ARGS` run in the device's PID namespace: (exit, stdout).
     pub fn pvcontrol(&self, device: &Child, args: &[&str]) -> (i32, String) {
-        let Some(pid) = harness::device_pid(device) else {
+        let Some(mut cmd) = self.pvcontrol_cmd(device, args) else {
             return (-1, String::new());
         };
-        let out = Command::new("nsenter")
-            .args([
-                "-t",
-                &pid.to_string(),
-                "-p",
-                harness::BIN,
-                "pvcontrol",
-                "-s",
-            ])
-            .arg(&self.socket)
-            .args(args)
-            .output()
-            .unwrap();
+        let out = cmd.output().unwrap();
         (
             out.status.code().unwrap_or(-1),
             String::from_utf8_lossy(&out.stdout).into_owned(),
         )
+    }
+
+    /// The `pvcontrol` command line of [`Rig::pvcontrol`], to run as one likes; None when
+    /// the device is gone.
+    pub fn pvcontrol_cmd(&self, device: &Child, args: &[&str]) -> Option<Command> {
+        let pid = harness::device_pid(device)?;
+        let mut cmd = Command::new("nsenter");
+        cmd.args([
+            "-t",
+            &pid.to_string(),
+            "-p",
+            harness::BIN,
+            "pvcontrol",
+            "-s",
+        ])
+        .arg(&self.socket)
+        .args(args);
+        Some(cmd)
     }
 
     /// Polls `until` every 50 ms for at most `limit`; false if the device ended or time ran out.
