@@ -372,3 +372,27 @@ fn refused_updates_end_wontgo_and_the_device_runs_on() {
     assert_eq!(r.status_of(&dev, "app").as_deref(), Some("STARTED"));
     assert_eq!(finish(&mut dev), End::PowerOff);
 }
+
+#[test]
+fn run_commit_forces_a_reboot_where_a_live_update_would_do() {
+    let _g = SERIAL.lock();
+    let mut r = Rig::new("upd-runcommit", &base());
+    let mut dev = boot_started(&mut r, "0");
+    // only web's _config changes: LOCAL_RUN would go live, LOCAL_RUN_COMMIT reboots
+    let (objects, state) = r.make_revision("rc", &desc("k1", "v3", 10, ""));
+    r.upload(&dev, &objects, &state, "locals/rc");
+    let (code, out) = r.pvcontrol(&dev, &["cmd", "run-commit", "locals/rc"]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        harness::wait_end(&mut dev, Duration::from_secs(30)),
+        End::Reboot
+    );
+    assert_eq!(
+        r.progress("locals/rc"),
+        Some(pair("INPROGRESS", "Rebooting"))
+    );
+    let mut dev = boot_started(&mut r, "locals/rc");
+    assert!(wait_progress(&r, &mut dev, "locals/rc", "DONE"));
+    assert_eq!(r.env(), (Some("locals/rc".into()), None));
+    assert_eq!(finish(&mut dev), End::PowerOff);
+}
