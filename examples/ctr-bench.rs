@@ -1,5 +1,6 @@
 //! Starts and stops one busybox container N times with the container engine alone (no PID 1
-//! runtime) and prints per-iteration times, for scripts/bench-containers to compare with crun.
+//! runtime) and prints per-iteration times, for scripts/bench (section `ctr`) to compare with
+//! crun.
 //!
 //! ```sh
 //! cargo build --release --example ctr-bench
