@@ -35,7 +35,17 @@ fn mount(src: &str, target: &str, fstype: &str, flags: u64, data: &str) -> io::R
     .map_err(|e| io::Error::new(e.kind(), format!("mount {fstype} on {target}: {e}")))
 }
 
-/// /proc, /sys, devtmpfs /dev, /dev/pts, /run -- each only when not mounted yet (EBUSY is fine).
+/// The mount points of a /proc/self/mountinfo text (field 5, `\040` escapes left as they are).
+pub fn mount_points(mountinfo: &str) -> Vec<&str> {
+    mountinfo
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(4))
+        .collect()
+}
+
+/// /proc, /sys, devtmpfs /dev, /dev/pts, /run and the cgroup2 hierarchy at /sys/fs/cgroup
+/// (containers' cgroups and their limits; /proc/self/cgroup has no `0::` line before cgroup2
+/// was mounted once) -- each only when not mounted yet, so a second call mounts nothing.
 pub fn early_mounts() {
     let nosuid = libc::MS_NOSUID as u64;
     let nodev = libc::MS_NODEV as u64;
@@ -43,6 +53,13 @@ pub fn early_mounts() {
     for (src, target, fstype, flags, data) in [
         ("proc", "/proc", "proc", nosuid | nodev | noexec, ""),
         ("sysfs", "/sys", "sysfs", nosuid | nodev | noexec, ""),
+        (
+            "cgroup2",
+            "/sys/fs/cgroup",
+            "cgroup2",
+            nosuid | nodev | noexec,
+            "",
+        ),
         ("devtmpfs", "/dev", "devtmpfs", nosuid, "mode=0755"),
         (
             "devpts",
@@ -53,8 +70,13 @@ pub fn early_mounts() {
         ),
         ("tmpfs", "/run", "tmpfs", nosuid | nodev, "mode=0755"),
     ] {
+        // read again each time: /proc itself is the first of the list
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        if mount_points(&mountinfo).contains(&target) {
+            continue;
+        }
         if let Err(e) = mount(src, target, fstype, flags, data) {
-            if e.raw_os_error() != Some(libc::EBUSY) {
+            if e.kind() != io::ErrorKind::ResourceBusy {
                 pvlog!(Warn, "init", "{e}");
             }
         }
@@ -171,3 +193,7 @@ pub fn unmount_storage(mntpoint: &str) {
         );
     }
 }
+
+#[cfg(test)]
+#[path = "embedded_tests.rs"]
+mod tests;
