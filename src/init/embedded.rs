@@ -180,16 +180,61 @@ pub fn mount_storage(
     Ok(dev)
 }
 
-/// Unmounts the storage at shutdown (after sync); a busy mount is remounted read-only.
+/// Whether `path` (a /proc/self/fd link target) is `mntpoint` or below it.
+pub fn is_under(path: &Path, mntpoint: &str) -> bool {
+    path.starts_with(mntpoint)
+}
+
+/// Points every descriptor of this process that is open on a file under `mntpoint` at
+/// /dev/null. Only for the very end of PID 1, after the last write to the storage: the log
+/// tree keeps `pantavisor.log` open for writing to the end, which makes both the unmount and
+/// the read-only remount fail with EBUSY (the first real boot showed it: the storage was
+/// left with its journal marked for recovery after every orderly reboot). The owners still
+/// hold their numbers, which now lead to /dev/null. Returns how many were redirected.
+fn release_own_files(mntpoint: &str) -> usize {
+    let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") else {
+        return 0;
+    };
+    let mut n = 0;
+    let Ok(rd) = std::fs::read_dir("/proc/self/fd") else {
+        return 0;
+    };
+    let fds: Vec<(i32, PathBuf)> = rd
+        .flatten()
+        .filter_map(|e| {
+            let fd = e.file_name().to_str()?.parse().ok()?;
+            Some((fd, std::fs::read_link(e.path()).ok()?))
+        })
+        .collect();
+    for (fd, target) in fds {
+        if is_under(&target, mntpoint)
+            && sys::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), fd).is_ok()
+        {
+            n += 1;
+        }
+    }
+    n
+}
+
+/// Unmounts the storage at shutdown (after sync), so that its journal is checkpointed and the
+/// file system marked clean; our own files still open there are released first. A mount
+/// still busy is remounted read-only, which checkpoints the journal as well.
 pub fn unmount_storage(mntpoint: &str) {
     let Ok(t) = c(mntpoint) else { return };
-    if sys::umount2(&t, 0).is_err() {
-        let _ = sys::mount(
-            None,
-            &t,
-            None,
-            (libc::MS_REMOUNT | libc::MS_RDONLY) as u64,
-            None,
+    let released = release_own_files(mntpoint);
+    let Err(e) = sys::umount2(&t, 0) else {
+        return;
+    };
+    if let Err(r) = sys::mount(
+        None,
+        &t,
+        None,
+        (libc::MS_REMOUNT | libc::MS_RDONLY) as u64,
+        None,
+    ) {
+        // the log tree is gone (released): the console is all that is left
+        eprintln!(
+            "pantavisor: storage {mntpoint} left mounted read-write: umount: {e}, remount read-only: {r} ({released} own files released)"
         );
     }
 }

@@ -12,3 +12,15 @@ fn mount_points_are_the_fifth_field_of_mountinfo() {
     assert!(!m.contains(&"/run"));
     assert!(mount_points("").is_empty());
 }
+
+#[test]
+fn only_files_below_the_mount_point_are_released() {
+    assert!(is_under(
+        Path::new("/storage/logs/0/pantavisor/pantavisor.log"),
+        "/storage"
+    ));
+    assert!(is_under(Path::new("/storage"), "/storage"));
+    assert!(!is_under(Path::new("/storage2/x"), "/storage"));
+    assert!(!is_under(Path::new("/dev/console"), "/storage"));
+    assert!(!is_under(Path::new("socket:[1234]"), "/storage"));
+}
