@@ -273,6 +273,19 @@ impl EnvFile {
             })?;
         }
         write_atomic(fs, &self.path, &bytes).map_err(self.io_error(op))?;
+        // Durable for Linux now, but on ext4 the new file may live only in the journal until
+        // a checkpoint, and U-Boot's ext4 reader does not replay journals: after a power cut
+        // it would boot by the old env (seen in the VM tier). Push it home.
+        if let Some(dir) = self.path.parent() {
+            if let Err(e) = fs.checkpoint(dir) {
+                crate::pvlog!(
+                    Warn,
+                    "bootloader",
+                    "journal checkpoint of {}: {e}",
+                    dir.display()
+                );
+            }
+        }
         crate::pvlog!(
             Info,
             "bootloader",

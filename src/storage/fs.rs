@@ -51,6 +51,12 @@ pub trait Fs {
     fn remove_file(&self, path: &Path) -> io::Result<()>;
     /// Remove an empty directory.
     fn remove_dir(&self, path: &Path) -> io::Result<()>;
+    /// After an fsync, push the file system's journal to the home locations of its blocks, for
+    /// readers that do not replay journals (a bootloader). Nothing to do where there is no
+    /// journal to push.
+    fn checkpoint(&self, _path: &Path) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// The real file system through std.
@@ -109,6 +115,15 @@ impl Fs for RealFs {
     }
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
         std::fs::File::open(path)?.sync_all()
+    }
+    fn checkpoint(&self, path: &Path) -> io::Result<()> {
+        use std::os::fd::AsFd;
+        let dir = std::fs::File::open(path)?;
+        match crate::sys::ext4_checkpoint(dir.as_fd()) {
+            // not ext4 or a kernel before 5.13 (ENOTTY), ext4 without a journal (ENODEV)
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTTY) | Some(libc::ENODEV)) => Ok(()),
+            r => r,
+        }
     }
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         std::fs::rename(from, to)

@@ -528,6 +528,26 @@ pub fn clone_process(
     cvt_long(r).map(|pid| (pid as Pid, CloneHow::Clone))
 }
 
+/// EXT4_IOC_CHECKPOINT (`_IOW('f', 43, __u32)`, Linux 5.13): writes the journal's committed
+/// blocks to their home locations, so a reader that does not replay the journal (U-Boot's
+/// ext4 driver reading the boot env) sees what was fsynced.
+pub fn ext4_checkpoint(fd: BorrowedFd<'_>) -> io::Result<()> {
+    const EXT4_IOC_CHECKPOINT: libc::c_ulong = 0x4004_662B;
+    let flags: u32 = 0;
+    // SAFETY: the ioctl reads one u32 of flags from a valid pointer; `fd` is open.
+    let r = unsafe {
+        libc::ioctl(
+            fd.as_raw_fd(),
+            EXT4_IOC_CHECKPOINT as _,
+            &flags as *const u32,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 // ---- loop devices (linux/loop.h) ----
 
 const LOOP_CTL_GET_FREE: libc::c_ulong = 0x4C82;
