@@ -99,6 +99,8 @@ impl Rig {
 
 impl Drop for Rig {
     fn drop(&mut self) {
+        // a test that failed before powering its device off leaves it running
+        harness::kill_devices_of(&self.dir);
         if !std::thread::panicking() {
             support::assert_nothing_left(&self.dir);
         }

@@ -286,3 +286,40 @@ pub fn make_device(
         cgroup,
     }
 }
+
+/// SIGKILLs every process whose command line names `dir` (a device a failed test left
+/// running: its mounts and loop devices go with its namespaces), and waits for them to go.
+pub fn kill_devices_of(dir: &Path) {
+    let needle = dir.display().to_string();
+    let mut killed = vec![];
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if pid != std::process::id() as i32
+            && String::from_utf8_lossy(&cmd).contains(&needle)
+            && Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status()
+                .is_ok_and(|s| s.success())
+        {
+            killed.push(pid);
+        }
+    }
+    let t = Instant::now();
+    // gone, or a zombie whose namespaces (and mounts) are released already
+    let alive = |p: &i32| {
+        std::fs::read_to_string(format!("/proc/{p}/stat"))
+            .ok()
+            .and_then(|st| {
+                st.rsplit(')')
+                    .next()
+                    .map(|r| r.trim_start().starts_with('Z'))
+            })
+            .is_some_and(|zombie| !zombie)
+    };
+    while t.elapsed() < Duration::from_secs(5) && killed.iter().any(alive) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
