@@ -4,7 +4,7 @@
 mod harness;
 mod support;
 
-use harness::{pvmk, remove_cgroup_tree, Bootloader, End};
+use harness::{pvmk, Bootloader, End};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
@@ -99,20 +99,11 @@ impl Rig {
 
 impl Drop for Rig {
     fn drop(&mut self) {
-        // a test that failed before powering its device off leaves it running
-        harness::kill_devices_of(&self.dir);
-        if !std::thread::panicking() {
-            support::assert_nothing_left(&self.dir);
-        }
-        if let Some(cg) = &self.cgroup {
-            remove_cgroup_tree(cg);
-            if !std::thread::panicking() {
-                assert!(!cg.exists(), "cgroup {} left behind", cg.display());
-            }
-        }
-        if std::env::var_os("PV_TEST_KEEP").is_none() {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
+        harness::tear_down(
+            &self.dir,
+            self.cgroup.as_deref(),
+            &support::assert_nothing_left,
+        );
     }
 }
 

@@ -323,3 +323,22 @@ pub fn kill_devices_of(dir: &Path) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// The end of a device rig: a device its failed test left running is killed, then (unless the
+/// test is failing already) `nothing_left` checks mounts and loop devices, the device's cgroup
+/// must go, and the directory is removed (kept with PV_TEST_KEEP).
+pub fn tear_down(dir: &Path, cgroup: Option<&Path>, nothing_left: &dyn Fn(&Path)) {
+    kill_devices_of(dir);
+    if !std::thread::panicking() {
+        nothing_left(dir);
+    }
+    if let Some(cg) = cgroup {
+        remove_cgroup_tree(cg);
+        if !std::thread::panicking() {
+            assert!(!cg.exists(), "cgroup {} left behind", cg.display());
+        }
+    }
+    if std::env::var_os("PV_TEST_KEEP").is_none() {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

@@ -3,7 +3,7 @@
 //! device can see) and a static pantavisor in every container's rootfs as /bin/pv. Dropping a
 //! rig checks that no mount, loop device or cgroup is left.
 #![allow(dead_code)]
-use crate::harness::{self, remove_cgroup_tree, End};
+use crate::harness::{self, End};
 use crate::support;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
@@ -270,20 +270,11 @@ impl Rig {
 
 impl Drop for Rig {
     fn drop(&mut self) {
-        // a test that failed before powering its device off leaves it running
-        harness::kill_devices_of(&self.dir);
-        if !std::thread::panicking() {
-            support::assert_nothing_left(&self.dir);
-        }
-        if let Some(cg) = &self.cgroup {
-            remove_cgroup_tree(cg);
-            if !std::thread::panicking() {
-                assert!(!cg.exists(), "cgroup {} left behind", cg.display());
-            }
-        }
-        if std::env::var_os("PV_TEST_KEEP").is_none() {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
+        harness::tear_down(
+            &self.dir,
+            self.cgroup.as_deref(),
+            &support::assert_nothing_left,
+        );
     }
 }
 
