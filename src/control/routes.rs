@@ -651,7 +651,7 @@ impl Ctl<'_> {
             "TRY_ONCE" | "LOCAL_APPLY" | "XCONNECT_GRAPH" => return Response::ok(),
             _ => {}
         }
-        let (effect, during_update) = match op.as_str() {
+        let (effect, allowed_during_update) = match op.as_str() {
             "REBOOT_DEVICE" | "POWEROFF_DEVICE" => {
                 let p = if op == "REBOOT_DEVICE" {
                     Power::Reboot
@@ -692,7 +692,7 @@ impl Ctl<'_> {
         if self.busy() {
             return Response::error(503, COMMAND_BUSY).with_header("Retry-After", "120".into());
         }
-        if self.update_active && !during_update {
+        if self.update_active && !allowed_during_update {
             return Response::error(503, UPDATE_BUSY).with_header("Retry-After", "600".into());
         }
         self.effects.push(effect);

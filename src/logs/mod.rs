@@ -18,7 +18,7 @@ pub mod tree;
 
 pub use gzip::{crc32_update, gzip_stored};
 pub use tree::{
-    budget, update_logs_excerpt, Chunk, Job, Limits, LogConfig, LogTree, MaxSize, Outputs, Record,
+    budget, logs_excerpt, Chunk, Job, Limits, LogConfig, LogTree, MaxSize, Outputs, Record,
     Timestamp, Walked, MSG_CAP, PANTAVISOR,
 };
 
@@ -249,7 +249,8 @@ pub fn start_update_capture(trail_pv_dir: &Path) {
     }
 }
 
-/// Ends the capture: `logs.tmp` is renamed to `logs`, which [`update_logs_excerpt`] reads.
+/// Ends the capture: `logs.tmp` is renamed to `logs`, which [`logs_excerpt`] turns into
+/// the progress `logs` field.
 pub fn stop_update_capture() {
     if let Some(t) = lock(&TREE).as_mut() {
         t.stop_update_capture();

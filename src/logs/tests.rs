@@ -726,3 +726,8 @@ fn global_logger_from_several_threads() {
     assert_eq!(dropped, 0);
     assert_eq!(container_log_path("3", "web", "x"), None, "uninstalled");
 }
+
+/// The captured logs of an update directory as its progress shows them.
+fn update_logs_excerpt(pv_dir: &Path) -> Option<String> {
+    logs_excerpt(&std::fs::read(pv_dir.join("logs")).ok()?)
+}

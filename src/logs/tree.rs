@@ -955,20 +955,8 @@ pub(super) fn clean(dir: &Path, limits: &Limits) -> u64 {
     total
 }
 
-/// The first 4096 bytes of `<pv_dir>/logs`, cut after the last complete line; `None` if there
-/// is no such file or no complete line in it (reference 5.2, the progress `logs` field).
-pub fn update_logs_excerpt(pv_dir: &Path) -> Option<String> {
-    use std::io::Read;
-    let mut buf = Vec::new();
-    File::open(pv_dir.join("logs"))
-        .ok()?
-        .take(4096)
-        .read_to_end(&mut buf)
-        .ok()?;
-    logs_excerpt(&buf)
-}
-
-/// The whole lines of the first 4 KiB of captured update logs (5.2).
+/// The progress `logs` field (reference 5.2): the whole lines of the first 4 KiB of an
+/// update's captured `.pv/logs`; `None` without a complete line.
 pub fn logs_excerpt(data: &[u8]) -> Option<String> {
     let head = data.get(..data.len().min(4096))?;
     let end = head.iter().rposition(|&b| b == b'\n')? + 1;
