@@ -739,6 +739,22 @@ impl Engine {
         }
     }
 
+    /// Kills a stopping container now (its grace, timed by the device, passed).
+    pub fn kill(&mut self, name: &str) {
+        if let Some(i) = self.find_mut(name) {
+            if let Some(run) = i.run.as_mut() {
+                if !run.killed {
+                    pvlog!(
+                        Warn,
+                        "container",
+                        "container {name}: still running after the grace period, killing it"
+                    );
+                    kill_run(name, run);
+                }
+            }
+        }
+    }
+
     /// The nearest stop deadline not handled yet.
     pub fn next_deadline(&self) -> Option<Instant> {
         self.instances

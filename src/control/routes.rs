@@ -1,21 +1,22 @@
-//! The pv-ctrl endpoints (reference 6.1-6.4) over a snapshot of the device: the device builds
-//! a [`Ctl`] for each server wake, the server calls it as its [`Router`], and the device then
-//! applies the [`Effect`]s it collected (a container signalled READY, a power command). No
-//! device type is known here, so every route is testable without a device.
+//! The pv-ctrl endpoints over a snapshot of the device: the device builds a [`Ctl`] for each
+//! server wake and the server calls it as its [`Router`]. Routes parse and check HTTP; what a
+//! request does to containers, commands and updates the device decides ([`DeviceApi`]), so
+//! every route is testable without a device.
 use super::http::JSON;
 use super::{BodySink, Caller, Method, Plan, Request, Response, Router};
 use crate::config::Config;
+use crate::device::commands::{Answer, Command, CtrAction, Refusal, Request as Ask};
 use crate::json::{self, ArrayWriter, ObjectWriter};
 use crate::state::{AutoRecovery, Container, RecoveryPolicy, RestartPolicy, State};
 use crate::storage::fs::Fs;
 use crate::storage::meta::{valid_key, MetaStore};
 use crate::storage::objects::{valid_sha, ObjectWriter as ObjWriter};
 use crate::storage::{self, valid_revision, ErrorKind, Storage};
-use crate::supervisor::{self, Action, Event, Goal, Status};
+use crate::supervisor::{self, Goal, Status};
 use crate::sys::power::Power;
 use crate::update;
 
-/// Largest meta value accepted by PUT (reference 6.2).
+/// Largest meta value accepted by PUT (upstream's limit).
 pub const MAX_META: u64 = 4096;
 /// Largest JSON body of POST /signal and POST /commands.
 pub const MAX_JSON: usize = 4096;
@@ -25,7 +26,7 @@ pub const MAX_OBJECT: u64 = 1 << 30;
 pub const OBJECT_IN_MEMORY: u64 = 1 << 20;
 /// Largest state JSON accepted by PUT /steps/locals/{name}.
 pub const MAX_STATE: usize = 4 << 20;
-/// Largest commit message (reference 1.3).
+/// Largest commit message (upstream's limit).
 pub const MAX_COMMITMSG: u64 = 256;
 
 const NOT_MGMT: &str = "Request not sent from mgmt platform";
@@ -62,42 +63,10 @@ pub struct CtrView<'a> {
     pub user_stopped: bool,
 }
 
-/// What the device must do once the server returned.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Effect {
-    /// The container signalled ready: feed `Event::SignalReady` to the status table.
-    Ready(String),
-    /// Orderly reboot or power off.
-    Power(Power, String),
-    /// A queued command (6.4), run by the device when no update is on probation.
-    Command(Command),
-    /// PUT /containers/{name} (3.7).
-    Container(String, CtrAction),
-    /// A meta key was set or deleted: publish it to the containers' views (6.3) and, for
-    /// user-meta, apply it as a configuration override.
-    Meta(MetaKind, String),
-}
-
-/// The commands the device runs later, one at a time (6.4).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Command {
-    /// LOCAL_RUN (`commit: false`) or LOCAL_RUN_COMMIT (`commit: true`: reboot transition).
-    LocalRun {
-        rev: String,
-        commit: bool,
-    },
-    /// MAKE_FACTORY: the state of `rev` becomes revision 0, which is then run.
-    MakeFactory {
-        rev: String,
-    },
-    RunGc,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CtrAction {
-    Start,
-    Stop,
-    Restart,
+/// The device as pv-ctrl sees it: a request goes in, typed; the device decides and
+/// answers at once (what it then does happens after the wake).
+pub trait DeviceApi {
+    fn request(&mut self, r: Ask) -> Result<Answer, Refusal>;
 }
 
 /// The router of one server wake.
@@ -109,17 +78,11 @@ pub struct Ctl<'d> {
     pub stream_fs: &'static dyn Fs,
     pub state: &'d State,
     pub ctrs: Vec<CtrView<'d>>,
-    /// An update is on probation: power commands are refused (503).
-    pub update_active: bool,
-    /// The device is already ending: another command is refused (503).
-    pub ending: bool,
-    /// A command waits to be run: another one is refused (503).
-    pub command_pending: bool,
     /// The revision running, named by `""` in MAKE_FACTORY.
     pub rev: &'d str,
-    /// The revisions GC must keep (running, committed, tried, factory when kept).
-    pub gc_keep: Vec<String>,
-    pub effects: Vec<Effect>,
+    pub dev: &'d mut dyn DeviceApi,
+    /// Meta keys set or deleted in this wake, for the device to publish and apply.
+    pub meta_changed: Vec<(MetaKind, String)>,
 }
 
 /// The endpoints served; the rest answer "unknown endpoint".
@@ -296,7 +259,7 @@ impl BodySink for DrainSink {
     }
 }
 
-/// Is the caller privileged (6.1)? `_pv_` is; a container is when its roles contain mgmt (an
+/// Is the caller privileged? `_pv_` is; a container is when its roles contain mgmt (an
 /// absent `roles` key means mgmt, see the state model); a name the state does not know is not.
 /// An unidentified caller (empty name) is an error, as upstream.
 pub fn privileged(caller: &Caller, state: &State) -> Result<bool, Response> {
@@ -319,7 +282,7 @@ fn str_bool(b: bool) -> &'static str {
     }
 }
 
-/// GET /containers (6.2, 4.4).
+/// GET /containers.
 pub fn containers_json(ctrs: &[CtrView]) -> String {
     let mut arr = ArrayWriter::new();
     for c in ctrs {
@@ -352,7 +315,7 @@ pub fn containers_json(ctrs: &[CtrView]) -> String {
     arr.finish()
 }
 
-/// GET /groups (6.2): each group with the status of its members (3.1).
+/// GET /groups: each group with the status of its members.
 pub fn groups_json(state: &State, ctrs: &[CtrView]) -> String {
     let mut arr = ArrayWriter::new();
     for g in state.groups() {
@@ -378,7 +341,7 @@ pub fn groups_json(state: &State, ctrs: &[CtrView]) -> String {
     arr.finish()
 }
 
-/// GET /user-meta, /device-meta (6.3): values that are valid JSON are embedded raw, the
+/// GET /user-meta, /device-meta: values that are valid JSON are embedded raw, the
 /// others as JSON strings.
 pub fn meta_json(entries: &[(String, Vec<u8>)]) -> String {
     let mut o = ObjectWriter::new();
@@ -416,7 +379,7 @@ impl Ctl<'_> {
         valid_revision(rev).then(|| rev.to_string())
     }
 
-    /// GET /objects (6.2).
+    /// GET /objects.
     fn objects_list(&self) -> Response {
         let st = self.storage();
         let shas = match st.list_objects() {
@@ -474,7 +437,7 @@ impl Ctl<'_> {
         }
     }
 
-    /// GET /steps (6.2): every revision with a trail, `current` excluded.
+    /// GET /steps: every revision with a trail, `current` excluded.
     fn steps_list(&self) -> Response {
         let st = self.storage();
         let revs = match st.list_revisions() {
@@ -539,7 +502,7 @@ impl Ctl<'_> {
         }
     }
 
-    /// PUT /steps/locals/{name} (5.7 step 2): validated, stored byte-exact, progress NEW. A
+    /// PUT /steps/locals/{name} (a local update's state): validated, stored byte-exact, progress NEW. A
     /// failed upload leaves no revision directory it created.
     fn step_put(&self, rev: &str, body: &[u8]) -> Response {
         let st = self.storage();
@@ -601,42 +564,18 @@ impl Ctl<'_> {
         MetaStore::new(self.fs, dir.as_ref())
     }
 
-    /// POST /signal (3.4).
+    /// POST /signal: only `ready`, from a container whose goal is READY.
     fn signal(&mut self, caller: &Caller, body: &[u8]) -> Response {
         let Some((kind, _payload)) = two_strings(body, "type", "payload") else {
             return Response::error(400, SIGNAL_BAD);
         };
-        let Some(c) = self.ctrs.iter_mut().find(|c| c.spec.name == caller.name) else {
-            return Response::error(500, SIGNAL_UNEXPECTED);
-        };
         if kind != "ready" {
             return Response::error(500, SIGNAL_UNEXPECTED);
         }
-        if c.status == Status::Ready {
-            return Response::ok();
-        }
-        match supervisor::next(c.status, Event::SignalReady, c.spec.status_goal) {
-            Action::Become(s) => {
-                c.status = s;
-                c.goal = supervisor::check_goal(s, c.spec.status_goal, false);
-                self.effects.push(Effect::Ready(c.spec.name.clone()));
-                Response::ok()
-            }
-            _ => Response::error(500, SIGNAL_UNEXPECTED),
-        }
+        answer(self.dev.request(Ask::Ready(caller.name.clone())))
     }
 
-    /// A second command while one waits, or while the device ends, is refused.
-    fn busy(&self) -> bool {
-        self.ending
-            || self.command_pending
-            || self
-                .effects
-                .iter()
-                .any(|e| matches!(e, Effect::Power(..) | Effect::Command(_)))
-    }
-
-    /// POST /commands (6.4): checked here, queued for the device.
+    /// POST /commands: the op and payload checked here, admitted by the device.
     fn command(&mut self, body: &[u8]) -> Response {
         let Some((op, payload)) = two_strings(body, "op", "payload") else {
             return Response::error(400, COMMAND_BAD);
@@ -651,7 +590,7 @@ impl Ctl<'_> {
             "TRY_ONCE" | "LOCAL_APPLY" | "XCONNECT_GRAPH" => return Response::ok(),
             _ => {}
         }
-        let (effect, allowed_during_update) = match op.as_str() {
+        let request = match op.as_str() {
             "REBOOT_DEVICE" | "POWEROFF_DEVICE" => {
                 let p = if op == "REBOOT_DEVICE" {
                     Power::Reboot
@@ -663,15 +602,14 @@ impl Ctl<'_> {
                 } else {
                     format!("pv-ctrl {op}: {payload}")
                 };
-                (Effect::Power(p, why), false)
+                Ask::Power(p, why)
             }
-            "LOCAL_RUN" | "LOCAL_RUN_COMMIT" if valid_revision(&payload) => (
-                Effect::Command(Command::LocalRun {
+            "LOCAL_RUN" | "LOCAL_RUN_COMMIT" if valid_revision(&payload) => {
+                Ask::Command(Command::LocalRun {
                     rev: payload,
                     commit: op == "LOCAL_RUN_COMMIT",
-                }),
-                false,
-            ),
+                })
+            }
             "MAKE_FACTORY" => {
                 let rev = if payload.is_empty() {
                     self.rev.to_string()
@@ -684,23 +622,15 @@ impl Ctl<'_> {
                 if rev == "0" {
                     return Response::error(409, "Revision 0 is already the factory revision");
                 }
-                (Effect::Command(Command::MakeFactory { rev }), false)
+                Ask::Command(Command::MakeFactory { rev })
             }
-            "RUN_GC" => (Effect::Command(Command::RunGc), true),
+            "RUN_GC" => Ask::Command(Command::RunGc),
             _ => return Response::error(400, COMMAND_BAD),
         };
-        if self.busy() {
-            return Response::error(503, COMMAND_BUSY).with_header("Retry-After", "120".into());
-        }
-        if self.update_active && !allowed_during_update {
-            return Response::error(503, UPDATE_BUSY).with_header("Retry-After", "600".into());
-        }
-        self.effects.push(effect);
-        Response::ok()
+        answer(self.dev.request(request))
     }
 
-    /// PUT /containers/{name} (3.7): only `restart_policy: container` ones, and only the
-    /// actions their status allows.
+    /// PUT /containers/{name}: start, stop or restart.
     fn container_put(&mut self, name: &str, body: &[u8]) -> Response {
         let action = json::parse(body, json::Limits::default())
             .ok()
@@ -711,45 +641,12 @@ impl Ctl<'_> {
             Some("restart") => CtrAction::Restart,
             _ => return Response::error(400, CONTAINER_BAD),
         };
-        let Some(c) = self.ctrs.iter().find(|c| c.spec.name == name) else {
-            return Response::error(404, CONTAINER_UNKNOWN);
-        };
-        if c.spec.restart_policy != RestartPolicy::Container {
-            return Response::error(403, CONTAINER_NOT_OURS);
-        }
-        let running = matches!(c.status, Status::Starting | Status::Started | Status::Ready);
-        let ok = match action {
-            CtrAction::Start => {
-                running
-                    || matches!(
-                        c.status,
-                        Status::Stopped | Status::Recovering | Status::Stopping
-                    )
-            }
-            CtrAction::Stop => true,
-            CtrAction::Restart => {
-                running || matches!(c.status, Status::Stopped | Status::Recovering)
-            }
-        };
-        if !ok {
-            return Response::error(400, CONTAINER_STATE);
-        }
-        self.effects
-            .push(Effect::Container(name.to_string(), action));
-        Response::ok()
+        answer(self.dev.request(Ask::Container(name.to_string(), action)))
     }
 
-    /// POST /storage/gc (1.5): synchronous.
-    fn storage_gc(&self) -> Response {
-        let keep: Vec<&str> = self.gc_keep.iter().map(String::as_str).collect();
-        match self.storage().gc(&keep, &Default::default()) {
-            Ok(n) => {
-                let mut o = ObjectWriter::new();
-                o.uint("reclaimed", n);
-                Response::json(200, o.finish())
-            }
-            Err(e) => storage_error(&e),
-        }
+    /// POST /storage/gc: answers what was reclaimed.
+    fn storage_gc(&mut self) -> Response {
+        answer(self.dev.request(Ask::Gc))
     }
 
     /// GET /config: the legacy dotted aliases with typed values.
@@ -788,7 +685,7 @@ impl Ctl<'_> {
     fn meta_put(&mut self, kind: MetaKind, key: &str, body: &[u8]) -> Response {
         match self.store(kind).set(key, body) {
             Ok(()) => {
-                self.effects.push(Effect::Meta(kind, key.to_string()));
+                self.meta_changed.push((kind, key.to_string()));
                 Response::ok()
             }
             Err(e) => Response::error(500, &e.to_string()),
@@ -798,12 +695,50 @@ impl Ctl<'_> {
     fn meta_delete(&mut self, kind: MetaKind, key: &str) -> Response {
         match self.store(kind).delete(key) {
             Ok(true) => {
-                self.effects.push(Effect::Meta(kind, key.to_string()));
+                self.meta_changed.push((kind, key.to_string()));
                 Response::ok()
             }
             Ok(false) => Response::error(404, kind.missing()),
             Err(e) => Response::error(500, &e.to_string()),
         }
+    }
+}
+
+/// The device's answer as upstream's status and message.
+fn answer(a: Result<Answer, Refusal>) -> Response {
+    match a {
+        Ok(Answer::Ok) => Response::ok(),
+        Ok(Answer::Reclaimed(n)) => {
+            let mut o = ObjectWriter::new();
+            o.uint("reclaimed", n);
+            Response::json(200, o.finish())
+        }
+        Err(r) => refused(&r),
+    }
+}
+
+pub fn refused(r: &Refusal) -> Response {
+    match r {
+        Refusal::Busy => {
+            Response::error(503, COMMAND_BUSY).with_header("Retry-After", "120".into())
+        }
+        Refusal::UpdateActive => {
+            Response::error(503, UPDATE_BUSY).with_header("Retry-After", "600".into())
+        }
+        Refusal::NoBootEnv(why) => Response::error(
+            409,
+            &format!("Cannot read the boot env, so what must be kept is unknown: {why}"),
+        ),
+        Refusal::FactoryInUse => Response::error(
+            409,
+            "Revision 0 is in use (running, committed or tried): it is the rollback point",
+        ),
+        Refusal::UnknownContainer => Response::error(404, CONTAINER_UNKNOWN),
+        Refusal::NotOurs => Response::error(403, CONTAINER_NOT_OURS),
+        Refusal::BadStatus => Response::error(400, CONTAINER_STATE),
+        Refusal::SignalUnexpected => Response::error(500, SIGNAL_UNEXPECTED),
+        Refusal::Storage { no_space: true, .. } => Response::error(507, NO_SPACE),
+        Refusal::Storage { reason, .. } => Response::error(500, reason),
     }
 }
 

@@ -1,6 +1,37 @@
 use super::*;
 use crate::control::Head;
 use crate::storage::simfs::SimFs;
+use std::cell::RefCell;
+
+thread_local! {
+    /// What the routes asked the device in this test, and the refusal it answers with.
+    static ASKED: RefCell<Vec<Ask>> = const { RefCell::new(Vec::new()) };
+    static REFUSE: RefCell<Option<Refusal>> = const { RefCell::new(None) };
+}
+
+/// The device as the routes see it: records each request; admission is the device's and is
+/// tested there (device/tests.rs), here only what the routes make of its answers.
+struct Rec;
+
+impl DeviceApi for Rec {
+    fn request(&mut self, r: Ask) -> Result<Answer, Refusal> {
+        let gc = r == Ask::Gc;
+        ASKED.with(|a| a.borrow_mut().push(r));
+        match REFUSE.with(|x| x.borrow().clone()) {
+            Some(refusal) => Err(refusal),
+            None if gc => Ok(Answer::Reclaimed(0)),
+            None => Ok(Answer::Ok),
+        }
+    }
+}
+
+fn asked() -> Vec<Ask> {
+    ASKED.with(|a| std::mem::take(&mut *a.borrow_mut()))
+}
+
+fn refuse(r: Option<Refusal>) {
+    REFUSE.with(|x| *x.borrow_mut() = r);
+}
 
 fn state() -> State {
     let d = r##"{"#spec":"pantavisor-service-system@1","bsp/run.json":{"linux":"k","initrd":"i"},"mgr/run.json":{"name":"mgr","type":"lxc"},"app/run.json":{"name":"app","type":"lxc","group":"app","roles":["nobody"],"status_goal":"READY","auto_recovery":{"policy":"always","max_retries":2,"backoff_policy":"60s"}}}"##;
@@ -123,19 +154,12 @@ fn privileges_routes_and_json_shapes() {
 const HOST_NAME: &str = crate::control::HOST;
 
 #[test]
-fn signal_ready_goes_through_the_table() {
+fn signal_ready_is_handed_to_the_device() {
     let (cfg, fs, st) = (Config::new(), SimFs::new(), state());
     let mut ctl = ctl_on(&cfg, &fs, &st);
     let ready = br#"{"type":"ready","payload":""}"#;
     let r = call(&mut ctl, "app", Method::Post, "/signal", b"{bad");
     assert_eq!(r.status, 400);
-    let r = call(&mut ctl, "mgr", Method::Post, "/signal", ready);
-    assert_eq!(
-        text(&r),
-        r#"{"Error":"Signal not expected from this platform"}"#
-    );
-    let r = call(&mut ctl, HOST_NAME, Method::Post, "/signal", ready);
-    assert_eq!(r.status, 500);
     let r = call(
         &mut ctl,
         "app",
@@ -144,15 +168,20 @@ fn signal_ready_goes_through_the_table() {
         br#"{"type":"alive","payload":""}"#,
     );
     assert_eq!(r.status, 500);
+    assert!(asked().is_empty(), "only ready reaches the device");
     let r = call(&mut ctl, "app", Method::Post, "/signal", ready);
     assert_eq!(r.status, 200);
-    assert_eq!(ctl.effects, vec![Effect::Ready("app".into())]);
-    // again: already READY, nothing more to do
+    assert_eq!(asked(), vec![Ask::Ready("app".into())]);
+    refuse(Some(Refusal::SignalUnexpected));
+    let r = call(&mut ctl, "mgr", Method::Post, "/signal", ready);
     assert_eq!(
-        call(&mut ctl, "app", Method::Post, "/signal", ready).status,
-        200
+        (r.status, text(&r)),
+        (
+            500,
+            r#"{"Error":"Signal not expected from this platform"}"#.to_string()
+        )
     );
-    assert_eq!(ctl.effects.len(), 1);
+    assert_eq!(asked(), vec![Ask::Ready("mgr".into())]);
 }
 
 #[test]
@@ -169,7 +198,11 @@ fn commands_and_meta() {
         let r = call(&mut ctl, h, Method::Post, "/commands", body);
         assert_eq!((r.status, text(&r)), (400, bad.to_string()));
     }
-    ctl.update_active = true;
+    assert!(
+        asked().is_empty(),
+        "malformed commands never reach the device"
+    );
+    refuse(Some(Refusal::UpdateActive));
     let r = call(
         &mut ctl,
         h,
@@ -178,7 +211,8 @@ fn commands_and_meta() {
         br#"{"op":"REBOOT_DEVICE","payload":""}"#,
     );
     assert_eq!(r.status, 503);
-    ctl.update_active = false;
+    refuse(None);
+    asked();
     let r = call(
         &mut ctl,
         h,
@@ -188,12 +222,13 @@ fn commands_and_meta() {
     );
     assert_eq!(r.status, 200);
     assert_eq!(
-        ctl.effects,
-        vec![Effect::Power(
+        asked(),
+        vec![Ask::Power(
             Power::PowerOff,
             "pv-ctrl POWEROFF_DEVICE: x".into()
         )]
     );
+    refuse(Some(Refusal::Busy));
     let r = call(
         &mut ctl,
         h,
@@ -203,6 +238,7 @@ fn commands_and_meta() {
     );
     assert_eq!(r.status, 503);
     assert_eq!(r.headers, vec![("Retry-After", "120".to_string())]);
+    refuse(None);
 
     assert_eq!(
         call(&mut ctl, h, Method::Put, "/user-meta/a", b"plain").status,
@@ -313,12 +349,9 @@ fn ctl_on<'a>(cfg: &'a Config, fs: &'a dyn Fs, st: &'a State) -> Ctl<'a> {
         stream_fs: &crate::storage::fs::RealFs,
         state: st,
         ctrs: views(st, Status::Started),
-        update_active: false,
-        ending: false,
-        command_pending: false,
         rev: "1",
-        gc_keep: vec!["1".into()],
-        effects: vec![],
+        dev: Box::leak(Box::new(Rec)),
+        meta_changed: vec![],
     }
 }
 
@@ -579,92 +612,68 @@ fn post_cmd(ctl: &mut Ctl, body: &str) -> Response {
 }
 
 #[test]
-fn update_commands_are_queued_one_at_a_time() {
+fn update_commands_are_handed_to_the_device_and_its_refusals_answered() {
     let (cfg, fs, st) = (Config::new(), SimFs::new(), state());
     let mut ctl = ctl_on(&cfg, &fs, &st);
     // no revision name: bad format
     let r = post_cmd(&mut ctl, r#"{"op":"LOCAL_RUN","payload":"../x"}"#);
     assert_eq!(r.status, 400);
+    assert!(asked().is_empty());
     let r = post_cmd(&mut ctl, r#"{"op":"LOCAL_RUN","payload":"locals/a"}"#);
     assert_eq!(r.status, 200);
-    assert_eq!(
-        ctl.effects,
-        vec![Effect::Command(Command::LocalRun {
-            rev: "locals/a".into(),
-            commit: false
-        })]
-    );
-    // one pending command at a time, whatever the op
-    for op in [
-        "LOCAL_RUN_COMMIT",
-        "RUN_GC",
-        "REBOOT_DEVICE",
-        "MAKE_FACTORY",
-    ] {
-        let r = post_cmd(
-            &mut ctl,
-            &format!(r#"{{"op":"{op}","payload":"locals/a"}}"#),
-        );
-        assert_eq!(r.status, 503, "{op}");
-        assert_eq!(r.headers, vec![("Retry-After", "120".to_string())]);
-    }
-    ctl.effects.clear();
-    ctl.command_pending = true;
-    assert_eq!(
-        post_cmd(&mut ctl, r#"{"op":"RUN_GC","payload":""}"#).status,
-        503
-    );
-    ctl.command_pending = false;
-    // while an update is on probation: updates and power refused, GC allowed
-    ctl.update_active = true;
-    for op in [
-        "LOCAL_RUN",
-        "LOCAL_RUN_COMMIT",
-        "MAKE_FACTORY",
-        "POWEROFF_DEVICE",
-    ] {
-        let r = post_cmd(
-            &mut ctl,
-            &format!(r#"{{"op":"{op}","payload":"locals/a"}}"#),
-        );
-        assert_eq!(r.status, 503, "{op}");
-        assert_eq!(r.headers, vec![("Retry-After", "600".to_string())]);
-    }
-    assert_eq!(
-        post_cmd(&mut ctl, r#"{"op":"RUN_GC","payload":""}"#).status,
-        200
-    );
-    assert_eq!(ctl.effects, vec![Effect::Command(Command::RunGc)]);
-    ctl.effects.clear();
-    ctl.update_active = false;
     let r = post_cmd(
         &mut ctl,
         r#"{"op":"LOCAL_RUN_COMMIT","payload":"locals/b"}"#,
     );
     assert_eq!(r.status, 200);
     assert_eq!(
-        ctl.effects,
-        vec![Effect::Command(Command::LocalRun {
-            rev: "locals/b".into(),
-            commit: true
-        })]
+        post_cmd(&mut ctl, r#"{"op":"RUN_GC","payload":""}"#).status,
+        200
     );
-    ctl.effects.clear();
     // MAKE_FACTORY of "" is the running revision
     assert_eq!(
         post_cmd(&mut ctl, r#"{"op":"MAKE_FACTORY","payload":""}"#).status,
         200
     );
     assert_eq!(
-        ctl.effects,
-        vec![Effect::Command(Command::MakeFactory { rev: "1".into() })]
+        asked(),
+        vec![
+            Ask::Command(Command::LocalRun {
+                rev: "locals/a".into(),
+                commit: false
+            }),
+            Ask::Command(Command::LocalRun {
+                rev: "locals/b".into(),
+                commit: true
+            }),
+            Ask::Command(Command::RunGc),
+            Ask::Command(Command::MakeFactory { rev: "1".into() }),
+        ]
     );
-    ctl.effects.clear();
+    // the device's refusals, as upstream answers them
+    for (refusal, status, retry) in [
+        (Refusal::Busy, 503, Some("120")),
+        (Refusal::UpdateActive, 503, Some("600")),
+        (Refusal::NoBootEnv("bad uboot.txt".into()), 409, None),
+        (Refusal::FactoryInUse, 409, None),
+    ] {
+        refuse(Some(refusal.clone()));
+        let r = post_cmd(&mut ctl, r#"{"op":"MAKE_FACTORY","payload":"locals/a"}"#);
+        assert_eq!(r.status, status, "{refusal:?}");
+        let want: Vec<(&str, String)> = retry
+            .map(|s| ("Retry-After", s.to_string()))
+            .into_iter()
+            .collect();
+        assert_eq!(r.headers, want, "{refusal:?}");
+    }
+    refuse(None);
+    asked();
     ctl.rev = "0";
     assert_eq!(
         post_cmd(&mut ctl, r#"{"op":"MAKE_FACTORY","payload":""}"#).status,
         409
     );
+    assert!(asked().is_empty());
 }
 
 #[test]
@@ -683,26 +692,18 @@ fn commands_without_a_hub_or_a_debug_shell() {
         let r = post_cmd(&mut ctl, &format!(r#"{{"op":"{op}","payload":""}}"#));
         assert_eq!(r.status, code, "{op}");
     }
-    assert!(ctl.effects.is_empty());
+    assert!(asked().is_empty());
 }
 
 #[test]
-fn container_actions_follow_restart_policy_and_status() {
+fn container_actions_are_handed_to_the_device() {
     let (cfg, fs, st) = (Config::new(), SimFs::new(), state());
     let mut ctl = ctl_on(&cfg, &fs, &st);
     let put = |ctl: &mut Ctl, path: &str, body: &str| {
         call(ctl, HOST_NAME, Method::Put, path, body.as_bytes()).status
     };
-    // mgr and app: app is restart_policy container by its group, mgr system (root group)
-    assert_eq!(
-        put(&mut ctl, "/containers/nope", r#"{"action":"stop"}"#),
-        404
-    );
     assert_eq!(put(&mut ctl, "/containers/app", r#"{"action":"fly"}"#), 400);
-    assert_eq!(
-        put(&mut ctl, "/containers/mgr", r#"{"action":"stop"}"#),
-        403
-    );
+    assert!(asked().is_empty());
     assert_eq!(
         put(&mut ctl, "/containers/app", r#"{"action":"stop"}"#),
         200
@@ -712,27 +713,31 @@ fn container_actions_follow_restart_policy_and_status() {
         200
     );
     assert_eq!(
-        ctl.effects,
-        vec![
-            Effect::Container("app".into(), CtrAction::Stop),
-            Effect::Container("app".into(), CtrAction::Restart)
-        ]
-    );
-    // not started yet: start and restart are refused
-    ctl.ctrs = views(&st, Status::Installed);
-    assert_eq!(
-        put(&mut ctl, "/containers/app", r#"{"action":"start"}"#),
-        400
-    );
-    assert_eq!(
-        put(&mut ctl, "/containers/app", r#"{"action":"restart"}"#),
-        400
-    );
-    ctl.ctrs = views(&st, Status::Stopped);
-    assert_eq!(
         put(&mut ctl, "/containers/app", r#"{"action":"start"}"#),
         200
     );
+    assert_eq!(
+        asked(),
+        vec![
+            Ask::Container("app".into(), CtrAction::Stop),
+            Ask::Container("app".into(), CtrAction::Restart),
+            Ask::Container("app".into(), CtrAction::Start)
+        ]
+    );
+    for (refusal, status) in [
+        (Refusal::UnknownContainer, 404),
+        (Refusal::NotOurs, 403),
+        (Refusal::BadStatus, 400),
+    ] {
+        refuse(Some(refusal.clone()));
+        assert_eq!(
+            put(&mut ctl, "/containers/x", r#"{"action":"stop"}"#),
+            status,
+            "{refusal:?}"
+        );
+    }
+    refuse(None);
+    asked();
     // a non-mgmt caller is refused before anything
     let r = call(
         &mut ctl,
@@ -742,6 +747,7 @@ fn container_actions_follow_restart_policy_and_status() {
         br#"{"action":"stop"}"#,
     );
     assert_eq!(r.status, 403);
+    assert!(asked().is_empty());
 }
 
 #[test]
@@ -778,6 +784,16 @@ fn config_views_and_storage_gc() {
         (r.status, text(&r)),
         (200, r#"{"reclaimed":0}"#.to_string())
     );
+    assert_eq!(asked(), vec![Ask::Gc]);
+    refuse(Some(Refusal::NoBootEnv("no uboot.txt".into())));
+    let r = call(&mut ctl, HOST_NAME, Method::Post, "/storage/gc", b"");
+    assert_eq!(r.status, 409);
+    assert!(text(&r).contains("no uboot.txt"), "{}", text(&r));
+    refuse(Some(Refusal::UpdateActive));
+    let r = call(&mut ctl, HOST_NAME, Method::Post, "/storage/gc", b"");
+    assert_eq!(r.status, 503);
+    assert_eq!(r.headers, vec![("Retry-After", "600".to_string())]);
+    refuse(None);
     assert_eq!(
         call(&mut ctl, HOST_NAME, Method::Get, "/storage/gc", b"").status,
         400

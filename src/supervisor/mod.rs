@@ -127,8 +127,15 @@ pub enum Event {
     GraceExpired,
     /// The auto-recovery retry delay passed.
     RetryTimer,
-    /// Start asked through the API.
+    /// Start asked through the API, or a stop the API asked to end in a restart ended.
     StartRequested,
+    /// Mounting its volumes, loading its drivers or spawning its init failed: counts as an
+    /// exit for auto-recovery.
+    StartFailed,
+    /// Auto-recovery decided to restart it at once.
+    RetryNow,
+    /// Auto-recovery armed a retry (or backoff) delay.
+    RetryLater,
 }
 
 /// What the runtime must do.
@@ -171,6 +178,9 @@ pub fn next(status: Status, event: Event, goal: StatusGoal) -> Action {
         (S::Starting, E::Execed) => Become(S::Started),
         (S::Started, E::SignalReady) if goal == StatusGoal::Ready => Become(S::Ready),
         (S::Starting | S::Started | S::Ready, E::Exited) => Recover,
+        (S::None | S::Installed | S::Blocked | S::Starting, E::StartFailed) => Recover,
+        (S::Stopped, E::RetryNow) => Restart,
+        (S::Stopped, E::RetryLater) => Become(S::Recovering),
         (S::Starting | S::Started | S::Ready, E::StopRequested) => Halt,
         (S::Mounted | S::Installed | S::Blocked | S::Recovering, E::StopRequested) => Unmount,
         (S::Stopping, E::GraceExpired) => Kill,

@@ -112,6 +112,28 @@ fn status_table_cells_that_matter() {
     assert_eq!(next(S::Ready, E::RetryTimer, st), Ignore, "stale timer");
 }
 
+#[test]
+fn start_failures_and_recovery_outcomes() {
+    use Action::*;
+    use Event as E;
+    use Status as S;
+    let st = StatusGoal::Started;
+    // a failed mount (INSTALLED/BLOCKED) or spawn (STARTING) counts as an exit
+    for s in [S::None, S::Installed, S::Blocked, S::Starting] {
+        assert_eq!(next(s, E::StartFailed, st), Recover, "{s:?}");
+    }
+    for s in [S::Started, S::Ready, S::Stopping, S::Stopped, S::Recovering] {
+        assert_eq!(next(s, E::StartFailed, st), Ignore, "{s:?}");
+    }
+    // what auto-recovery decided, applied to the STOPPED container it left
+    assert_eq!(next(S::Stopped, E::RetryNow, st), Restart);
+    assert_eq!(next(S::Stopped, E::RetryLater, st), Become(S::Recovering));
+    for s in [S::Installed, S::Started, S::Recovering, S::Stopping] {
+        assert_eq!(next(s, E::RetryNow, st), Ignore, "{s:?}");
+        assert_eq!(next(s, E::RetryLater, st), Ignore, "{s:?}");
+    }
+}
+
 fn ar(
     policy: RecoveryPolicy,
     max: u32,

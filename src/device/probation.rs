@@ -1,0 +1,141 @@
+//! The health gates of an update on probation (upstream's UPDATE): every status goal in
+//! time, then TESTING for the commit delay and until every container with a
+//! `stable_timeout` is stable, then the commit -- or a rollback on the first failure.
+use super::model::{Effect, Model, Phase};
+use super::timers::Timer;
+use crate::logs::Level;
+use crate::supervisor::Goal;
+use crate::sys::power::Power;
+use crate::update::progress::{msg, Status as ProgressStatus};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Gate {
+    /// Booted (or switched live) into an update: waiting for every goal.
+    InProgress,
+    /// Goals reached; commit once the delay passed and every container is stable.
+    /// `holding`: the delay passed and the commit waits for stability (said once).
+    Testing { delay_over: bool, holding: bool },
+    /// Committed, or failed and rolling back.
+    Done,
+}
+
+impl Model {
+    /// An update is queued, being installed or switched to, or on probation: other updates,
+    /// power commands, user GC and MAKE_FACTORY wait (503).
+    pub fn update_active(&self) -> bool {
+        self.switch.is_some()
+            || self.phase == Phase::Command
+            || matches!(
+                self.command,
+                Some(super::commands::Command::LocalRun { .. })
+            )
+            || self.on_probation()
+    }
+
+    pub fn on_probation(&self) -> bool {
+        matches!(self.gate, Some(Gate::InProgress | Gate::Testing { .. }))
+    }
+
+    pub(super) fn gates(&mut self, fx: &mut Vec<Effect>) {
+        let Some(gate) = self.gate else { return };
+        let goals = self.goals();
+        match gate {
+            Gate::InProgress => {
+                let late = self
+                    .ctrs
+                    .iter()
+                    .zip(&goals)
+                    .find(|(_, g)| **g == Goal::TimedOut)
+                    .map(|(c, _)| c.name.clone());
+                if let Some(name) = late {
+                    return self.failed(&name, msg::GOAL_TIMEOUT, fx);
+                }
+                if goals
+                    .iter()
+                    .all(|g| matches!(g, Goal::Achieved | Goal::NotBlocking))
+                {
+                    let m = if self.live {
+                        msg::TESTING_LIVE
+                    } else {
+                        msg::TESTING_REBOOT
+                    };
+                    fx.push(Effect::Progress(ProgressStatus::Testing, m));
+                    fx.push(Effect::Arm(
+                        Timer::Commit,
+                        self.commit_delay_s.saturating_mul(1000),
+                    ));
+                    self.gate = Some(Gate::Testing {
+                        delay_over: false,
+                        holding: false,
+                    });
+                }
+            }
+            Gate::Testing {
+                delay_over: true,
+                holding,
+            } => {
+                let waiting = self.ctrs.iter().any(|c| {
+                    c.ar.stable_timeout > 0 && !c.stable && !c.recovery_failed && !c.user_stopped
+                });
+                if !waiting {
+                    self.gate = Some(Gate::Done);
+                    fx.push(Effect::Finish { live: self.live });
+                    self.live = false;
+                } else if !holding {
+                    fx.push(Effect::Progress(ProgressStatus::Testing, msg::WAIT_STABLE));
+                    self.gate = Some(Gate::Testing {
+                        delay_over: true,
+                        holding: true,
+                    });
+                }
+            }
+            Gate::Testing {
+                delay_over: false, ..
+            }
+            | Gate::Done => {}
+        }
+    }
+
+    pub(super) fn commit_delay_over(&mut self) {
+        if let Some(Gate::Testing { holding, .. }) = self.gate {
+            self.gate = Some(Gate::Testing {
+                delay_over: true,
+                holding,
+            });
+        }
+    }
+
+    /// A container failed for good: an update on probation rolls back (ERROR recorded, then
+    /// a reboot the bootloader falls back from), a steady device reboots.
+    pub(super) fn failed(&mut self, name: &str, why: &'static str, fx: &mut Vec<Effect>) {
+        if self.on_probation() {
+            fx.push(Effect::Fail {
+                container: name.to_string(),
+                why,
+            });
+            self.gate = Some(Gate::Done);
+            self.rollback = true;
+            self.end(Power::Reboot, "rolling back", fx);
+        } else {
+            self.end(
+                Power::Reboot,
+                &format!("container {name} failed without recovery"),
+                fx,
+            );
+        }
+    }
+
+    /// REBOOT or POWEROFF: from here containers stop in reverse group order.
+    pub(super) fn end(&mut self, p: Power, why: &str, fx: &mut Vec<Effect>) {
+        if matches!(self.phase, Phase::Ending(_)) {
+            return;
+        }
+        let what = if p == Power::Reboot {
+            "rebooting"
+        } else {
+            "powering off"
+        };
+        fx.push(Effect::Log(Level::Info, format!("{what} ({why})")));
+        self.phase = Phase::Ending(p);
+    }
+}
