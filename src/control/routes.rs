@@ -197,8 +197,15 @@ fn storage_error(e: &storage::Error) -> Response {
     if e.is_no_space() {
         Response::error(507, NO_SPACE)
     } else {
-        Response::error(500, &e.to_string())
+        internal(&e)
     }
+}
+
+/// A 500: the detail (paths of the host's storage) goes to the log, not to the caller, which
+/// may be a container.
+fn internal(e: &dyn std::fmt::Display) -> Response {
+    crate::pvlog!(Error, "ctrl", "{e}");
+    Response::error(500, "Internal error, see the device log")
 }
 
 fn not_found(e: &std::io::Error) -> bool {
@@ -411,12 +418,12 @@ impl Ctl<'_> {
             }
             Ok(_) => {}
             Err(e) if not_found(&e) => return Response::error(404, NOT_FOUND),
-            Err(e) => return Response::error(500, &e.to_string()),
+            Err(e) => return internal(&e),
         }
         match self.fs.read(&path) {
             Ok(data) => Response::new(200, "application/octet-stream", data),
             Err(e) if not_found(&e) => Response::error(404, NOT_FOUND),
-            Err(e) => Response::error(500, &e.to_string()),
+            Err(e) => internal(&e),
         }
     }
 
@@ -498,7 +505,7 @@ impl Ctl<'_> {
         match self.fs.read(&path) {
             Ok(data) => Response::new(200, ctype, data),
             Err(e) if not_found(&e) => Response::error(404, NOT_FOUND),
-            Err(e) => Response::error(500, &e.to_string()),
+            Err(e) => internal(&e),
         }
     }
 
@@ -524,7 +531,7 @@ impl Ctl<'_> {
                 Response::error(422, &format!("{BAD_STATE}: {}", errors.join("; ")))
             }
             Err(update::Error::Storage(e)) => storage_error(&e),
-            Err(e) => Response::error(500, &e.to_string()),
+            Err(e) => internal(&e),
         }
     }
 
@@ -543,7 +550,7 @@ impl Ctl<'_> {
         match crate::storage::fs::exists(self.fs, &dir) {
             Ok(true) => {}
             Ok(false) => return Response::error(404, NOT_FOUND),
-            Err(e) => return Response::error(500, &e.to_string()),
+            Err(e) => return internal(&e),
         }
         let res = path
             .parent()
@@ -678,7 +685,7 @@ impl Ctl<'_> {
     fn meta_get(&self, kind: MetaKind) -> Response {
         match self.store(kind).list() {
             Ok(entries) => Response::json(200, meta_json(&entries)),
-            Err(e) => Response::error(500, &e.to_string()),
+            Err(e) => internal(&e),
         }
     }
 
@@ -688,7 +695,7 @@ impl Ctl<'_> {
                 self.meta_changed.push((kind, key.to_string()));
                 Response::ok()
             }
-            Err(e) => Response::error(500, &e.to_string()),
+            Err(e) => internal(&e),
         }
     }
 
@@ -699,7 +706,7 @@ impl Ctl<'_> {
                 Response::ok()
             }
             Ok(false) => Response::error(404, kind.missing()),
-            Err(e) => Response::error(500, &e.to_string()),
+            Err(e) => internal(&e),
         }
     }
 }
@@ -738,7 +745,7 @@ pub fn refused(r: &Refusal) -> Response {
         Refusal::BadStatus => Response::error(400, CONTAINER_STATE),
         Refusal::SignalUnexpected => Response::error(500, SIGNAL_UNEXPECTED),
         Refusal::Storage { no_space: true, .. } => Response::error(507, NO_SPACE),
-        Refusal::Storage { reason, .. } => Response::error(500, reason),
+        Refusal::Storage { reason, .. } => internal(reason),
     }
 }
 
