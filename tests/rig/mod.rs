@@ -294,3 +294,136 @@ pub fn sh(body: &str) -> String {
 }
 
 pub const FOREVER: &str = "while :; do sleep 0.2; done";
+
+/// One raw pv-ctrl answer: status, head fields, body.
+#[derive(Debug)]
+pub struct Http {
+    pub code: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Http {
+    /// The value of head field `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+impl std::fmt::Display for Http {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "{}", self.code)?;
+        for (k, v) in &self.headers {
+            write!(f, " [{k}: {v}]")?;
+        }
+        match self.body.trim() {
+            "" => Ok(()),
+            b => write!(f, " {b}"),
+        }
+    }
+}
+
+/// One HTTP/1.1 request over a unix socket (argv: socket method path body), printing the
+/// whole answer, head included, as it came; 10 s at most.
+const HTTP_CLIENT: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(10)
+s.connect(sys.argv[1])
+body = sys.argv[4].encode()
+s.sendall(("%s %s HTTP/1.1\r\nHost: localhost\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
+           % (sys.argv[2], sys.argv[3], len(body))).encode() + body)
+data = b""
+while True:
+    head, sep, rest = data.partition(b"\r\n\r\n")
+    if sep:
+        n = None
+        for l in head.split(b"\r\n")[1:]:
+            k, _, v = l.partition(b":")
+            if k.strip().lower() == b"content-length":
+                n = int(v.strip())
+        if n is not None and len(rest) >= n:
+            break
+    d = s.recv(65536)
+    if not d:
+        break
+    data += d
+sys.stdout.buffer.write(data)
+"#;
+
+impl Rig {
+    /// A raw request to pv-ctrl from the host side (python3 entered into the device's PID
+    /// namespace, so the device sees the caller): the answer with its head fields, which
+    /// `pvcontrol` does not show (`Retry-After`). None when the device is gone or the answer
+    /// is not HTTP.
+    pub fn http(&self, device: &Child, method: &str, path: &str, body: &str) -> Option<Http> {
+        let pid = harness::device_pid(device)?;
+        let out = Command::new("nsenter")
+            .args(["-t", &pid.to_string(), "-p", "python3", "-c", HTTP_CLIENT])
+            .arg(&self.socket)
+            .args([method, path, body])
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .output()
+            .ok()?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n")?;
+        let mut lines = head.split("\r\n");
+        let code = lines
+            .next()?
+            .strip_prefix("HTTP/1.")?
+            .get(2..5)?
+            .parse()
+            .ok()?;
+        let headers = lines
+            .filter_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                Some((k.trim().to_string(), v.trim().to_string()))
+            })
+            .collect();
+        Some(Http {
+            code,
+            headers,
+            body: body.to_string(),
+        })
+    }
+
+    /// Every file under `dir` (relative paths) with its bytes; empty if `dir` is missing.
+    pub fn snapshot(dir: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
+        fn walk(root: &Path, d: &Path, out: &mut std::collections::BTreeMap<PathBuf, Vec<u8>>) {
+            for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    walk(root, &p, out);
+                } else if let Ok(b) = std::fs::read(&p) {
+                    out.insert(p.strip_prefix(root).unwrap_or(&p).to_path_buf(), b);
+                }
+            }
+        }
+        let mut out = std::collections::BTreeMap::new();
+        walk(dir, dir, &mut out);
+        out
+    }
+}
+
+/// Declared before a rig (so dropped after it): removes the rig's cgroup tree once its
+/// processes are gone. After a failed test the rig's tear-down kills the device, but the
+/// containers of its PID namespace die asynchronously, and a cgroup that still holds one
+/// cannot be removed yet; this retries for up to 10 s.
+#[derive(Default)]
+pub struct CgroupSweep(pub Option<PathBuf>);
+
+impl Drop for CgroupSweep {
+    fn drop(&mut self) {
+        let Some(cg) = &self.0 else { return };
+        let t = Instant::now();
+        while cg.exists() && t.elapsed() < Duration::from_secs(10) {
+            harness::remove_cgroup_tree(cg);
+            if cg.exists() {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}
