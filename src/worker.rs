@@ -7,10 +7,13 @@
 //! must not interleave (a GC deleting an object while a checkout links it), and one thread is
 //! the smallest pool. Each result goes through a channel, then the inbox eventfd wakes the
 //! loop, which calls [`Workers::drain`] on `Wake::Inbox`.
-use crate::storage;
+use crate::state::State;
+use crate::storage::{self, fs::RealFs, Storage};
 use crate::sys::event as ev;
 use crate::update;
+use std::collections::BTreeSet;
 use std::os::fd::RawFd;
+use std::path::PathBuf;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::thread::JoinHandle;
 
@@ -122,6 +125,34 @@ impl Workers {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+/// The job of `update::prepare` for `rev` on the real storage at `root`: everything it
+/// uses is owned, so it runs on the worker while the loop goes on.
+pub fn prepare_job(
+    root: PathBuf,
+    rev: String,
+    state: State,
+) -> impl FnOnce() -> Done + Send + 'static {
+    move || {
+        let st = Storage::new(&RealFs, root);
+        let result = update::prepare(&st, &rev, &state);
+        Done::Prepared { rev, result }
+    }
+}
+
+/// The job of `Storage::gc` on the real storage at `root`, with the keep-set the loop took
+/// (the revisions to keep, and the objects of an update in flight).
+pub fn gc_job(
+    root: PathBuf,
+    keep: Vec<String>,
+    keep_objects: BTreeSet<String>,
+) -> impl FnOnce() -> Done + Send + 'static {
+    move || {
+        let st = Storage::new(&RealFs, root);
+        let keep: Vec<&str> = keep.iter().map(String::as_str).collect();
+        Done::Gc(st.gc(&keep, &keep_objects))
     }
 }
 
