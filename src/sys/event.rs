@@ -220,13 +220,18 @@ pub fn reap_any() -> io::Result<Option<(i32, i32)>> {
 
 /// CLOCK_MONOTONIC in milliseconds (the timerfd's clock).
 pub fn monotonic_ms() -> u64 {
+    monotonic_us() / 1000
+}
+
+/// CLOCK_MONOTONIC in microseconds.
+pub fn monotonic_us() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: valid timespec pointer; CLOCK_MONOTONIC always exists.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+    ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1000
 }
 
 pub fn getpid() -> i32 {
