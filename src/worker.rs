@@ -48,8 +48,8 @@ pub struct Workers {
 
 impl Workers {
     /// `inbox_fd`: the loop's inbox (`EventLoop::inbox_fd`), signalled after every result.
-    /// The thread starts at the first job, after `EventLoop::new`, so it inherits the blocked
-    /// signal mask and PID 1's signals keep arriving only through the signalfd.
+    /// The thread starts at the first job with every signal blocked, so PID 1's signals keep
+    /// arriving only through the signalfd.
     pub fn new(inbox_fd: RawFd) -> Workers {
         let (results_tx, results) = mpsc::channel();
         Workers {
@@ -93,13 +93,15 @@ impl Workers {
     fn start(&mut self) -> bool {
         let (tx, rx) = mpsc::channel::<Job>();
         let (results, inbox) = (self.results_tx.clone(), self.inbox);
-        let t = std::thread::Builder::new()
-            .name("pv-worker".into())
-            .spawn(move || {
-                for (id, f) in rx {
-                    run(inbox, &results, id, f);
-                }
-            });
+        let t = ev::with_signals_blocked(|| {
+            std::thread::Builder::new()
+                .name("pv-worker".into())
+                .spawn(move || {
+                    for (id, f) in rx {
+                        run(inbox, &results, id, f);
+                    }
+                })
+        });
         let Ok(t) = t else { return false };
         self.thread = Some(t);
         self.jobs = Some(tx);

@@ -46,6 +46,28 @@ pub fn unblock_all_signals() -> io::Result<()> {
     Ok(())
 }
 
+/// Runs `f` with every signal blocked in the calling thread, then restores the thread's mask.
+/// A thread created inside `f` starts with every signal blocked, whatever its creator had: it
+/// must never take a signal meant for PID 1's signalfd (a process-directed SIGCHLD or SIGTERM
+/// goes to any thread that does not block it).
+pub fn with_signals_blocked<T>(f: impl FnOnce() -> T) -> T {
+    // SAFETY: sigset_t is plain data; sigfillset initialises it.
+    let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: as above, filled by pthread_sigmask before use.
+    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: valid set pointers; SIG_SETMASK with a full set cannot fail.
+    let r = unsafe {
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old)
+    };
+    let out = f();
+    if r == 0 {
+        // SAFETY: `old` was filled by the successful call above.
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
+    }
+    out
+}
+
 pub fn signalfd(signals: &[i32]) -> io::Result<OwnedFd> {
     let set = sigset(signals);
     // SAFETY: -1 asks for a new fd; the set is valid; flags are valid.
