@@ -32,6 +32,10 @@ pub struct EventLoop {
     seq: u64,
     watched: Vec<(RawFd, i16, u64)>,
     armed: u64,
+    /// When the last poll returned (monotonic us); 0 before the first.
+    woke_us: u64,
+    last_stall_us: u64,
+    max_stall_us: u64,
 }
 
 /// The signals PID 1 handles itself; blocked so they arrive only through the signalfd.
@@ -55,6 +59,9 @@ impl EventLoop {
             seq: 0,
             watched: Vec::new(),
             armed: 0,
+            woke_us: 0,
+            last_stall_us: 0,
+            max_stall_us: 0,
         })
     }
 
@@ -96,10 +103,30 @@ impl EventLoop {
         self.inbox.as_raw_fd()
     }
 
+    /// The longest the device took to handle one batch of wakes -- from `poll` returning in
+    /// [`EventLoop::wait`] to the next call of `wait` -- since the start or the last
+    /// [`EventLoop::reset_max_stall`]: how long supervision and pv-ctrl were held at worst.
+    pub fn max_stall_us(&self) -> u64 {
+        self.max_stall_us
+    }
+
+    /// The handling time of the last complete batch.
+    pub fn last_stall_us(&self) -> u64 {
+        self.last_stall_us
+    }
+
+    pub fn reset_max_stall(&mut self) {
+        self.max_stall_us = 0;
+    }
+
     /// Blocks until something happens; appends what happened to `out` (signals first, then
     /// due deadlines in time order, then fds). `max_wait_ms` bounds the wait (None = until an
     /// event).
     pub fn wait(&mut self, out: &mut Vec<Wake>, max_wait_ms: Option<u64>) -> io::Result<()> {
+        if self.woke_us != 0 {
+            self.last_stall_us = ev::monotonic_us().saturating_sub(self.woke_us);
+            self.max_stall_us = self.max_stall_us.max(self.last_stall_us);
+        }
         let next = self.deadlines.keys().next().map(|k| k.0).unwrap_or(0);
         if next != self.armed {
             // CLOCK_MONOTONIC starts near 0 after boot: 0 means "disarm", so use 1 at least
@@ -114,6 +141,7 @@ impl EventLoop {
         fds.extend(self.watched.iter().map(|w| (w.0, w.1)));
         let timeout = max_wait_ms.map_or(-1, |m| m.min(i32::MAX as u64) as i32);
         let rev = ev::poll(&fds, timeout)?;
+        self.woke_us = ev::monotonic_us();
         if rev.first().copied().unwrap_or(0) != 0 {
             while let Some((sig, pid)) = ev::read_signal(&self.sigfd)? {
                 out.push(Wake::Signal(sig, pid));

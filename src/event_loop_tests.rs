@@ -54,3 +54,31 @@ fn deadlines_inbox_fds_and_signals() {
     lp.wait(&mut out, Some(20)).unwrap();
     assert!(out.is_empty());
 }
+
+#[test]
+fn the_longest_handling_between_two_waits_is_measured() {
+    let mut lp = EventLoop::new(&[]).unwrap();
+    let mut out = Vec::new();
+    assert_eq!(lp.max_stall_us(), 0);
+    lp.wait(&mut out, Some(0)).unwrap();
+    assert_eq!(
+        lp.max_stall_us(),
+        0,
+        "nothing handled before the first wait"
+    );
+    // the device holds the loop for 50 ms handling what woke it
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    lp.wait(&mut out, Some(0)).unwrap();
+    let slow = lp.max_stall_us();
+    assert!((50_000..5_000_000).contains(&slow), "{slow} us");
+    assert_eq!(lp.last_stall_us(), slow);
+    // a quick batch after it: the maximum stays, the last is small
+    lp.wait(&mut out, Some(0)).unwrap();
+    assert_eq!(lp.max_stall_us(), slow);
+    assert!(lp.last_stall_us() < slow);
+    // the time spent waiting in poll is not handling time
+    lp.reset_max_stall();
+    lp.wait(&mut out, Some(80)).unwrap();
+    lp.wait(&mut out, Some(0)).unwrap();
+    assert!(lp.max_stall_us() < 50_000, "{} us", lp.max_stall_us());
+}

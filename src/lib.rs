@@ -20,6 +20,7 @@ pub mod supervisor;
 #[allow(unsafe_code)]
 pub mod sys;
 pub mod update;
+pub mod worker;
 
 /// Entry points of the fuzz targets (tests/fuzz) and of their corpus replay in the normal test
 /// run. Each must return normally on any input; a panic is a bug found.

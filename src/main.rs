@@ -293,6 +293,9 @@ fn init_logs(config: &Config, rev: &str) {
 /// The orderly end (interfaces.md "Ending"): containers are already stopped; sync, then
 /// reboot(2) as PID 1, or exit 129 / 130 as a plain process.
 fn end(p: Power, storage: Option<&str>) -> i32 {
+    // the log archiver's last archive is written before the sync, and its files are closed
+    // before the unmount; a stuck storage does not hold the reboot for long
+    pantavisor::logs::settle(2000);
     sys::power::sync();
     if let Some(mnt) = storage {
         embedded::unmount_storage(mnt);

@@ -211,6 +211,9 @@ key_table! {
     PV_SYSTEM_DRIVERS_LOAD_EARLY_AUTO: Bool, Some("0"), PV;
     PV_SYSTEM_ETCDIR: Str, Some("/etc"), PV;
     PV_SYSTEM_ETCPANTAVISORDIR: Str, Some("/etc/pantavisor"), PV;
+    // Not upstream (its hooks are waited for without a limit): seconds one system hook may
+    // run before it is killed and fails its operation.
+    PV_SYSTEM_HOOK_TIMEOUT: Duration, Some("60"), PV;
     PV_SYSTEM_INIT_MODE: Enum(INIT_MODES), Some("embedded"), PV;
     PV_SYSTEM_LIBDIR: Str, Some("/lib"), PV;
     PV_SYSTEM_MEDIADIR: Str, Some("/media"), PV;

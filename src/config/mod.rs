@@ -1046,6 +1046,10 @@ impl Config {
     pub fn system_libdir(&self) -> &str {
         self.text(Key::PV_SYSTEM_LIBDIR)
     }
+    /// Seconds one system hook may run (`update::hooks::Hooks::with_timeout`).
+    pub fn system_hook_timeout(&self) -> u64 {
+        self.get_int(Key::PV_SYSTEM_HOOK_TIMEOUT)
+    }
     pub fn system_etcdir(&self) -> &str {
         self.text(Key::PV_SYSTEM_ETCDIR)
     }

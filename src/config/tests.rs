@@ -1105,3 +1105,20 @@ fn no_panic_on_arbitrary_input() {
         x = x.wrapping_add(1);
     }
 }
+
+#[test]
+fn system_hook_timeout_is_a_duration_in_seconds() {
+    let mut c = Config::new();
+    assert_eq!(c.system_hook_timeout(), 60);
+    c.apply_text(
+        Level::PvConfFile,
+        "pantavisor.config",
+        "PV_SYSTEM_HOOK_TIMEOUT=2m",
+    );
+    assert_eq!(c.system_hook_timeout(), 120);
+    assert!(c.set(Level::Env, "PV_SYSTEM_HOOK_TIMEOUT", "soon").is_err());
+    assert!(c
+        .set(Level::UserMeta, "PV_SYSTEM_HOOK_TIMEOUT", "5")
+        .is_err());
+    assert_eq!(c.system_hook_timeout(), 120);
+}

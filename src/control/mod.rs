@@ -62,7 +62,15 @@ pub enum Plan {
     Stream(Box<dyn BodySink>, u64),
     /// Answer at once; a request body is not read (the connection closes after).
     Reply(Response),
+    /// Answer later, when slow work the router started (a GC on a worker) is done: the device
+    /// calls [`Server::complete`] with `ticket`, a number of its own choosing that names this
+    /// request until then. The connection waits up to `limit_ms` (then 503) and reads nothing
+    /// meanwhile; a request body is not read (the connection closes after the answer).
+    Defer { ticket: Ticket, limit_ms: u64 },
 }
+
+/// Names a deferred request (see [`Plan::Defer`]).
+pub type Ticket = u64;
 
 /// The receiver of a streamed body (e.g. PUT /objects: hash and write as it comes).
 pub trait BodySink {

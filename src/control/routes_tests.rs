@@ -97,6 +97,7 @@ fn call(ctl: &mut Ctl, caller: &str, method: Method, path: &str, body: &[u8]) ->
             }
             sink.finish()
         }
+        Plan::Defer { .. } => panic!("no route defers yet"),
     }
 }
 

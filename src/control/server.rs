@@ -6,7 +6,7 @@
 //! requests wait), and one deadline per request covering idle time, head, body and response.
 //! The deadline grows with the announced body and response sizes at `min_rate` bytes/s.
 use super::http::{HttpError, Parser, Progress, Response};
-use super::{BodySink, Caller, Plan, Request, Router};
+use super::{BodySink, Caller, Plan, Request, Router, Ticket};
 use crate::event_loop::{DeadlineId, EventLoop, Wake};
 use crate::pvlog;
 use crate::sys::{self, peer};
@@ -59,6 +59,8 @@ struct Conn {
     close_after: bool,
     /// A response was queued since the last full send (re-arms the deadline).
     responded: bool,
+    /// A request the router will answer later: its ticket and whether the connection stays.
+    deferred: Option<(Ticket, bool)>,
     token: u64,
     deadline: DeadlineId,
     deadline_at: u64,
@@ -141,6 +143,8 @@ impl Server {
                 c.timeout();
                 false
             }
+            // watched for nothing while deferred: only a hang-up or an error wakes it
+            Wake::Fd(..) if c.deferred.is_some() => false,
             _ => c.ready(lp, &self.limits, router),
         };
         if !keep {
@@ -148,11 +152,39 @@ impl Server {
         } else if let Some(Some(c)) = self.conns.get(slot) {
             let ev = if c.sent < c.out.len() {
                 libc::POLLOUT
+            } else if c.deferred.is_some() {
+                0
             } else {
                 libc::POLLIN
             };
             lp.watch(c.fd.as_raw_fd(), ev, self.base + 1 + slot as u64);
         }
+        true
+    }
+
+    /// The answer to the deferred request `ticket`: queued on its connection, which the next
+    /// loop wake writes (and then serves what the client pipelined behind it). False when
+    /// the connection is gone meanwhile (closed by the client, or its limit passed): the
+    /// answer is dropped.
+    pub fn complete(&mut self, lp: &mut EventLoop, ticket: Ticket, resp: Response) -> bool {
+        let base = self.base;
+        let found = self.conns.iter_mut().enumerate().find_map(|(i, c)| {
+            c.as_mut()
+                .filter(|c| c.deferred.is_some_and(|d| d.0 == ticket))
+                .map(|c| (i, c))
+        });
+        let Some((slot, c)) = found else {
+            return false;
+        };
+        let keep = c.deferred.take().is_some_and(|d| d.1);
+        // the response gets the time of a fresh request, not what is left of the wait
+        c.set_deadline(
+            lp,
+            EventLoop::now_ms().saturating_add(self.limits.request_ms),
+        );
+        c.respond(lp, &self.limits, resp, keep);
+        // writable at once: the wake sends it through the usual path
+        lp.watch(c.fd.as_raw_fd(), libc::POLLOUT, base + 1 + slot as u64);
         true
     }
 
@@ -202,6 +234,7 @@ impl Server {
                     sent: 0,
                     close_after: false,
                     responded: false,
+                    deferred: None,
                     token,
                     deadline,
                     deadline_at,
@@ -226,11 +259,16 @@ impl Conn {
 
     /// The deadline passed: tell the client if the socket takes it; the caller closes.
     fn timeout(&mut self) {
-        if self.out.is_empty() && !self.parser.idle() {
-            let mut out = Vec::new();
-            Response::error(408, "Request timeout").write(false, &mut out);
-            let _ = peer::send(self.fd.as_fd(), &out);
-        }
+        let resp = if self.deferred.is_some() {
+            Response::error(503, "No answer in time")
+        } else if self.out.is_empty() && !self.parser.idle() {
+            Response::error(408, "Request timeout")
+        } else {
+            return;
+        };
+        let mut out = Vec::new();
+        resp.write(false, &mut out);
+        let _ = peer::send(self.fd.as_fd(), &out);
     }
 
     /// The socket is ready. False: close the connection.
@@ -287,7 +325,8 @@ impl Conn {
                 let at = EventLoop::now_ms().saturating_add(limits.request_ms);
                 self.set_deadline(lp, at);
             }
-            if self.input.is_empty() {
+            // a deferred request holds what was pipelined behind it until it is answered
+            if self.input.is_empty() || self.deferred.is_some() {
                 return true;
             }
         }
@@ -330,7 +369,7 @@ impl Conn {
         input: &[u8],
     ) -> usize {
         let mut pos = 0;
-        while self.out.is_empty() || self.out == CONTINUE {
+        while (self.out.is_empty() || self.out == CONTINUE) && self.deferred.is_none() {
             let rest = input.get(pos..).unwrap_or_default();
             let (n, progress) = match self.parser.feed(rest) {
                 Ok(r) => r,
@@ -401,6 +440,12 @@ impl Conn {
             }
             Plan::Buffer(limit) => (Body::Buffer(Vec::new()), limit as u64),
             Plan::Stream(sink, limit) => (Body::Stream(sink), limit),
+            Plan::Defer { ticket, limit_ms } => {
+                self.deferred = Some((ticket, req.head.keep_alive && len == 0));
+                let at = EventLoop::now_ms().saturating_add(limit_ms);
+                self.set_deadline(lp, at);
+                return Ok(());
+            }
         };
         if len > limit {
             return Err(HttpError {

@@ -265,3 +265,163 @@ fn caller_of_cgroup_text() {
     assert_eq!(container_of_cgroup(""), None);
     assert_eq!(container_of_cgroup("garbage\n\u{0}::"), None);
 }
+
+mod deferred {
+    //! A real server on a real Unix socket, its loop pumped by the test thread.
+    use crate::control::{Limits, Method, Plan, Request, Response, Router, Server};
+    use crate::event_loop::EventLoop;
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+    use std::path::PathBuf;
+
+    /// `POST /gc` is deferred with ticket 7 (the limit is the test's); `GET /hello` answers.
+    struct Gc {
+        limit_ms: u64,
+    }
+
+    impl Router for Gc {
+        fn head(&mut self, req: &Request) -> Plan {
+            match (req.head.method, req.head.path.as_str()) {
+                (Method::Post, "/gc") => Plan::Defer {
+                    ticket: 7,
+                    limit_ms: self.limit_ms,
+                },
+                _ => Plan::Reply(Response::json(200, "\"hello\"".into())),
+            }
+        }
+        fn finish(&mut self, _: &Request, _: Vec<u8>) -> Response {
+            Response::error(500, "not here")
+        }
+    }
+
+    struct Rig {
+        dir: PathBuf,
+        lp: EventLoop,
+        server: Server,
+        router: Gc,
+        client: UnixStream,
+    }
+
+    impl Rig {
+        fn new(name: &str, request_ms: u64, limit_ms: u64) -> Rig {
+            let dir = std::env::temp_dir().join(format!("pv-defer-{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            let limits = Limits {
+                request_ms,
+                ..Limits::default()
+            };
+            let mut server = Server::bind_with(&dir.join("pv-ctrl"), limits).unwrap();
+            let mut lp = EventLoop::new(&[]).unwrap();
+            server.register(&mut lp, 100);
+            let client = UnixStream::connect(dir.join("pv-ctrl")).unwrap();
+            client.set_nonblocking(true).unwrap();
+            Rig {
+                dir,
+                lp,
+                server,
+                router: Gc { limit_ms },
+                client,
+            }
+        }
+        /// Runs the loop for about `ms` milliseconds.
+        fn pump(&mut self, ms: u64) {
+            let end = EventLoop::now_ms() + ms;
+            let mut wakes = Vec::new();
+            while EventLoop::now_ms() < end {
+                self.lp.wait(&mut wakes, Some(5)).unwrap();
+                for w in wakes.drain(..) {
+                    assert!(self.server.handle(&mut self.lp, w, &mut self.router));
+                }
+            }
+        }
+        /// What the server sent so far, and whether it closed the connection.
+        fn read(&mut self) -> (String, bool) {
+            let mut out = Vec::new();
+            let mut buf = [0u8; 4096];
+            let closed = loop {
+                match self.client.read(&mut buf) {
+                    Ok(0) => break true,
+                    Ok(n) => out.extend_from_slice(&buf[..n]),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break false,
+                    Err(_) => break true,
+                }
+            };
+            (String::from_utf8_lossy(&out).into_owned(), closed)
+        }
+    }
+
+    impl Drop for Rig {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    #[test]
+    fn a_deferred_answer_outlives_the_request_deadline_and_keeps_the_order() {
+        // request deadline 100 ms, the GC may take 10 minutes
+        let mut r = Rig::new("order", 100, 600_000);
+        r.client
+            .write_all(b"POST /gc HTTP/1.1\r\n\r\nGET /hello HTTP/1.1\r\n\r\n")
+            .unwrap();
+        r.pump(300);
+        assert_eq!(
+            r.read(),
+            (String::new(), false),
+            "nothing before the GC is done"
+        );
+        assert_eq!(
+            r.server.connections(),
+            1,
+            "the request deadline did not close it"
+        );
+        assert!(
+            !r.server.complete(&mut r.lp, 8, Response::ok()),
+            "no such ticket"
+        );
+        let done = Response::json(200, "{\"reclaimed\":1234}".into());
+        assert!(r.server.complete(&mut r.lp, 7, done));
+        assert!(
+            !r.server.complete(&mut r.lp, 7, Response::ok()),
+            "answered once"
+        );
+        r.pump(20);
+        let (got, closed) = r.read();
+        assert!(!closed, "kept alive");
+        let first = got.find("{\"reclaimed\":1234}").expect(&got);
+        let second = got.find("\"hello\"").expect(&got);
+        assert!(
+            got.starts_with("HTTP/1.1 200 OK\r\n") && first < second,
+            "{got}"
+        );
+        assert_eq!(r.server.connections(), 1, "kept alive");
+        // and it is an ordinary connection again, with the ordinary deadline
+        r.pump(200);
+        assert_eq!(r.read(), (String::new(), true));
+        assert_eq!(r.server.connections(), 0);
+    }
+
+    #[test]
+    fn a_deferred_request_past_its_limit_gets_503_and_the_answer_is_dropped() {
+        let mut r = Rig::new("limit", 5000, 60);
+        r.client.write_all(b"POST /gc HTTP/1.1\r\n\r\n").unwrap();
+        r.pump(150);
+        let (got, closed) = r.read();
+        assert!(closed && got.starts_with("HTTP/1.1 503 "), "{got}");
+        assert!(got.contains("No answer in time"), "{got}");
+        assert_eq!(r.server.connections(), 0);
+        assert!(!r.server.complete(&mut r.lp, 7, Response::ok()));
+    }
+
+    #[test]
+    fn a_client_that_leaves_frees_its_deferred_connection() {
+        let mut r = Rig::new("gone", 5000, 600_000);
+        r.client.write_all(b"POST /gc HTTP/1.1\r\n\r\n").unwrap();
+        r.pump(30);
+        assert_eq!(r.server.connections(), 1);
+        r.client.shutdown(std::net::Shutdown::Both).unwrap();
+        r.pump(30);
+        assert_eq!(r.server.connections(), 0, "the hang-up closed it");
+        assert!(!r.server.complete(&mut r.lp, 7, Response::ok()));
+    }
+}

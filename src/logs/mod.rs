@@ -4,8 +4,10 @@
 //! to stdout if asked, and to the console if asked.
 //!
 //! The global logger is a thin wrapper around one [`LogTree`] in a mutex. Lines are formatted
-//! before the lock is taken, written under it, and the slow work (archiving, walking the
-//! directory) runs after it is released, under a second lock that only that work takes. A
+//! before the lock is taken and written under it (a file over its size is renamed aside there,
+//! so lines keep their order); the slow work -- compressing the renamed files, walking the
+//! directory -- goes to the archiver, a thread of its own that runs one job at a time while
+//! later jobs queue up merged, so a `pvlog!` on the device's loop never waits for gzip. A
 //! poisoned lock is recovered, an I/O error drops the line: logging never takes PID 1 down.
 use std::fmt;
 use std::io::Write;
@@ -69,6 +71,11 @@ static CAPTURING: AtomicBool = AtomicBool::new(false);
 static TREE: Mutex<Option<LogTree>> = Mutex::new(None);
 /// Serialises archiving and walks; never taken while `TREE` is held.
 static MAINTENANCE: Mutex<()> = Mutex::new(());
+/// The archiver's queue (the jobs not taken yet, merged into one) and whether it runs.
+static ARCHIVER: Mutex<(Option<Job>, bool)> = Mutex::new((None, false));
+/// Tests hold it to keep the archiver from running a job.
+#[cfg(test)]
+static TEST_GATE: Mutex<()> = Mutex::new(());
 
 /// A lock that survives a thread that panicked while holding it.
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -133,8 +140,9 @@ pub fn set_revision(rev: &str) {
     }
 }
 
-/// Walks the log directory (archiving oversized files, container consoles included, and
-/// deleting old archives above the budget); the device calls it on its periodic tick.
+/// Starts a walk of the log directory (archiving oversized files, container consoles
+/// included, and deleting old archives above the budget) on the archiver; the device calls it
+/// on its periodic tick. Returns at once.
 pub fn maintain() {
     let job = match lock(&TREE).as_mut() {
         Some(t) => t.maintenance(),
@@ -158,20 +166,77 @@ fn write_stdio(stdout: bool, stderr: bool, text: &str) {
     }
 }
 
-/// Runs the slow part of a write, after `TREE` was released.
+/// Hands the slow part of a write to the archiver, after `TREE` was released: queued (merged
+/// with what waits) and the archiver started if it is not running. Never waits for the work.
 fn finish(job: Job) {
     if job.is_empty() {
         return;
     }
-    let walked = {
-        let _m = lock(&MAINTENANCE);
-        job.run()
-    };
-    if let Some(w) = walked {
-        if let Some(t) = lock(&TREE).as_mut() {
-            t.walked(w);
+    {
+        let mut q = lock(&ARCHIVER);
+        match q.0.as_mut() {
+            Some(queued) => queued.merge(job),
+            None => q.0 = Some(job),
+        }
+        if q.1 {
+            return; // the running archiver takes it after its current job
+        }
+        q.1 = true;
+    }
+    let started = crate::sys::event::with_signals_blocked(|| {
+        std::thread::Builder::new()
+            .name("pv-logs".into())
+            .spawn(archiver)
+    });
+    if started.is_err() {
+        // no thread to be had (no memory): the work is done here, late rather than never
+        archiver();
+    }
+}
+
+/// Runs the queued jobs one at a time until the queue is empty, then ends.
+fn archiver() {
+    loop {
+        let job = {
+            let mut q = lock(&ARCHIVER);
+            match q.0.take() {
+                Some(j) => j,
+                None => {
+                    q.1 = false;
+                    return;
+                }
+            }
+        };
+        #[cfg(test)]
+        let _gate = lock(&TEST_GATE);
+        let walked = {
+            let _m = lock(&MAINTENANCE);
+            job.run()
+        };
+        if let Some(w) = walked {
+            if let Some(t) = lock(&TREE).as_mut() {
+                t.walked(w);
+            }
         }
     }
+}
+
+/// Whether the archiver has work queued or running.
+pub fn archiving() -> bool {
+    lock(&ARCHIVER).1
+}
+
+/// Waits up to `timeout_ms` for the archiver to finish its queue (before the storage is
+/// unmounted, so no archive is left half-written and no file busy); true when it did.
+pub fn settle(timeout_ms: u64) -> bool {
+    let end = crate::sys::event::monotonic_ms().saturating_add(timeout_ms);
+    while archiving() {
+        if crate::sys::event::monotonic_ms() >= end {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    true
 }
 
 pub fn log(level: Level, src: &str, args: fmt::Arguments) {

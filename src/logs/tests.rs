@@ -669,10 +669,14 @@ fn a_poisoned_lock_is_recovered() {
     assert_eq!(*lock(&m), 5);
 }
 
+/// The tests that install the global logger take turns.
+static GLOBAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// The global wrapper: several threads, capture, other sources. Records of other tests
 /// running at the same time may land in the same files, so only this test's are counted.
 #[test]
 fn global_logger_from_several_threads() {
+    let _g = lock(&GLOBAL);
     let t = Tmp::new("global");
     let logs = t.path().join("logs");
     fs::create_dir(&logs).unwrap();
@@ -702,6 +706,7 @@ fn global_logger_from_several_threads() {
     assert_eq!(path, logs.join("3/web/lxc/console.log"));
     assert_eq!(container_log_path("3", "..", "x"), None);
     let dropped = dropped_lines();
+    assert!(settle(10_000));
     uninstall();
 
     assert_eq!(read(&path), "from the container\n");
@@ -725,6 +730,75 @@ fn global_logger_from_several_threads() {
     assert_eq!(captured.matches("\"src\":\"global-test\"").count(), 4);
     assert_eq!(dropped, 0);
     assert_eq!(container_log_path("3", "web", "x"), None, "uninstalled");
+}
+
+/// Rotation through the global logger: the caller renames the full file aside and returns;
+/// compressing it is the archiver's, on its own thread. The test holds the archiver at its
+/// gate, so a caller that did the work itself would find no job to do -- or hang.
+#[test]
+fn a_rotation_is_archived_off_the_calling_thread_and_loses_no_line() {
+    let _g = lock(&GLOBAL);
+    let t = Tmp::new("archiver");
+    let logs = t.path().join("logs");
+    fs::create_dir(&logs).unwrap();
+    // M 64 KiB: a rotation every ~3 KiB, no archive deleted for the lines below
+    let mut c = config(&logs, FT, 64 << 10);
+    c.rev = "4".into();
+    init(c);
+    let d = logs.join("4/pantavisor");
+    let gate = lock(&TEST_GATE);
+    let mut slowest = Duration::ZERO;
+    for i in 0..400 {
+        let t0 = std::time::Instant::now();
+        crate::pvlog!(Info, "archiver-test", "line {i:04} of a slow rotation");
+        slowest = slowest.max(t0.elapsed());
+    }
+    let held = names(&d);
+    assert!(
+        held.iter().any(|n| n.ends_with(".gz.pending")),
+        "rotated: {held:?}"
+    );
+    assert!(
+        !held.iter().any(|n| n.ends_with(".gz")),
+        "nothing compressed while the archiver is held: {held:?}"
+    );
+    assert!(archiving());
+    assert!(
+        slowest < Duration::from_millis(500),
+        "a log call took {slowest:?}"
+    );
+    drop(gate);
+    assert!(settle(10_000), "the archiver finished its queue");
+    uninstall();
+    let all = names(&d);
+    assert!(!all.iter().any(|n| n.contains("pending")), "{all:?}");
+    // every line once and in order: the archives by number, then the active file
+    let mut archives: Vec<(u64, PathBuf)> = all
+        .iter()
+        .filter_map(|n| {
+            let seq = n.strip_prefix("pantavisor.log.")?.strip_suffix(".gz")?;
+            Some((seq.parse().ok()?, d.join(n)))
+        })
+        .collect();
+    archives.sort();
+    assert!(archives.len() >= 5, "{all:?}");
+    let mut text = Vec::new();
+    for (_, p) in &archives {
+        text.extend(gunzip(p));
+    }
+    text.extend(fs::read(d.join("pantavisor.log")).unwrap());
+    let text = String::from_utf8(text).unwrap();
+    let mine: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("[archiver-test]"))
+        .collect();
+    let want: Vec<String> = (0..400)
+        .map(|i| format!("line {i:04} of a slow rotation"))
+        .collect();
+    assert_eq!(mine.len(), 400);
+    for (l, w) in mine.iter().zip(&want) {
+        assert!(l.ends_with(w.as_str()), "{l} != {w}");
+    }
 }
 
 /// The captured logs of an update directory as its progress shows them.

@@ -764,6 +764,14 @@ impl Job {
     pub fn is_empty(&self) -> bool {
         self.pending.is_empty() && self.walk.is_none()
     }
+    /// Adds `later`'s work to this job's: its archives after these, its walk (the newer plan)
+    /// instead of this one's -- one walk does for both.
+    pub fn merge(&mut self, later: Job) {
+        self.pending.extend(later.pending);
+        if later.walk.is_some() {
+            self.walk = later.walk;
+        }
+    }
     /// Compresses the rotated files, then walks and cleans the directory if that was due.
     pub fn run(self) -> Option<Walked> {
         for p in &self.pending {

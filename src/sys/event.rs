@@ -46,6 +46,28 @@ pub fn unblock_all_signals() -> io::Result<()> {
     Ok(())
 }
 
+/// Runs `f` with every signal blocked in the calling thread, then restores the thread's mask.
+/// A thread created inside `f` starts with every signal blocked, whatever its creator had: it
+/// must never take a signal meant for PID 1's signalfd (a process-directed SIGCHLD or SIGTERM
+/// goes to any thread that does not block it).
+pub fn with_signals_blocked<T>(f: impl FnOnce() -> T) -> T {
+    // SAFETY: sigset_t is plain data; sigfillset initialises it.
+    let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: as above, filled by pthread_sigmask before use.
+    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: valid set pointers; SIG_SETMASK with a full set cannot fail.
+    let r = unsafe {
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old)
+    };
+    let out = f();
+    if r == 0 {
+        // SAFETY: `old` was filled by the successful call above.
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
+    }
+    out
+}
+
 pub fn signalfd(signals: &[i32]) -> io::Result<OwnedFd> {
     let set = sigset(signals);
     // SAFETY: -1 asks for a new fd; the set is valid; flags are valid.
@@ -220,13 +242,18 @@ pub fn reap_any() -> io::Result<Option<(i32, i32)>> {
 
 /// CLOCK_MONOTONIC in milliseconds (the timerfd's clock).
 pub fn monotonic_ms() -> u64 {
+    monotonic_us() / 1000
+}
+
+/// CLOCK_MONOTONIC in microseconds.
+pub fn monotonic_us() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: valid timespec pointer; CLOCK_MONOTONIC always exists.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+    ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1000
 }
 
 pub fn getpid() -> i32 {

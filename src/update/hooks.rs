@@ -1,8 +1,17 @@
 //! System hooks (reference 5.10): the executables in `<libdir>/pantavisor/pv/hooks/system.d/`,
 //! run in name order with the `PV_*` environment; a non-zero exit stops the remaining hooks and
 //! fails the operation (the caller decides what failing means for it).
+//!
+//! Two ways to run them. [`Hooks::start`] is the device's: it spawns the first hook and returns
+//! a [`HookRun`] that the loop drives -- the device's `waitpid(-1)` reaps the hook and passes the
+//! status to [`HookRun::exited`], its deadline passing calls [`HookRun::timed_out`] -- so a hook
+//! that hangs stops neither supervision nor pv-ctrl. [`Hooks::run`] waits in place (boot before
+//! the loop, the crash simulation, tests).
 use crate::bootloader::BootEnv;
 use crate::pvlog;
+use crate::sys::{self, CStrArray, WaitStatus};
+use std::ffi::CString;
+use std::fmt;
 use std::path::{Path, PathBuf};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,6 +34,47 @@ impl Op {
     }
 }
 
+/// Why a hook failed the operation; every variant names the hook and the operation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HookError {
+    /// It could not be started (fork failed: errno; or a NUL byte in its path/environment: 0).
+    Spawn { hook: PathBuf, op: Op, errno: i32 },
+    /// It exited with a non-zero code.
+    Exit { hook: PathBuf, op: Op, code: i32 },
+    /// A signal ended it.
+    Signal { hook: PathBuf, op: Op, signal: i32 },
+    /// It ran past `PV_SYSTEM_HOOK_TIMEOUT` and was killed (SIGKILL to its process group).
+    TimedOut { hook: PathBuf, op: Op, secs: u64 },
+    /// Its exit could not be waited for (blocking runs only: someone else reaped it).
+    Lost { hook: PathBuf, op: Op, errno: i32 },
+}
+
+impl fmt::Display for HookError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (HookError::Spawn { hook, op, .. }
+        | HookError::Exit { hook, op, .. }
+        | HookError::Signal { hook, op, .. }
+        | HookError::TimedOut { hook, op, .. }
+        | HookError::Lost { hook, op, .. }) = self;
+        write!(f, "hook {} ({}): ", hook.display(), op.as_str())?;
+        match self {
+            HookError::Spawn { errno, .. } => write!(
+                f,
+                "cannot start: {}",
+                std::io::Error::from_raw_os_error(*errno)
+            ),
+            HookError::Exit { code, .. } => write!(f, "failed: exit code {code}"),
+            HookError::Signal { signal, .. } => write!(f, "failed: killed by signal {signal}"),
+            HookError::TimedOut { secs, .. } => write!(f, "failed: killed after {secs} s"),
+            HookError::Lost { errno, .. } => {
+                write!(f, "wait: {}", std::io::Error::from_raw_os_error(*errno))
+            }
+        }
+    }
+}
+
+impl std::error::Error for HookError {}
+
 /// The per-call part of a hook's environment.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Env {
@@ -46,10 +96,14 @@ impl Env {
     }
 }
 
+/// `PV_SYSTEM_HOOK_TIMEOUT`'s default, in seconds.
+pub const DEFAULT_TIMEOUT_SECS: u64 = 60;
+
 pub struct Hooks {
     dir: Option<PathBuf>,
     objects: PathBuf,
     trails: PathBuf,
+    timeout_ms: u64,
 }
 
 impl Hooks {
@@ -58,7 +112,14 @@ impl Hooks {
             dir: Some(Path::new(libdir).join("pantavisor/pv/hooks/system.d")),
             objects: storage_root.join("objects"),
             trails: storage_root.join("trails"),
+            timeout_ms: DEFAULT_TIMEOUT_SECS * 1000,
         }
+    }
+
+    /// How long one hook may run (`PV_SYSTEM_HOOK_TIMEOUT`); 0 is taken as 1 s.
+    pub fn with_timeout(mut self, secs: u64) -> Hooks {
+        self.timeout_ms = secs.max(1).saturating_mul(1000);
+        self
     }
 
     /// No hooks at all (the crash simulation, unit tests).
@@ -67,6 +128,7 @@ impl Hooks {
             dir: None,
             objects: PathBuf::new(),
             trails: PathBuf::new(),
+            timeout_ms: DEFAULT_TIMEOUT_SECS * 1000,
         }
     }
 
@@ -83,13 +145,14 @@ impl Hooks {
         ]
     }
 
-    /// Runs every hook of the directory in name order (regular files with the owner-exec
-    /// bit); the first failure ends the run and is returned, naming the hook.
-    pub fn run(&self, op: Op, env: &Env) -> Result<usize, String> {
+    /// The hooks of the directory in name order: regular files with the owner-exec bit.
+    fn list(&self) -> Vec<PathBuf> {
         use std::os::unix::fs::PermissionsExt;
-        let Some(dir) = &self.dir else { return Ok(0) };
+        let Some(dir) = &self.dir else {
+            return Vec::new();
+        };
         let Ok(list) = std::fs::read_dir(dir) else {
-            return Ok(0); // no hook directory: nothing to run
+            return Vec::new(); // no hook directory: nothing to run
         };
         let mut hooks: Vec<PathBuf> = list
             .filter_map(|e| e.ok())
@@ -100,45 +163,182 @@ impl Hooks {
             .map(|e| e.path())
             .collect();
         hooks.sort();
-        for h in &hooks {
-            run_one(h, &self.environment(op, env))
-                .map_err(|e| format!("hook {} ({}): {e}", h.display(), op.as_str()))?;
-            pvlog!(Info, "hooks", "{} ({}) ok", h.display(), op.as_str());
+        hooks
+    }
+
+    /// Spawns the first hook of `op` and returns the run for the loop to drive, or `None` when
+    /// there is no hook to run. Never waits.
+    pub fn start(&self, op: Op, env: &Env) -> Result<Option<HookRun>, HookError> {
+        let hooks = self.list();
+        let Some(first) = hooks.first().cloned() else {
+            return Ok(None);
+        };
+        let spawn_err = |errno| HookError::Spawn {
+            hook: first.clone(),
+            op,
+            errno,
+        };
+        let mut vars =
+            vec![CString::new("PATH=/usr/sbin:/usr/bin:/sbin:/bin").map_err(|_| spawn_err(0))?];
+        for (k, v) in self.environment(op, env) {
+            vars.push(CString::new(format!("{k}={v}")).map_err(|_| spawn_err(0))?);
         }
-        Ok(hooks.len())
+        let mut run = HookRun {
+            op,
+            hooks,
+            index: 0,
+            envp: CStrArray::new(vars),
+            pid: 0,
+            deadline_ms: 0,
+            timeout_ms: self.timeout_ms,
+        };
+        run.spawn()?;
+        Ok(Some(run))
+    }
+
+    /// Runs every hook of `op` and waits for them, each within the timeout (a hook past it is
+    /// killed and fails the run); the first failure ends the run and is returned.
+    pub fn run_blocking(&self, op: Op, env: &Env) -> Result<usize, HookError> {
+        let Some(mut run) = self.start(op, env)? else {
+            return Ok(0);
+        };
+        loop {
+            // a short poll rather than a blocking wait: the timeout must hold here too
+            let step = match sys::waitpid(run.pid, true) {
+                Ok(Some(status)) => run.exited(status),
+                Ok(None) if crate::sys::event::monotonic_ms() < run.deadline_ms => {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                    continue;
+                }
+                Ok(None) => {
+                    let step = run.timed_out();
+                    let _ = sys::waitpid(run.pid, false); // SIGKILLed: returns at once
+                    step
+                }
+                Err(e) => HookStep::Done(Err(HookError::Lost {
+                    hook: run.hook(),
+                    op,
+                    errno: e.raw_os_error().unwrap_or(0),
+                })),
+            };
+            match step {
+                HookStep::Next | HookStep::Running => continue,
+                HookStep::Done(r) => return r,
+            }
+        }
+    }
+
+    /// [`Hooks::run_blocking`] with the error as text (the device's current callers).
+    pub fn run(&self, op: Op, env: &Env) -> Result<usize, String> {
+        self.run_blocking(op, env).map_err(|e| e.to_string())
     }
 }
 
-/// Runs one hook and waits for it: a plain fork and exec through `sys` (std::process would
-/// cost ~37 KB of the binary for this one use). It gets PID 1's descriptors 0-2 only, default
-/// signal handling and an empty mask, and exactly the `PV_*` environment plus PATH.
-fn run_one(path: &Path, env: &[(&'static str, String)]) -> Result<(), String> {
-    use crate::sys::{self, CStrArray, WaitStatus};
-    use std::ffi::CString;
-    use std::os::unix::ffi::OsStrExt;
-    let c = |s: Vec<u8>| CString::new(s).map_err(|_| "NUL in an argument".to_string());
-    let cpath = c(path.as_os_str().as_bytes().to_vec())?;
-    let argv = CStrArray::new(vec![cpath.clone()]);
-    let mut vars = vec![c(b"PATH=/usr/sbin:/usr/bin:/sbin:/bin".to_vec())?];
-    for (k, v) in env {
-        vars.push(c(format!("{k}={v}").into_bytes())?);
+/// What a hook's end (or its deadline) did to the run.
+#[derive(Debug, PartialEq, Eq)]
+pub enum HookStep {
+    /// The next hook was spawned: watch the new [`HookRun::pid`] and [`HookRun::deadline_ms`].
+    Next,
+    /// Not an exit (a stop or continue status): nothing changed.
+    Running,
+    /// The run ended: how many hooks ran, or the first failure.
+    Done(Result<usize, HookError>),
+}
+
+/// The hooks of one operation being run on behalf of the loop: one child at a time, each with
+/// a deadline. The loop reaps; this never calls `waitpid`.
+pub struct HookRun {
+    op: Op,
+    hooks: Vec<PathBuf>,
+    /// the hook running now
+    index: usize,
+    envp: CStrArray,
+    pid: i32,
+    deadline_ms: u64,
+    timeout_ms: u64,
+}
+
+impl HookRun {
+    /// The running hook's pid (its process group too: it is a session leader).
+    pub fn pid(&self) -> i32 {
+        self.pid
     }
-    let envp = CStrArray::new(vars);
-    let (pid, _) = sys::clone_process(0, None, true, &mut || {
-        sys::reset_signals();
-        sys::cloexec_from(3);
-        let _ = sys::execve(&cpath, &argv, &envp);
-        127
-    })
-    .map_err(|e| format!("fork: {e}"))?;
-    let status = sys::waitpid(pid, false)
-        .map_err(|e| format!("wait: {e}"))?
-        .unwrap_or(0);
-    match sys::decode_wait_status(status) {
-        WaitStatus::Exited(0) => Ok(()),
-        WaitStatus::Exited(n) => Err(format!("failed: exit code {n}")),
-        WaitStatus::Signaled(sig) => Err(format!("failed: killed by signal {sig}")),
-        WaitStatus::Other => Err("failed: stopped".into()),
+    /// When the running hook must be done, in CLOCK_MONOTONIC ms (`EventLoop::now_ms`).
+    pub fn deadline_ms(&self) -> u64 {
+        self.deadline_ms
+    }
+    pub fn op(&self) -> Op {
+        self.op
+    }
+
+    fn hook(&self) -> PathBuf {
+        self.hooks.get(self.index).cloned().unwrap_or_default()
+    }
+
+    /// Forks and execs `hooks[index]`: a plain fork and exec through `sys` (std::process would
+    /// cost ~37 KB of the binary for this one use). It gets PID 1's descriptors 0-2 only,
+    /// default signal handling and an empty mask, its own session (so a timeout kills the
+    /// hook's children too), and exactly the `PV_*` environment plus PATH.
+    fn spawn(&mut self) -> Result<(), HookError> {
+        use std::os::unix::ffi::OsStrExt;
+        let hook = self.hook();
+        let err = |errno| HookError::Spawn {
+            hook: hook.clone(),
+            op: self.op,
+            errno,
+        };
+        let cpath = CString::new(hook.as_os_str().as_bytes()).map_err(|_| err(0))?;
+        let argv = CStrArray::new(vec![cpath.clone()]);
+        let envp = &self.envp;
+        let (pid, _) = sys::clone_process(0, None, true, &mut || {
+            sys::reset_signals();
+            sys::cloexec_from(3);
+            let _ = sys::setsid();
+            let _ = sys::execve(&cpath, &argv, envp);
+            127
+        })
+        .map_err(|e| err(e.raw_os_error().unwrap_or(0)))?;
+        self.pid = pid;
+        self.deadline_ms = sys::event::monotonic_ms().saturating_add(self.timeout_ms);
+        Ok(())
+    }
+
+    /// The running hook was reaped with `wait_status`: spawns the next one, or ends the run.
+    pub fn exited(&mut self, wait_status: i32) -> HookStep {
+        let (hook, op) = (self.hook(), self.op);
+        match sys::decode_wait_status(wait_status) {
+            WaitStatus::Exited(0) => {}
+            WaitStatus::Exited(code) => {
+                return HookStep::Done(Err(HookError::Exit { hook, op, code }))
+            }
+            WaitStatus::Signaled(signal) => {
+                return HookStep::Done(Err(HookError::Signal { hook, op, signal }))
+            }
+            WaitStatus::Other => return HookStep::Running,
+        }
+        pvlog!(Info, "hooks", "{} ({}) ok", hook.display(), op.as_str());
+        self.index += 1;
+        if self.index >= self.hooks.len() {
+            return HookStep::Done(Ok(self.hooks.len()));
+        }
+        match self.spawn() {
+            Ok(()) => HookStep::Next,
+            Err(e) => HookStep::Done(Err(e)),
+        }
+    }
+
+    /// The deadline passed: the hook and whatever it started are SIGKILLed (the loop still
+    /// reaps the pid; its status no longer matters) and the run fails.
+    pub fn timed_out(&mut self) -> HookStep {
+        // the group first (the hook is a session leader), the pid alone if setsid failed
+        if sys::kill(-self.pid, libc::SIGKILL).is_err() {
+            let _ = sys::kill(self.pid, libc::SIGKILL);
+        }
+        HookStep::Done(Err(HookError::TimedOut {
+            hook: self.hook(),
+            op: self.op,
+            secs: self.timeout_ms.div_ceil(1000),
+        }))
     }
 }
 

@@ -213,9 +213,10 @@ pub enum Entry {
     Live,
 }
 
-/// Installs an admitted revision (5.4 step 5): the trail is checked out and verified, the
-/// install hook runs, progress becomes INPROGRESS ("Rebooting" or "Transitioning ..."), and
-/// only then `pv_try` names it. A failure before `pv_try` is WONTGO: the device never tried it.
+/// Installs an admitted revision (5.4 step 5) in one go: [`prepare`], the install hook,
+/// [`enter`]. A failure before `pv_try` is WONTGO: the device never tried it. The device runs
+/// the same phases without holding its loop (prepare on a worker, the hook reaped by the loop);
+/// this blocking form is the crash simulation's and the tests'.
 pub fn install(
     st: &Storage,
     bl: &dyn Bootloader,
@@ -224,27 +225,46 @@ pub fn install(
     state: &State,
     entry: Entry,
 ) -> Result<std::result::Result<(), Refused>> {
-    if let Err(e) = st
-        .checkout(rev, state)
-        .map_err(Error::from)
-        .and_then(|()| verify(st, rev, state, Check::Rehash))
-    {
-        return wontgo(st, rev, msg::INTERNAL, e.to_string()).map(Err);
+    if let Err(e) = prepare(st, rev, state) {
+        return refuse(st, rev, e.to_string()).map(Err);
     }
-    let env = bl.read(st.fs)?;
-    if let Err(e) = hooks.run(
-        hooks::Op::InstallUpdate,
-        &hooks::Env::new(&env, rev, "INPROGRESS"),
-    ) {
-        return wontgo(st, rev, msg::INTERNAL, e).map(Err);
+    if let Err(e) = hooks.run_blocking(hooks::Op::InstallUpdate, &hook_env(st, bl, rev)?) {
+        return refuse(st, rev, e.to_string()).map(Err);
     }
+    enter(st, bl, rev, entry)?;
+    Ok(Ok(()))
+}
+
+/// The storage part of an install, safe on a worker thread (it touches only the revision's
+/// trail and reads the object store): checks out `trails/<rev>` durably and re-hashes every
+/// object. Until [`enter`] names the revision in the boot env, the caller keeps it out of GC.
+pub fn prepare(st: &Storage, rev: &str, state: &State) -> Result<()> {
+    st.checkout(rev, state)?;
+    verify(st, rev, state, Check::Rehash)
+}
+
+/// The environment of the `system-install-update` hook, run between [`prepare`] and [`enter`].
+pub fn hook_env(st: &Storage, bl: &dyn Bootloader, rev: &str) -> Result<hooks::Env> {
+    Ok(hooks::Env::new(&bl.read(st.fs)?, rev, "INPROGRESS"))
+}
+
+/// Ends an install that failed before `pv_try` (the prepare or the hook): WONTGO with `why`
+/// logged.
+pub fn refuse(st: &Storage, rev: &str, why: String) -> Result<Refused> {
+    wontgo(st, rev, msg::INTERNAL, why)
+}
+
+/// The last phase of an install, once prepared and hooked: progress INPROGRESS ("Rebooting"
+/// or "Transitioning ..."), and only then `pv_try` names the revision -- the boot env never
+/// names a trail that is not complete and durable.
+pub fn enter(st: &Storage, bl: &dyn Bootloader, rev: &str, entry: Entry) -> Result<()> {
     let m = match entry {
         Entry::Reboot => msg::REBOOTING,
         Entry::Live => msg::TRANSITIONING,
     };
     st.write_progress(rev, &progress_of(st, rev, Status::Inprogress, m))?;
     bl.set_try(st.fs, rev)?;
-    Ok(Ok(()))
+    Ok(())
 }
 
 /// Ends a live update that held (5.5 finalize, non-reboot path): UPDATED, boot env untouched
@@ -395,3 +415,7 @@ pub fn boot(st: &Storage, bl: &dyn Bootloader, booted: &str, check: Check) -> Re
     st.set_current(booted)?;
     Ok(Boot::Run { trying })
 }
+
+#[cfg(test)]
+#[path = "install_tests.rs"]
+mod install_tests;

@@ -1,0 +1,67 @@
+use super::*;
+use crate::storage::fs::Fs;
+use crate::storage::objects::sha256_hex;
+use crate::storage::simfs::SimFs;
+
+fn staged(st: &Storage, rev: &str) -> State {
+    let k = b"kernel".to_vec();
+    let raw = format!(
+        "{{\"#spec\":\"pantavisor-service-system@1\",\"bsp/k\":\"{}\",\"bsp/run.json\":{{\"linux\":\"k\",\"initrd\":\"k\"}}}}",
+        sha256_hex(&k)
+    );
+    st.init_layout().unwrap();
+    st.put_object(&sha256_hex(&k), &k).unwrap();
+    stage(st, rev, raw.as_bytes()).unwrap()
+}
+
+#[test]
+fn the_phases_of_an_install_keep_the_boot_env_last() {
+    let fs = SimFs::new();
+    let st = Storage::new(&fs, "/s");
+    let bl = crate::bootloader::for_type("uboot", &st.root).unwrap();
+    let state = staged(&st, "1");
+    prepare(&st, "1", &state).unwrap();
+    // prepared: the trail is complete, nothing names it yet
+    assert!(verify(&st, "1", &state, Check::Rehash).is_ok());
+    assert_eq!(bl.read(&fs).unwrap().try_rev, None);
+    assert_eq!(st.read_progress("1").unwrap().status, Status::New);
+    let env = hook_env(&st, bl.as_ref(), "1").unwrap();
+    assert_eq!((env.rev.as_str(), env.status.as_str()), ("1", "INPROGRESS"));
+    enter(&st, bl.as_ref(), "1", Entry::Live).unwrap();
+    let p = st.read_progress("1").unwrap();
+    assert_eq!(
+        (p.status, p.msg.as_str()),
+        (Status::Inprogress, msg::TRANSITIONING)
+    );
+    assert_eq!(bl.read(&fs).unwrap().try_rev.as_deref(), Some("1"));
+}
+
+#[test]
+fn a_failed_prepare_is_refused_with_wontgo_and_the_boot_env_untouched() {
+    let fs = SimFs::new();
+    let st = Storage::new(&fs, "/s");
+    let bl = crate::bootloader::for_type("uboot", &st.root).unwrap();
+    let state = staged(&st, "1");
+    fs.remove_file(&st.object_path(&sha256_hex(b"kernel")).unwrap())
+        .unwrap();
+    let e = prepare(&st, "1", &state).unwrap_err();
+    let why = e.to_string();
+    assert!(
+        matches!(refuse(&st, "1", why.clone()).unwrap(), Refused::Wontgo(m, w) if m == msg::INTERNAL && w == why)
+    );
+    assert_eq!(st.read_progress("1").unwrap().status, Status::Wontgo);
+    assert_eq!(bl.read(&fs).unwrap().try_rev, None);
+    // the blocking composition refuses the same way
+    assert!(matches!(
+        install(
+            &st,
+            bl.as_ref(),
+            &hooks::Hooks::none(),
+            "1",
+            &state,
+            Entry::Reboot
+        )
+        .unwrap(),
+        Err(Refused::Wontgo(..))
+    ));
+}
