@@ -26,6 +26,8 @@ pub const MAX_OBJECT: u64 = 1 << 30;
 pub const OBJECT_IN_MEMORY: u64 = 1 << 20;
 /// Largest state JSON accepted by PUT /steps/locals/{name}.
 pub const MAX_STATE: usize = 4 << 20;
+/// How long POST /storage/gc may wait for its GC.
+pub const GC_WAIT_MS: u64 = 600_000;
 /// Largest commit message (upstream's limit).
 pub const MAX_COMMITMSG: u64 = 256;
 
@@ -83,6 +85,8 @@ pub struct Ctl<'d> {
     pub dev: &'d mut dyn DeviceApi,
     /// Meta keys set or deleted in this wake, for the device to publish and apply.
     pub meta_changed: Vec<(MetaKind, String)>,
+    /// A GC runs: uploads wait, so no fresh object is collected before its step names it.
+    pub storage_busy: bool,
 }
 
 /// The endpoints served; the rest answer "unknown endpoint".
@@ -432,6 +436,12 @@ impl Ctl<'_> {
         if !valid_sha(sha) {
             return Plan::Reply(Response::error(400, BAD_OBJECT_NAME));
         }
+        if self.storage_busy {
+            return Plan::Reply(
+                Response::error(503, "Storage is being collected (GC). Try again")
+                    .with_header("Retry-After", "10".into()),
+            );
+        }
         let st = Storage::new(self.stream_fs, self.cfg.storage_mntpoint());
         match st.has_object(sha) {
             Ok(true) => return Plan::Stream(Box::new(DrainSink), MAX_OBJECT),
@@ -651,9 +661,15 @@ impl Ctl<'_> {
         answer(self.dev.request(Ask::Container(name.to_string(), action)))
     }
 
-    /// POST /storage/gc: answers what was reclaimed.
-    fn storage_gc(&mut self) -> Response {
-        answer(self.dev.request(Ask::Gc))
+    /// POST /storage/gc: answered `{"reclaimed":N}` once the GC ran (off the loop).
+    fn storage_gc(&mut self) -> Plan {
+        match self.dev.request(Ask::Gc) {
+            Ok(Answer::Deferred(ticket)) => Plan::Defer {
+                ticket,
+                limit_ms: GC_WAIT_MS,
+            },
+            a => Plan::Reply(answer(a)),
+        }
     }
 
     /// GET /config: the legacy dotted aliases with typed values.
@@ -715,11 +731,7 @@ impl Ctl<'_> {
 fn answer(a: Result<Answer, Refusal>) -> Response {
     match a {
         Ok(Answer::Ok) => Response::ok(),
-        Ok(Answer::Reclaimed(n)) => {
-            let mut o = ObjectWriter::new();
-            o.uint("reclaimed", n);
-            Response::json(200, o.finish())
-        }
+        Ok(Answer::Deferred(_)) => Response::error(500, "Internal error, an answer was deferred"),
         Err(r) => refused(&r),
     }
 }
@@ -780,7 +792,7 @@ impl Router for Ctl<'_> {
             (Route::Container(_), Method::Put) => Plan::Buffer(MAX_JSON),
             (Route::Config, Method::Get) => Plan::Reply(Response::json(200, self.config_json())),
             (Route::Config2, Method::Get) => Plan::Reply(Response::json(200, self.config2_json())),
-            (Route::StorageGc, Method::Post) => Plan::Reply(self.storage_gc()),
+            (Route::StorageGc, Method::Post) => self.storage_gc(),
             (Route::Meta(kind, None), Method::Get) => Plan::Reply(self.meta_get(kind)),
             (Route::Meta(_, Some(k)), Method::Put | Method::Delete) if !valid_key(&k) => {
                 Plan::Reply(Response::error(400, "Bad meta key"))

@@ -75,7 +75,8 @@ pub enum Refusal {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Answer {
     Ok,
-    Reclaimed(u64),
+    /// The answer comes once the work named by this ticket ends (POST /storage/gc).
+    Deferred(u64),
 }
 
 impl Model {
@@ -106,7 +107,11 @@ impl Model {
                 fx.push(Effect::Log(Level::Info, format!("command queued: {c:?}")));
                 self.command = Some(c);
             }
-            Request::Gc => self.admit(false)?,
+            Request::Gc => {
+                // the GC runs on the worker: nothing else is admitted until it ends
+                self.admit(false)?;
+                self.phase = Phase::Command;
+            }
         }
         Ok((Answer::Ok, fx))
     }

@@ -9,7 +9,8 @@
 //! - `commands.rs`: what pv-ctrl hands the device and its admission;
 //! - `timers.rs`: typed timers owned by what armed them;
 //! - `meta.rs`: user-meta and device-meta views, configuration from user-meta;
-//! - `updates.rs`: the commands' work (LOCAL_RUN, MAKE_FACTORY, GC) and the commit.
+//! - `updates.rs`: the commands' work (LOCAL_RUN, MAKE_FACTORY, GC) and the commit;
+//! - `work.rs`: slow work off the loop -- worker jobs and hooks reaped with a deadline.
 pub mod commands;
 pub mod containers;
 mod meta;
@@ -17,6 +18,7 @@ pub mod model;
 pub mod probation;
 pub mod timers;
 mod updates;
+mod work;
 
 use crate::bootloader::Bootloader;
 use crate::config::Config;
@@ -30,8 +32,9 @@ use crate::storage::meta::MetaStore;
 use crate::storage::Storage;
 use crate::sys::event as ev;
 use crate::sys::power::Power;
-use crate::update::hooks::{self, Hooks};
+use crate::update::hooks::{self, HookRun, Hooks};
 use crate::update::progress::{Progress, Status as ProgressStatus};
+use crate::worker::Workers;
 use commands::{Answer, Command, Refusal, Request};
 use containers::Ctr;
 use model::{Effect, Input, Model, TICK_MS};
@@ -61,6 +64,15 @@ pub struct Device<'a> {
     /// The revision and state a live update switches to once its containers are down.
     entering: Option<(String, State)>,
     hooks: Hooks,
+    workers: Workers,
+    /// The update being installed (its prepare on the worker, then its hook).
+    installing: Option<work::Install>,
+    gc: Option<work::Gc>,
+    /// The hook that runs, and what follows it; reporting hooks wait behind it.
+    hook: Option<(HookRun, work::AfterHook)>,
+    hook_queue: VecDeque<(hooks::Op, hooks::Env)>,
+    /// The loop's longest handling, as last published.
+    stall_published: u64,
 }
 
 impl<'a> Device<'a> {
@@ -98,7 +110,9 @@ impl<'a> Device<'a> {
         let hooks = Hooks::new(
             cfg.system_libdir(),
             std::path::Path::new(cfg.storage_mntpoint()),
-        );
+        )
+        .with_timeout(cfg.system_hook_timeout());
+        let workers = Workers::new(lp.inbox_fd());
         Ok(Device {
             cfg,
             st,
@@ -115,6 +129,12 @@ impl<'a> Device<'a> {
             server: None,
             entering: None,
             hooks,
+            workers,
+            installing: None,
+            gc: None,
+            hook: None,
+            hook_queue: VecDeque::new(),
+            stall_published: 0,
         })
     }
 
@@ -125,7 +145,11 @@ impl<'a> Device<'a> {
         self.publish_all_meta();
         self.mount_bsp();
         self.timers.arm(&mut self.lp, Timer::Tick, TICK_MS);
-        if let Err(e) = self.hook(hooks::Op::Start, "") {
+        // before any container starts, and bounded by the hook timeout
+        if let Err(e) = self
+            .hooks
+            .run_blocking(hooks::Op::Start, &self.hook_env(""))
+        {
             pvlog!(Fatal, "hooks", "{e}");
             self.feed(Input::Signal(
                 Power::Reboot,
@@ -149,6 +173,13 @@ impl<'a> Device<'a> {
                 if let Some(v) = self.bsp.take() {
                     self.engine.unmount_bsp(v);
                 }
+                self.workers.shutdown();
+                pvlog!(
+                    Info,
+                    "device",
+                    "loop: max stall {} us",
+                    self.lp.max_stall_us()
+                );
                 return p;
             }
             wakes.clear();
@@ -280,7 +311,7 @@ impl<'a> Device<'a> {
                 self.capture(false);
                 None
             }
-            Effect::Run(cmd) => Some(Input::CommandDone(self.run_command(cmd))),
+            Effect::Run(cmd) => self.run_command(cmd).map(Input::CommandDone),
             Effect::Adopt => {
                 self.adopt();
                 None
@@ -312,14 +343,20 @@ impl<'a> Device<'a> {
                 let Some(timer) = self.timers.fired(t) else {
                     return; // cancelled with its owner
                 };
-                if timer == Timer::Tick {
-                    // container consoles grow without pantavisor logging: keep the log
-                    // directory within its budget from here too
-                    crate::logs::maintain();
+                match timer {
+                    Timer::Hook => return self.hook_timed_out(),
+                    Timer::Tick => {
+                        // container consoles grow without pantavisor logging: keep the log
+                        // directory within its budget from here too
+                        crate::logs::maintain();
+                        self.publish_stall();
+                    }
+                    _ => {}
                 }
                 self.feed(Input::Timer(timer));
             }
-            Wake::Fd(..) | Wake::Inbox => {}
+            Wake::Inbox => self.worker_done(),
+            Wake::Fd(..) => {}
         }
     }
 
@@ -328,6 +365,7 @@ impl<'a> Device<'a> {
     fn reap(&mut self) {
         loop {
             match ev::reap_any() {
+                Ok(Some((pid, status))) if self.hook_exited(pid, status) => {}
                 Ok(Some((pid, status))) => match self.engine.handle_exit(pid, status) {
                     Some((name, exit)) => {
                         if let Some(i) = self.m.index(&name) {
@@ -386,13 +424,17 @@ impl<'a> Device<'a> {
                 })
             })
             .collect();
+        let storage_busy = self.gc.is_some();
         let mut front = Front {
             m: &mut self.m,
             st: self.st,
             bl: self.bl,
             rev: &self.rev,
             entering: self.entering.as_ref().map(|(r, _)| r.as_str()),
+            installing: self.installing.as_ref().map(|i| i.rev.as_str()),
             keep_factory: self.cfg.storage_gc_keep_factory(),
+            workers: &mut self.workers,
+            gc: &mut self.gc,
             fx: Vec::new(),
         };
         let mut ctl = Ctl {
@@ -405,6 +447,7 @@ impl<'a> Device<'a> {
             rev: &self.rev,
             dev: &mut front,
             meta_changed: Vec::new(),
+            storage_busy,
         };
         server.handle(&mut self.lp, w, &mut ctl);
         let meta_changed = std::mem::take(&mut ctl.meta_changed);
@@ -490,6 +533,20 @@ impl<'a> Device<'a> {
         }
     }
 
+    /// The loop's longest handling so far, readable by a test while the device runs:
+    /// `<PV_SYSTEM_RUNDIR>/loop-max-stall-us` (a tmpfs on a device: no flash wear).
+    fn publish_stall(&mut self) {
+        let us = self.lp.max_stall_us();
+        if us == self.stall_published {
+            return;
+        }
+        self.stall_published = us;
+        let p = std::path::Path::new(self.cfg.system_rundir()).join("loop-max-stall-us");
+        if let Err(e) = std::fs::write(&p, format!("{us}\n")) {
+            pvlog!(Warn, "device", "{}: {e}", p.display());
+        }
+    }
+
     /// A summary line per container, for the demo and the logs.
     pub fn statuses(&self) -> Vec<(String, &'static str)> {
         self.m
@@ -508,7 +565,10 @@ struct Front<'d> {
     bl: &'d dyn Bootloader,
     rev: &'d str,
     entering: Option<&'d str>,
+    installing: Option<&'d str>,
     keep_factory: bool,
+    workers: &'d mut Workers,
+    gc: &'d mut Option<work::Gc>,
     fx: Vec<Effect>,
 }
 
@@ -532,8 +592,17 @@ impl DeviceApi for Front<'_> {
                 return Err(Refusal::FactoryInUse);
             }
             if r == Request::Gc {
-                let keep = updates::gc_keep(self.rev, &env, self.entering, self.keep_factory);
-                return updates::gc(self.st, &keep).map(Answer::Reclaimed);
+                // on the worker, from a keep-set taken now; pv-ctrl answers when it is done
+                let mut keep = updates::gc_keep(self.rev, &env, self.entering, self.keep_factory);
+                keep.extend(self.installing.map(str::to_string));
+                self.m.request(Request::Gc)?;
+                let job = self.workers.spawn(crate::worker::gc_job(
+                    self.st.root().to_path_buf(),
+                    keep,
+                    Default::default(),
+                ));
+                *self.gc = Some(work::Gc { job, answer: true });
+                return Ok(Answer::Deferred(job));
             }
         }
         let (answer, fx) = self.m.request(r)?;

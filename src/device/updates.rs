@@ -3,11 +3,12 @@
 //! around them are the model's; what must never be removed is computed here from the boot
 //! env, and without a readable boot env nothing is removed.
 use super::model::Outcome;
+use super::work::Install;
 use super::{containers, group_timeouts, Device};
 use crate::bootloader::BootEnv;
-use crate::device::commands::{Command, Refusal};
+use crate::device::commands::Command;
 use crate::pvlog;
-use crate::storage::Storage;
+use crate::state::State;
 use crate::update::hooks;
 use crate::update::progress::msg;
 use crate::update::transition::{self, Transition};
@@ -35,48 +36,27 @@ pub fn factory_in_use(running: &str, env: &BootEnv) -> bool {
     running == "0" || env.rev.as_deref() == Some("0") || env.try_rev.as_deref() == Some("0")
 }
 
-pub fn gc(st: &Storage, keep: &[String]) -> Result<u64, Refusal> {
-    let keep: Vec<&str> = keep.iter().map(String::as_str).collect();
-    match st.gc(&keep, &Default::default()) {
-        Ok(n) => {
-            pvlog!(Info, "storage", "GC reclaimed {n} bytes");
-            Ok(n)
-        }
-        Err(e) => {
-            pvlog!(Error, "storage", "GC: {e}");
-            Err(Refusal::Storage {
-                no_space: e.is_no_space(),
-                reason: e.to_string(),
-            })
-        }
-    }
-}
-
 impl Device<'_> {
-    pub(super) fn run_command(&mut self, cmd: Command) -> Outcome {
+    /// Carries out a command; None while its work goes on off the loop (the worker or a
+    /// hook), whose end then feeds the outcome.
+    pub(super) fn run_command(&mut self, cmd: Command) -> Option<Outcome> {
         match cmd {
-            Command::RunGc => {
-                match self.bl.read(self.st.fs) {
-                    Ok(env) => {
-                        let entering = self.entering.as_ref().map(|(r, _)| r.as_str());
-                        let keep = gc_keep(
-                            &self.rev,
-                            &env,
-                            entering,
-                            self.cfg.storage_gc_keep_factory(),
-                        );
-                        let _ = gc(self.st, &keep);
-                    }
-                    Err(e) => pvlog!(Error, "storage", "GC refused: boot env: {e}"),
+            Command::RunGc => match self.bl.read(self.st.fs) {
+                Ok(env) => {
+                    self.start_gc(&env, None);
+                    None
                 }
-                Outcome::Done
-            }
+                Err(e) => {
+                    pvlog!(Error, "storage", "GC refused: boot env: {e}");
+                    Some(Outcome::Done)
+                }
+            },
             Command::LocalRun { rev, commit } => self.local_run(&rev, commit),
             Command::MakeFactory { rev } => {
                 if self.make_factory(&rev) {
                     self.local_run("0", true)
                 } else {
-                    Outcome::Done
+                    Some(Outcome::Done)
                 }
             }
         }
@@ -125,20 +105,34 @@ impl Device<'_> {
         }
     }
 
-    /// LOCAL_RUN: admit, decide reboot or live, install; every refusal is recorded in the
-    /// revision's progress.
-    fn local_run(&mut self, rev: &str, force_reboot: bool) -> Outcome {
+    /// LOCAL_RUN: admit, decide reboot or live, then the install's slow part (checkout and
+    /// re-hash) on the worker; [`Device::prepared`] goes on from there. Every refusal is
+    /// recorded in the revision's progress. None: the command goes on off the loop.
+    fn local_run(&mut self, rev: &str, force_reboot: bool) -> Option<Outcome> {
         if self.st.trail_dir(rev).is_err() {
             pvlog!(Error, "update", "LOCAL_RUN: bad revision name {rev:?}");
-            return Outcome::Done;
+            return Some(Outcome::Done);
         }
         self.capture_rev(rev, true);
-        let outcome = self.try_local_run(rev, force_reboot);
-        self.capture_rev(rev, false);
-        outcome
+        let Some((state, decision)) = self.admit_local(rev, force_reboot) else {
+            self.capture_rev(rev, false);
+            return Some(Outcome::Done);
+        };
+        let job = self.workers.spawn(crate::worker::prepare_job(
+            self.st.root().to_path_buf(),
+            rev.to_string(),
+            state.clone(),
+        ));
+        self.installing = Some(Install {
+            rev: rev.to_string(),
+            state,
+            decision,
+            job,
+        });
+        None
     }
 
-    fn try_local_run(&mut self, rev: &str, force_reboot: bool) -> Outcome {
+    fn admit_local(&mut self, rev: &str, force_reboot: bool) -> Option<(State, Transition)> {
         let max = self.cfg.revision_retries();
         let state = match update::admit(self.st, rev, max) {
             Ok(Ok(state)) => state,
@@ -149,15 +143,15 @@ impl Device<'_> {
                     "revision {rev} already ended {}: not run again",
                     s.as_str()
                 );
-                return Outcome::Done;
+                return None;
             }
             Ok(Err(update::Refused::Wontgo(m, why))) => {
                 pvlog!(Error, "update", "revision {rev}: WONTGO {m}: {why}");
-                return Outcome::Done;
+                return None;
             }
             Err(e) => {
                 pvlog!(Error, "update", "revision {rev}: {e}");
-                return Outcome::Done;
+                return None;
             }
         };
         let decision = if force_reboot {
@@ -167,39 +161,71 @@ impl Device<'_> {
         } else {
             transition::decide(&self.state, &state)
         };
-        let entry = match &decision {
+        match &decision {
             Transition::Reboot { why } => {
-                pvlog!(Info, "update", "revision {rev}: reboot update ({why})");
-                Entry::Reboot
+                pvlog!(Info, "update", "revision {rev}: reboot update ({why})")
             }
-            Transition::Live { stop } => {
-                pvlog!(
-                    Info,
-                    "update",
-                    "revision {rev}: live update, restarting [{}]",
-                    stop.join(", ")
-                );
-                Entry::Live
-            }
-        };
-        match update::install(self.st, self.bl, &self.hooks, rev, &state, entry) {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                pvlog!(Error, "update", "revision {rev}: install refused: {e:?}");
-                return Outcome::Done;
-            }
-            Err(e) => {
-                pvlog!(Error, "update", "revision {rev}: install: {e}");
-                let _ = update::fail(self.st, rev, msg::INTERNAL);
-                return Outcome::Done;
-            }
+            Transition::Live { stop } => pvlog!(
+                Info,
+                "update",
+                "revision {rev}: live update, restarting [{}]",
+                stop.join(", ")
+            ),
         }
-        match decision {
-            Transition::Reboot { .. } => Outcome::Reboot {
-                rev: rev.to_string(),
-            },
+        Some((state, decision))
+    }
+
+    /// The install's checkout and re-hash ended: on to the `system-install-update` hook.
+    pub(super) fn prepared(&mut self, result: Result<(), String>) -> Option<Outcome> {
+        let rev = self.installing.as_ref()?.rev.clone();
+        if let Err(why) = result {
+            return Some(self.install_refused(&rev, why));
+        }
+        let env = match update::hook_env(self.st, self.bl, &rev) {
+            Ok(env) => env,
+            Err(e) => return Some(self.install_refused(&rev, e.to_string())),
+        };
+        match self.hooks.start(hooks::Op::InstallUpdate, &env) {
+            Ok(None) => Some(self.enter_update()),
+            Ok(Some(run)) => {
+                self.start_hook(run, super::work::AfterHook::Install);
+                None
+            }
+            Err(e) => Some(self.install_refused(&rev, e.to_string())),
+        }
+    }
+
+    /// The install failed before `pv_try` was set: WONTGO, the device runs on.
+    pub(super) fn install_refused(&mut self, rev: &str, why: String) -> Outcome {
+        pvlog!(Error, "update", "revision {rev}: install refused: {why}");
+        if let Err(e) = update::refuse(self.st, rev, why) {
+            pvlog!(Error, "update", "{e}");
+        }
+        self.installing = None;
+        self.capture_rev(rev, false);
+        Outcome::Done
+    }
+
+    /// Prepared and hooked: INPROGRESS, then `pv_try`; then a reboot or the live switch.
+    pub(super) fn enter_update(&mut self) -> Outcome {
+        let Some(i) = self.installing.take() else {
+            return Outcome::Done;
+        };
+        let entry = match i.decision {
+            Transition::Reboot { .. } => Entry::Reboot,
+            Transition::Live { .. } => Entry::Live,
+        };
+        let res = update::enter(self.st, self.bl, &i.rev, entry);
+        self.capture_rev(&i.rev, false);
+        if let Err(e) = res {
+            pvlog!(Error, "update", "revision {}: install: {e}", i.rev);
+            let _ = update::fail(self.st, &i.rev, msg::INTERNAL);
+            return Outcome::Done;
+        }
+        match i.decision {
+            Transition::Reboot { .. } => Outcome::Reboot { rev: i.rev },
             Transition::Live { stop } => {
-                self.entering = Some((rev.to_string(), state));
+                self.entering = Some((i.rev, i.state));
                 Outcome::Live { stop }
             }
         }
@@ -248,19 +274,17 @@ impl Device<'_> {
             Ok(()) => {
                 let what = if live { "updated live" } else { "committed" };
                 pvlog!(Info, "update", "revision {} {what}", self.rev);
-                if let Err(e) = self.hook(op, if live { "UPDATED" } else { "DONE" }) {
-                    pvlog!(Error, "hooks", "{e}");
-                }
+                self.report_hook(op, if live { "UPDATED" } else { "DONE" });
             }
             Err(e) => pvlog!(Error, "update", "finishing {}: {e}", self.rev),
         }
     }
 
-    pub(super) fn hook(&self, op: hooks::Op, status: &str) -> Result<usize, String> {
-        // the boot env only informs the hook's PV_TRY; an unreadable one reads as empty
+    /// The environment of a hook about the running revision; the boot env only informs its
+    /// PV_TRY, an unreadable one reads as empty.
+    pub(super) fn hook_env(&self, status: &str) -> hooks::Env {
         let env = self.bl.read(self.st.fs).unwrap_or_default();
-        self.hooks
-            .run(op, &hooks::Env::new(&env, &self.rev, status))
+        hooks::Env::new(&env, &self.rev, status)
     }
 
     /// ERROR lines logged while an update is processed or tried go to its `.pv/logs`; at the

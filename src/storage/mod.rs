@@ -113,6 +113,11 @@ impl<'a> Storage<'a> {
         }
     }
 
+    /// The storage's mount point.
+    pub fn root(&self) -> &std::path::Path {
+        &self.root
+    }
+
     pub fn objects_dir(&self) -> PathBuf {
         self.root.join("objects")
     }

@@ -227,11 +227,6 @@ impl Hooks {
             }
         }
     }
-
-    /// [`Hooks::run_blocking`] with the error as text (the device's current callers).
-    pub fn run(&self, op: Op, env: &Env) -> Result<usize, String> {
-        self.run_blocking(op, env).map_err(|e| e.to_string())
-    }
 }
 
 /// What a hook's end (or its deadline) did to the run.

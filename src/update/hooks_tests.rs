@@ -40,7 +40,7 @@ fn hooks_run_in_name_order_with_the_pv_environment() {
     );
     hook(&lib, "30-not-executable", &format!("echo c >> {o}"), false);
     let h = Hooks::new(lib.to_str().unwrap(), Path::new("/storage"));
-    assert_eq!(h.run(Op::InstallUpdate, &env()), Ok(2));
+    assert_eq!(h.run_blocking(Op::InstallUpdate, &env()), Ok(2));
     let text = std::fs::read_to_string(&out).unwrap();
     assert_eq!(
         text,
@@ -56,7 +56,10 @@ fn a_failing_hook_stops_the_rest_and_is_named() {
     hook(&lib, "1-fails", "exit 3", true);
     hook(&lib, "2-never", &format!("touch {}", out.display()), true);
     let h = Hooks::new(lib.to_str().unwrap(), Path::new("/storage"));
-    let err = h.run(Op::BootDone, &env()).unwrap_err();
+    let err = h
+        .run_blocking(Op::BootDone, &env())
+        .unwrap_err()
+        .to_string();
     assert!(
         err.contains("1-fails") && err.contains("system-boot-done"),
         "{err}"
@@ -68,8 +71,8 @@ fn a_failing_hook_stops_the_rest_and_is_named() {
 #[test]
 fn no_hook_directory_runs_nothing() {
     let h = Hooks::new("/nonexistent-libdir", Path::new("/storage"));
-    assert_eq!(h.run(Op::Start, &env()), Ok(0));
-    assert_eq!(Hooks::none().run(Op::Start, &env()), Ok(0));
+    assert_eq!(h.run_blocking(Op::Start, &env()), Ok(0));
+    assert_eq!(Hooks::none().run_blocking(Op::Start, &env()), Ok(0));
 }
 
 #[test]
