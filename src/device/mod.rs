@@ -6,6 +6,8 @@
 //! timeout marks it TIMEDOUT, an exit goes through auto-recovery -- then the update gates run
 //! when the booted revision is on probation (goals reached -> TESTING -> commit delay ->
 //! stability -> commit). Failure in steady state reboots; during an update it rolls back.
+pub mod init;
+
 use crate::bootloader::Bootloader;
 use crate::config::Config;
 use crate::container::{self, Engine};
