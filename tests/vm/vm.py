@@ -808,7 +808,9 @@ class Tier:
             with open(os.path.join(tree, "trails/0/.pvr/json")) as f:
                 sha = json.load(f)["mgmt/lxc.container.conf"]
             os.unlink(os.path.join(tree, "objects", sha))
-            os.unlink(os.path.join(tree, "trails/0/mgmt/lxc.container.conf"))
+            link = os.path.join(tree, "trails/0/mgmt/lxc.container.conf")
+            if os.path.exists(link):  # a factory tree may hold only objects/ and .pvr/json
+                os.unlink(link)
             lost["sha"] = sha
 
         img = self.image("fatal", mutate=lose_object)
