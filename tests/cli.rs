@@ -243,3 +243,150 @@ fn standalone_boot_resumes_updates_as_the_boot_env_says() {
         "Object validation went wrong"
     );
 }
+
+/// The `FATAL <step>: <reason>` lines of a device's console (stderr here): the message of a
+/// FATAL record (`[pantavisor] <tsec> FATAL\t -- [init]: FATAL <step>: <reason>`).
+fn fatal_lines(console: &str) -> Vec<&str> {
+    console
+        .lines()
+        .filter_map(|l| l.find("FATAL ").map(|i| &l[i..]))
+        .collect()
+}
+
+/// A plain process (not PID 1) that hits a fatal error of INIT prints exactly one
+/// `FATAL <step>: <reason>` line and exits 1 at once (the 5 s pause is for PID 1's console);
+/// it used to exit 2, which as PID 1 is a kernel panic.
+#[test]
+fn fatal_errors_print_one_line_and_exit_1() {
+    let t = TempDir::new("fatal");
+    let file = t.0.join("a-file");
+    std::fs::write(&file, "not a directory").unwrap();
+    let empty = t.0.join("empty-storage");
+    std::fs::create_dir_all(&empty).unwrap();
+    let standalone = |storage: &Path| {
+        format!(
+            "PV_SYSTEM_INIT_MODE=standalone\nPV_STORAGE_MNTPOINT={}\n",
+            storage.display()
+        )
+    };
+    let cases: &[(&str, String, &str, &str)] = &[
+        // (case, pantavisor.config, kernel command line, the line expected)
+        (
+            "bad storage layout",
+            standalone(&file),
+            "pv_rev=0",
+            "FATAL storage: layout: create ",
+        ),
+        (
+            "no pv_rev anywhere",
+            standalone(&empty),
+            "console=ttyS0",
+            "FATAL boot-env: no pv_rev on the command line nor in the boot env",
+        ),
+        (
+            "appengine mode",
+            "PV_SYSTEM_INIT_MODE=appengine\n".to_string(),
+            "pv_rev=0",
+            "FATAL config: PV_SYSTEM_INIT_MODE=appengine is not supported",
+        ),
+    ];
+    for (i, (case, config, cmdline, want)) in cases.iter().enumerate() {
+        let conf = t.0.join(format!("c{i}.config"));
+        std::fs::write(&conf, config).unwrap();
+        let started = std::time::Instant::now();
+        let o = run(&["--config", conf.to_str().unwrap(), "--cmdline", cmdline]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{case}: {err}");
+        let fatal = fatal_lines(&err);
+        assert_eq!(fatal.len(), 1, "{case}: one FATAL line: {err}");
+        assert!(fatal[0].starts_with(want), "{case}: {err}");
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{case}: no pause outside PID 1"
+        );
+    }
+    // an unreadable --config is a FATAL of the config step as well
+    let o = run(&["--config", t.0.join("missing").to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert_eq!(fatal_lines(&err).len(), 1, "{err}");
+    assert!(
+        fatal_lines(&err)[0].starts_with("FATAL config: --config "),
+        "{err}"
+    );
+    // a caller's mistake on the command line of a plain process stays a usage error
+    let o = run(&["--config"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(fatal_lines(&String::from_utf8_lossy(&o.stderr)).is_empty());
+}
+
+/// `PV_BOOTLOADER_TYPE=rpiab` / `uboot-ab` (upstream values without a backend here) used to
+/// reach `bootloader::for_type` and end every boot with exit 2. The config refuses them when
+/// it reads them, naming key and value, and the device boots with the default `uboot`.
+#[test]
+fn unsupported_bootloader_is_refused_by_the_config_and_the_device_boots() {
+    let t = TempDir::new("rpiab");
+    let storage = t.0.join("storage");
+    std::fs::create_dir_all(&storage).unwrap();
+    let fs = RealFs;
+    let st = Storage::new(&fs, &storage);
+    st.init_layout().unwrap();
+    let s0 = put(&st, "0", "zero");
+    st.checkout("0", &s0).unwrap();
+    bootloader::for_type("uboot", &storage)
+        .unwrap()
+        .commit(&fs, "0")
+        .unwrap();
+    for kind in ["rpiab", "uboot-ab"] {
+        let conf = t.0.join(format!("{kind}.config"));
+        std::fs::write(
+            &conf,
+            format!(
+                "PV_SYSTEM_INIT_MODE=standalone\nPV_STORAGE_MNTPOINT={}\nPV_BOOTLOADER_TYPE={kind}\n",
+                storage.display()
+            ),
+        )
+        .unwrap();
+        let mut child = Command::new(BIN)
+            .args(["--config", conf.to_str().unwrap(), "--cmdline", "pv_rev=0"])
+            .env_clear()
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // booted once the factory revision is DONE; then power it off (SIGINT -> 130)
+        let started = std::time::Instant::now();
+        while !st.is_done("0")
+            && child.try_wait().unwrap().is_none()
+            && started.elapsed() < Duration::from_secs(10)
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if child.try_wait().unwrap().is_none() {
+            std::thread::sleep(Duration::from_millis(100));
+            Command::new("kill")
+                .args(["-INT", &child.id().to_string()])
+                .status()
+                .unwrap();
+        }
+        let o = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(130), "{kind}: {err}");
+        assert!(fatal_lines(&err).is_empty(), "{kind}: {err}");
+        assert!(
+            err.lines().any(|l| l.contains("PV_BOOTLOADER_TYPE")
+                && l.contains(&format!("'{kind}'"))
+                && l.contains("supports uboot, uboot-pvk, grub")),
+            "{kind}: the refusal names key and value: {err}"
+        );
+        assert_eq!(
+            bootloader::for_type("uboot", &storage)
+                .unwrap()
+                .read(&fs)
+                .unwrap()
+                .rev
+                .as_deref(),
+            Some("0")
+        );
+    }
+}

@@ -200,7 +200,10 @@ pub trait Bootloader {
     fn name(&self) -> &'static str;
 }
 
-/// The backend for `PV_BOOTLOADER_TYPE`, its env file under `<storage_root>/boot/`.
+/// The backend for `PV_BOOTLOADER_TYPE`, its env file under `<storage_root>/boot/`. The
+/// config refuses the types without a backend when it is read, so `Unsupported` only means a
+/// caller that bypassed it; the device still treats it as a FATAL boot error and reboots,
+/// never as an exit of PID 1.
 pub fn for_type(kind: &str, storage_root: &Path) -> Result<Box<dyn Bootloader>, Error> {
     let (name, file, format) = match kind {
         "uboot" => ("uboot", "uboot.txt", Format::Uboot),

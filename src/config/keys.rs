@@ -59,7 +59,35 @@ const CMD: u16 = bit(Level::Command);
 /// `PV_SYSCTL_*` keys (upstream `LEVEL_SYSCTL = PV | OEM`).
 pub const SYSCTL_ALLOWED: u16 = PV | OEM;
 
+/// Every bootloader type upstream names, in its order (the number `/config` shows is the
+/// position). Only the first three have a backend here: see [`UNSUPPORTED`].
 pub const BOOTLOADERS: &[&str] = &["uboot", "uboot-pvk", "grub", "rpiab", "uboot-ab"];
+/// Values upstream takes but this build has no code for (no Raspberry Pi tryboot or U-Boot
+/// A/B fit backend): refused when the config is read, like a bad value, so the level below
+/// keeps its value and the device still boots with a bootloader it can drive.
+pub const UNSUPPORTED: &[(Key, &[&str])] = &[(Key::PV_BOOTLOADER_TYPE, &["rpiab", "uboot-ab"])];
+
+/// The values of `k` this build refuses, if any.
+pub fn unsupported(k: Key) -> &'static [&'static str] {
+    UNSUPPORTED
+        .iter()
+        .find(|(u, _)| *u == k)
+        .map_or(&[], |(_, v)| *v)
+}
+
+/// The values of an enum key this build takes ("uboot, uboot-pvk, grub").
+pub fn supported_names(k: Key) -> Option<String> {
+    let Type::Enum(names) = k.def().ty else {
+        return None;
+    };
+    let refused = unsupported(k);
+    let ok: Vec<&str> = names
+        .iter()
+        .copied()
+        .filter(|n| !refused.contains(n))
+        .collect();
+    Some(ok.join(", "))
+}
 pub const INIT_MODES: &[&str] = &["embedded", "standalone", "appengine"];
 pub const SECUREBOOT_MODES: &[&str] = &["disabled", "audit", "lenient", "strict"];
 pub const WDT_MODES: &[&str] = &["disabled", "shutdown", "startup", "always"];

@@ -8,8 +8,9 @@
 //!
 //! Values are checked and normalised when set (bools `1`/`0`, sizes in bytes, durations in
 //! seconds, enum names as listed), so getters only read. Nothing here is fatal: an unknown key,
-//! a level a key is not allowed at, a bad value or a malformed line is a warning, logged and kept
-//! for `take_warnings`, and the key keeps its previous value.
+//! a level a key is not allowed at, a bad value, a value this build does not support (a
+//! bootloader it has no backend for) or a malformed line is a warning, logged and kept for
+//! `take_warnings`, and the key keeps its previous value.
 use std::borrow::Cow;
 use std::fmt;
 use std::path::PathBuf;
@@ -108,6 +109,13 @@ pub enum ConfigWarning {
         expected: String,
         source: String,
     },
+    /// A value upstream knows that this build has no code for (e.g. `PV_BOOTLOADER_TYPE=rpiab`).
+    Unsupported {
+        key: String,
+        value: String,
+        supported: String,
+        source: String,
+    },
     /// A config file line without `=` or without a key.
     BadLine {
         file: String,
@@ -144,6 +152,16 @@ impl fmt::Display for ConfigWarning {
                 f,
                 "bad value '{value}' for config key '{key}' from {source}: expected {expected}; \
                  keeping the previous value"
+            ),
+            ConfigWarning::Unsupported {
+                key,
+                value,
+                supported,
+                source,
+            } => write!(
+                f,
+                "unsupported value '{value}' for config key '{key}' from {source}: this build \
+                 supports {supported}; keeping the previous value"
             ),
             ConfigWarning::BadLine { file, line } => {
                 write!(f, "{file} line {line}: not a KEY=value line, ignored")
@@ -260,13 +278,12 @@ pub enum InitMode {
     Appengine,
 }
 
+/// The bootloaders this build drives (`rpiab` and `uboot-ab` are refused when read).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BootloaderType {
     Uboot,
     UbootPvk,
     Grub,
-    Rpiab,
-    UbootAb,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -760,6 +777,10 @@ impl Config {
         let v = match normalize(def.ty, def.default.is_some(), value) {
             Ok(v) => v,
             Err(expected) => {
+                // name only what this build takes: a user must not be sent to `rpiab`
+                let expected = keys::supported_names(k)
+                    .filter(|_| !keys::unsupported(k).is_empty())
+                    .map_or(expected, |s| format!("one of {s}"));
                 let (key, value, source) = (def.name.to_string(), clip(value), src.to_string());
                 return self.fail(ConfigWarning::BadValue {
                     key,
@@ -769,6 +790,18 @@ impl Config {
                 });
             }
         };
+        // Refused here, where the config is read, and never at boot: a value the device
+        // cannot act on would otherwise end every boot in FATAL and a reboot loop.
+        if keys::unsupported(k).contains(&v.as_str()) {
+            let supported = keys::supported_names(k).unwrap_or_default();
+            let (key, value, source) = (def.name.to_string(), v, src.to_string());
+            return self.fail(ConfigWarning::Unsupported {
+                key,
+                value,
+                supported,
+                source,
+            });
+        }
         if let Some(slots) = self.keys.get_mut(k as usize) {
             slots.put(level, v.into_boxed_str());
             if level == Level::Cmdline {
@@ -959,8 +992,6 @@ impl Config {
         match self.text(Key::PV_BOOTLOADER_TYPE) {
             "uboot-pvk" => BootloaderType::UbootPvk,
             "grub" => BootloaderType::Grub,
-            "rpiab" => BootloaderType::Rpiab,
-            "uboot-ab" => BootloaderType::UbootAb,
             _ => BootloaderType::Uboot,
         }
     }

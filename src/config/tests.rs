@@ -650,7 +650,7 @@ fn bad_typed_values_keep_the_previous_value() {
         (
             "PV_BOOTLOADER_TYPE",
             "lilo",
-            "one of uboot, uboot-pvk, grub, rpiab, uboot-ab",
+            "one of uboot, uboot-pvk, grub;",
         ),
         ("PV_STORAGE_GC_RESERVED", "101", "percentage"),
         ("PV_SYSTEM_RUNDIR", "", "non-empty"),
@@ -901,11 +901,11 @@ fn entries_for_config2() {
 fn alias_view_for_config() {
     let mut c = Config::new();
     c.set(Level::Env, "PV_LOG_LEVEL", "3").unwrap();
-    c.set(Level::Env, "PV_BOOTLOADER_TYPE", "rpiab").unwrap();
+    c.set(Level::Env, "PV_BOOTLOADER_TYPE", "grub").unwrap();
     let view: Vec<_> = c.alias_entries().collect();
     let get = |a: &str| view.iter().find(|e| e.0 == a).map(|e| e.1);
     assert_eq!(get("log.level"), Some(AliasValue::Number(3)));
-    assert_eq!(get("bootloader.type"), Some(AliasValue::Number(3)));
+    assert_eq!(get("bootloader.type"), Some(AliasValue::Number(2)));
     assert_eq!(get("system.init.mode"), Some(AliasValue::Number(0)));
     assert_eq!(get("secureboot.mode"), Some(AliasValue::Number(2)));
     assert_eq!(get("control.remote"), Some(AliasValue::Bool(true)));
@@ -1035,8 +1035,6 @@ fn enums_and_outputs() {
         ("uboot", BootloaderType::Uboot),
         ("UBOOT-PVK", BootloaderType::UbootPvk),
         ("grub", BootloaderType::Grub),
-        ("rpiab", BootloaderType::Rpiab),
-        ("uboot-ab", BootloaderType::UbootAb),
     ] {
         c.set(Level::Env, "PV_BOOTLOADER_TYPE", v).unwrap();
         assert_eq!(c.bootloader_type(), want);
@@ -1121,4 +1119,76 @@ fn system_hook_timeout_is_a_duration_in_seconds() {
         .set(Level::UserMeta, "PV_SYSTEM_HOOK_TIMEOUT", "5")
         .is_err());
     assert_eq!(c.system_hook_timeout(), 120);
+
+/// upstream's `rpiab` and `uboot-ab` have no backend here: refused at every level where the
+/// config is read, naming key and value, and the level below keeps its value -- so
+/// `bootloader::for_type` never sees them and a config line cannot end every boot in FATAL.
+#[test]
+fn unsupported_bootloaders_are_refused_where_the_config_is_read() {
+    // alone in pantavisor.config: the default stays
+    for v in ["rpiab", "uboot-ab", "RPIAB"] {
+        let text = format!("PV_SYSTEM_INIT_MODE=standalone\nPV_BOOTLOADER_TYPE={v}\n");
+        let mut c = Config::load(Some(&text), "", Vec::new());
+        assert!(
+            warned(
+                &mut c,
+                &[
+                    "PV_BOOTLOADER_TYPE",
+                    &format!("'{}'", v.to_ascii_lowercase()),
+                    "pantavisor.config line 2",
+                    "supports uboot, uboot-pvk, grub",
+                    "keeping the previous value",
+                ]
+            ),
+            "{v}"
+        );
+        assert_eq!(c.get_str(Key::PV_BOOTLOADER_TYPE), Some("uboot"));
+        assert_eq!(c.level_of(Key::PV_BOOTLOADER_TYPE), Level::Default);
+        assert_eq!(c.bootloader_type(), BootloaderType::Uboot);
+        assert_eq!(
+            c.init_mode(),
+            InitMode::Standalone,
+            "the other lines still apply"
+        );
+    }
+    // over a supported value of a lower level: that value stays
+    let mut c = Config::load(
+        Some("PV_BOOTLOADER_TYPE=grub\n"),
+        "pv_bootloader.type=uboot-ab",
+        vec![("PV_BOOTLOADER_TYPE".to_string(), "rpiab".to_string())],
+    );
+    assert!(warned(
+        &mut c,
+        &["PV_BOOTLOADER_TYPE", "'rpiab'", "from env"]
+    ));
+    assert_eq!(c.get_str(Key::PV_BOOTLOADER_TYPE), Some("grub"));
+    assert_eq!(c.level_of(Key::PV_BOOTLOADER_TYPE), Level::PvConfFile);
+    // the legacy alias and the command line are read the same way
+    let mut c = Config::load(None, "pv_bootloader.type=uboot-ab", Vec::new());
+    assert!(warned(
+        &mut c,
+        &["PV_BOOTLOADER_TYPE", "'uboot-ab'", "cmdline"]
+    ));
+    assert_eq!(c.bootloader_type(), BootloaderType::Uboot);
+    // set(): a typed refusal
+    let mut c = Config::new();
+    let e = c
+        .set(Level::Policy, "PV_BOOTLOADER_TYPE", "rpiab")
+        .unwrap_err();
+    assert!(
+        matches!(e, ConfigWarning::Unsupported { ref key, ref value, .. }
+            if key == "PV_BOOTLOADER_TYPE" && value == "rpiab"),
+        "{e:?}"
+    );
+    c.set(Level::Policy, "PV_BOOTLOADER_TYPE", "uboot-pvk")
+        .unwrap();
+    assert_eq!(c.bootloader_type(), BootloaderType::UbootPvk);
+    // every value that gets through has a backend
+    for v in keys::BOOTLOADERS {
+        let mut c = Config::new();
+        if c.set(Level::Env, "PV_BOOTLOADER_TYPE", v).is_ok() {
+            let root = std::path::Path::new("/nonexistent");
+            assert!(crate::bootloader::for_type(c.text(Key::PV_BOOTLOADER_TYPE), root).is_ok());
+        }
+    }
 }

@@ -10,9 +10,11 @@
 //! - `timers.rs`: typed timers owned by what armed them;
 //! - `meta.rs`: user-meta and device-meta views, configuration from user-meta;
 //! - `updates.rs`: the commands' work (LOCAL_RUN, MAKE_FACTORY, GC) and the commit;
-//! - `work.rs`: slow work off the loop -- worker jobs and hooks reaped with a deadline.
+//! - `work.rs`: slow work off the loop -- worker jobs and hooks reaped with a deadline;
+//! - `init.rs`: upstream's INIT, before the model exists, and the FATAL path.
 pub mod commands;
 pub mod containers;
+pub mod init;
 mod meta;
 pub mod model;
 pub mod probation;

@@ -12,6 +12,12 @@
 //! The harness never writes uboot.txt. The device's end tells what happened: killed by
 //! SIGHUP (unshare: 129) = reboot, boot again; SIGINT (130) = powered off, stop; anything else
 //! is a "kernel panic", a test failure.
+//!
+//! Each boot's console (the device's stdout and stderr) is kept in `<dir of the config>/
+//! consoles/boot-<n>.log`. A device that hits a fatal error prints one `FATAL <step>:
+//! <reason>` line and reboots; it would do so forever, so [`Bootloader::run`] stops after
+//! [`FATAL_BOOTS`] consecutive boots that rebooted after the same FATAL line and returns
+//! [`End::Fatal`] with it: the test fails on the line instead of looping.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -49,6 +55,24 @@ pub enum End {
     PowerOff,
     /// Any other end: the test fails on it.
     Panic(String),
+    /// [`FATAL_BOOTS`] boots in a row rebooted after this same `FATAL <step>: <reason>` line.
+    Fatal(String),
+}
+
+/// Consecutive boots ending in a reboot after the same FATAL line before the harness stops.
+pub const FATAL_BOOTS: usize = 3;
+
+/// The `FATAL <step>: <reason>` of a console: the message of the last FATAL record
+/// (`[pantavisor] <tsec> FATAL\t -- [init]: FATAL <step>: <reason>`), without the record's
+/// time stamp so boots compare equal.
+pub fn fatal_line(console: &str) -> Option<String> {
+    console.lines().rev().find_map(|l| {
+        let i = l.find("FATAL ")?;
+        let msg = &l[i..];
+        let (step, _) = msg["FATAL ".len()..].split_once(": ")?;
+        let word = !step.is_empty() && step.bytes().all(|b| b.is_ascii_lowercase() || b == b'-');
+        word.then(|| msg.to_string())
+    })
 }
 
 pub struct Bootloader {
@@ -59,6 +83,10 @@ pub struct Bootloader {
     pub boots: Vec<(String, End)>,
     /// The cgroup the devices run in (interfaces.md: each device gets its own).
     pub cgroup: Option<PathBuf>,
+    /// Where each boot's console is kept (`boot-<n>.log`, n from 1).
+    pub console_dir: PathBuf,
+    /// The console file of every boot spawned, in order.
+    pub consoles: Vec<PathBuf>,
 }
 
 impl Bootloader {
@@ -69,7 +97,18 @@ impl Bootloader {
             trying: None,
             boots: vec![],
             cgroup: None,
+            console_dir: config.parent().unwrap_or(Path::new(".")).join("consoles"),
+            consoles: vec![],
         }
+    }
+
+    /// What the last boot spawned wrote on its console so far.
+    pub fn last_console(&self) -> String {
+        self.consoles
+            .last()
+            .and_then(|p| std::fs::read(p).ok())
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
     }
 
     /// The revision to boot now and the command line, updating `pv_trying`.
@@ -95,8 +134,15 @@ impl Bootloader {
     }
 
     /// Starts one boot: the binary as PID 1 of new PID, mount, UTS and IPC namespaces, in
-    /// the harness's cgroup when it has one.
+    /// the harness's cgroup when it has one; its console goes to the next `boot-<n>.log`.
     pub fn spawn(&mut self, cmdline: &str, extra_env: &[(&str, &str)]) -> Child {
+        std::fs::create_dir_all(&self.console_dir).expect("console dir");
+        let path = self
+            .console_dir
+            .join(format!("boot-{}.log", self.consoles.len() + 1));
+        let out = std::fs::File::create(&path).expect("console file");
+        let err = out.try_clone().expect("console file");
+        self.consoles.push(path);
         let mut c = Command::new("sh");
         let cg = self
             .cgroup
@@ -114,8 +160,8 @@ impl Bootloader {
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
             .env("CG", cg)
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            .stdout(out)
+            .stderr(err);
         for (k, v) in extra_env {
             c.env(k, v);
         }
@@ -123,9 +169,12 @@ impl Bootloader {
             .expect("sh and unshare (util-linux) must be installed")
     }
 
-    /// Boots until the device powers off, panics, or `max_boots` boots happened; each boot is
-    /// bounded by `per_boot`. Returns how the last boot ended.
+    /// Boots until the device powers off, panics, reboots [`FATAL_BOOTS`] times in a row
+    /// after the same FATAL line ([`End::Fatal`]), or `max_boots` boots happened; each boot
+    /// is bounded by `per_boot`. Returns how the last boot ended (`boots` records each
+    /// boot's own end: `Reboot` for the FATAL ones).
     pub fn run(&mut self, max_boots: usize, per_boot: Duration) -> End {
+        let mut same: Vec<String> = vec![];
         for _ in 0..max_boots {
             let (booted, cmdline) = self.pick();
             let mut child = self.spawn(&cmdline, &[]);
@@ -133,6 +182,14 @@ impl Bootloader {
             self.boots.push((booted, end.clone()));
             if end != End::Reboot {
                 return end;
+            }
+            match fatal_line(&self.last_console()) {
+                Some(line) if same.last().is_none_or(|l| *l == line) => same.push(line),
+                Some(line) => same = vec![line],
+                None => same.clear(),
+            }
+            if same.len() >= FATAL_BOOTS {
+                return End::Fatal(same.swap_remove(0));
             }
         }
         End::Reboot

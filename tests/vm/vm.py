@@ -12,8 +12,12 @@ pv_rev/pv_try from <storage>/boot/uboot.txt inside the image (debugfs, nothing m
 plays U-Boot exactly as interfaces.md writes it, pv_trying being its own memory; qemu runs
 with -no-reboot, so every reboot of the guest is a qemu exit and a new boot here.
 
-Cases (all by default): boot, memory, update, rollback, resets. update, rollback and resets
-make the update from inside the guest through pv-ctrl (LOCAL_RUN).
+Cases (all by default): boot, memory, update, rollback, resets, fatal. update, rollback and
+resets make the update from inside the guest through pv-ctrl (LOCAL_RUN).
+
+A boot that reboots after a `FATAL <step>: <reason>` line is logged with the line; after
+FATAL_BOOTS such boots in a row with the same line the bootloader stops with a failure that
+names it, instead of booting the same fatal error until the case's boot limit.
 """
 import argparse
 import hashlib
@@ -55,7 +59,7 @@ APPEND = ("console=ttyS0 quiet panic=-1 softlockup_panic=1 softlockup_all_cpu_ba
 EARLY_MODULES = ["virtio_pci", "virtio_blk", "ext4", "loop", "squashfs", "overlay", "pvpanic-mmio"]
 SKIP_MODULES = {"crc32c-intel.ko"}
 
-CASES = ["boot", "memory", "update", "rollback", "resets"]
+CASES = ["boot", "memory", "update", "rollback", "resets", "fatal"]
 
 STOPPED = "[device]: all containers stopped"
 COMMITTED = "[update]: revision locals/good committed"
@@ -66,6 +70,22 @@ KERNEL_BAD = re.compile(r"Kernel panic|BUG:|Oops|soft lockup|hung_task|blocked f
 # kernel console lines that are expected (quiet shows only warnings and worse)
 KERNEL_OK = re.compile(r"Memory cgroup out of memory: Killed process \d+ \(dd\)|reboot: (Restarting system|Power down)")
 NEEDS_LOCAL_RUN = {"update", "rollback", "resets"}
+
+# A fatal error of pantavisor: one line "FATAL <step>: <reason>" (the message of a FATAL record,
+# "[pantavisor] <tsec> FATAL\t -- [init]: FATAL <step>: <reason>"), then a reboot. It would
+# reboot forever, so the bootloader gives up after FATAL_BOOTS boots in a row that rebooted
+# after the same line.
+FATAL_LINE = re.compile(r"FATAL [a-z-]+: .*$")
+FATAL_BOOTS = 3
+
+
+def fatal_line(lines):
+    """The `FATAL <step>: <reason>` of a boot's console (the last one), None without one."""
+    for _, l in reversed(lines):
+        m = FATAL_LINE.search(l)
+        if m:
+            return m.group(0)
+    return None
 
 
 def log(msg):
@@ -282,6 +302,7 @@ class Bootloader:
         self.trying = None
         self.boots = []
         self.stale = []
+        self.fatal = []  # the FATAL line of each boot of the current run of identical ones
         self.replayed = os.environ.get("PV_VM_ENV_READ", "raw") == "replayed"
 
     def env(self):
@@ -332,10 +353,20 @@ class Bootloader:
             # an orderly end: pantavisor synced and unmounted the storage before reboot(2)
             check(not needs_recovery(self.img),
                   f"{self.tag} boot {b.n}: the storage was not cleanly unmounted by the orderly {b.end}")
+        line = fatal_line(b.lines) if b.end == "reboot" else None
+        if line is None:
+            self.fatal = []
+        else:
+            log(f"  {self.tag} boot {b.n}: {line}")
+            self.fatal = (self.fatal if self.fatal and self.fatal[-1] == line else []) + [line]
+        check(len(self.fatal) < FATAL_BOOTS,
+              f"{self.tag}: {FATAL_BOOTS} boots in a row rebooted after the same fatal error, "
+              f"stopping: {line}\n" + self.failure(b))
         return b
 
     def run(self, max_boots, kill=None):
-        """Boots until a power off (or a kill); every other end is a failure."""
+        """Boots until a power off (or a kill); every other end is a failure, and so are
+        FATAL_BOOTS reboots in a row after the same FATAL line."""
         for _ in range(max_boots):
             b = self.boot(kill)
             if b.end in ("poweroff", "killed"):
@@ -505,9 +536,10 @@ def build_storage(a, work):
     return factory, bundles
 
 
-def make_image(work, factory, name, job=None):
+def make_image(work, factory, name, job=None, mutate=None):
     """A fresh storage image for one case: the factory tree, plus the mgmt job's bundle in
-    the mgmt container's permanent volume (disks/perm/mgmt/data)."""
+    the mgmt container's permanent volume (disks/perm/mgmt/data); `mutate(tree)` may break
+    the tree before the image is made."""
     tree = os.path.join(work, f"tree-{name}")
     shutil.rmtree(tree, ignore_errors=True)
     shutil.copytree(factory, tree, symlinks=True)
@@ -515,6 +547,8 @@ def make_image(work, factory, name, job=None):
         data = os.path.join(tree, "disks/perm/mgmt/data")
         os.makedirs(os.path.dirname(data), exist_ok=True)
         shutil.copytree(job, data, symlinks=True)
+    if mutate:
+        mutate(tree)
     img = os.path.join(work, f"{name}.img")
     if os.path.exists(img):
         os.unlink(img)
@@ -548,8 +582,8 @@ class Tier:
         self.numbers = {}
         self.stale = 0
 
-    def image(self, name, job=None):
-        return make_image(self.work, self.factory, name, self.bundles[job] if job else None)
+    def image(self, name, job=None, mutate=None):
+        return make_image(self.work, self.factory, name, self.bundles[job] if job else None, mutate)
 
     def case_boot(self):
         """Cold boot of the factory revision to every container STARTED, timed from qemu's
@@ -762,6 +796,50 @@ class Tier:
         log(f"  {len(outcomes)} hard resets: {outcomes.count('old')} ended on the old revision, "
             f"{outcomes.count('new')} on the new one; {self.stale} boot(s) picked from a stale env "
             "(the journal not replayed, as U-Boot reads ext4)")
+
+    def case_fatal(self):
+        """The committed revision lost an object (mgmt's LXC config), so pantavisor, the real
+        PID 1, cannot boot it: one line `FATAL update: ...`, 5 s on the console, the storage
+        unmounted, reboot(2) -- never an exit of PID 1 (a kernel panic: pvpanic, qemu rc 1).
+        The bootloader boots it again and stops after FATAL_BOOTS boots with the same line."""
+        lost = {}
+
+        def lose_object(tree):
+            with open(os.path.join(tree, "trails/0/.pvr/json")) as f:
+                sha = json.load(f)["mgmt/lxc.container.conf"]
+            os.unlink(os.path.join(tree, "objects", sha))
+            link = os.path.join(tree, "trails/0/mgmt/lxc.container.conf")
+            if os.path.exists(link):  # a factory tree may hold only objects/ and .pvr/json
+                os.unlink(link)
+            lost["sha"] = sha
+
+        img = self.image("fatal", mutate=lose_object)
+        bl = Bootloader(self.vm, img, "fatal")
+        try:
+            bl.run(FATAL_BOOTS + 2)
+            stopped = None
+        except Fail as e:
+            stopped = str(e)
+        check(stopped is not None and "in a row rebooted after the same fatal error" in stopped,
+              f"the bootloader did not stop on a FATAL line: {stopped}\n" + bl.failure(bl.boots[-1]))
+        check([b.end for b in bl.boots] == ["reboot"] * FATAL_BOOTS,
+              f"boots {[(b.rev, b.end) for b in bl.boots]}\n" + bl.failure(bl.boots[-1]))
+        lines = [fatal_line(b.lines) for b in bl.boots]
+        line = lines[0]
+        check(line and line.startswith("FATAL update: ") and lost["sha"] in line and len(set(lines)) == 1,
+              f"FATAL lines {lines}")
+        for b in bl.boots:
+            n = sum(1 for _, l in b.lines if FATAL_LINE.search(l))
+            check(n == 1, f"boot {b.n}: {n} FATAL lines\n" + bl.failure(b))
+            t, r = b.first(line), b.first("reboot: Restarting system")
+            check(t is not None and r is not None and r - t >= 4.5,
+                  f"boot {b.n}: the FATAL line at {t} s, the reboot at {r} s: no 5 s pause\n" + bl.failure(b))
+        log_ = (debugfs_cat(img, "/logs/0/pantavisor/pantavisor.log") or b"").decode(errors="replace")
+        check(log_.count(line) == FATAL_BOOTS, f"pantavisor.log holds the line {log_.count(line)} times")
+        fsck(img)
+        pauses = [b.first("reboot: Restarting system") - b.first(line) for b in bl.boots]
+        log(f"  {FATAL_BOOTS} boots: '{line}', reboot {min(pauses):.1f}-{max(pauses):.1f} s after "
+            "the line, storage clean, the line in pantavisor.log; the bootloader stopped")
 
 
 def main():
