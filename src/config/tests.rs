@@ -1119,6 +1119,7 @@ fn system_hook_timeout_is_a_duration_in_seconds() {
         .set(Level::UserMeta, "PV_SYSTEM_HOOK_TIMEOUT", "5")
         .is_err());
     assert_eq!(c.system_hook_timeout(), 120);
+}
 
 /// upstream's `rpiab` and `uboot-ab` have no backend here: refused at every level where the
 /// config is read, naming key and value, and the level below keeps its value -- so
