@@ -1,7 +1,7 @@
-//! Kernel modules a revision needs (reference 2.4, 3.3 step 3): a container's `drivers`
-//! (`required`, `optional`) name aliases of `bsp/drivers.json`; each alias is an ordered list of
-//! modprobe-style `module [params]` entries, loaded with finit_module from the BSP's modules
-//! squashfs, dependencies first (`modules.dep`).
+//! Kernel modules a revision needs (loaded before its containers start, as upstream does): a
+//! container's `drivers` (`required`, `optional`) name aliases of `bsp/drivers.json`; each alias
+//! is an ordered list of modprobe-style `module [params]` entries, loaded with finit_module from
+//! the BSP's modules squashfs, dependencies first (`modules.dep`).
 use crate::pvlog;
 use crate::state::{Container, State};
 use std::collections::HashMap;
@@ -31,8 +31,8 @@ fn normalize(name: &str) -> String {
     name.trim_end_matches(".ko").replace('-', "_")
 }
 
-/// Substitutes `${user-meta:KEY}` / `${device-meta:KEY}` placeholders (2.4); unknown keys
-/// become empty, as an unset value would.
+/// Substitutes `${user-meta:KEY}` / `${device-meta:KEY}` placeholders (as upstream's
+/// drivers.json allows); unknown keys become empty, as an unset value would.
 pub fn substitute(entry: &str, meta: &dyn Fn(&str, &str) -> Option<String>) -> String {
     let mut out = String::new();
     let mut rest = entry;

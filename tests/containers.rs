@@ -326,7 +326,7 @@ fn veth(tmp: &Path, img: &Path) {
             "missing '{want}' in\n{out}"
         );
     }
-    let deadline = Instant::now() + Duration::from_secs(2);
+    let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let links = net::interfaces().unwrap();
         if links.iter().all(|l| !l.1.starts_with("veth")) {
@@ -402,7 +402,7 @@ fn cgroup(tmp: &Path, img: &Path) {
     let pid = e.pid("cg").unwrap();
     let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap();
     assert!(procs.lines().any(|l| l == pid.to_string()), "{procs}");
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(20);
     while !console(tmp, "1", "cg").contains("ready") {
         assert!(
             Instant::now() < deadline,
@@ -456,7 +456,7 @@ fn stop(tmp: &Path, img: &Path) {
     let grace = Duration::from_millis(1000);
     let mut e = Engine::new(paths(tmp), options(grace));
     let wait_ready = |name: &str| {
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let deadline = Instant::now() + Duration::from_secs(20);
         while !console(tmp, "1", name).contains("ready")
             && !console(tmp, "1", name).contains("init-up")
         {
@@ -471,20 +471,32 @@ fn stop(tmp: &Path, img: &Path) {
     wait_ready("deaf");
     let t0 = Instant::now();
     let deadline = e.request_stop("deaf", t0).unwrap().expect("a deadline");
+    assert_eq!(
+        deadline,
+        t0 + grace,
+        "the kill is due one grace period after the request"
+    );
     assert_eq!(e.status("deaf"), Some(Status::Stopping));
     assert_eq!(e.next_deadline(), Some(deadline));
     let exit = loop {
         if let Some(st) = pantavisor::sys::waitpid(pid, true).unwrap() {
             break e.handle_exit(pid, st).expect("our container");
         }
+        // a kill that never comes fails here rather than hanging the test
+        assert!(
+            t0.elapsed() < grace + Duration::from_secs(20),
+            "deaf never killed"
+        );
         e.kill_overdue(Instant::now());
         std::thread::sleep(Duration::from_millis(5));
     };
     let took = t0.elapsed();
     println!("deaf: {exit:?} after {took:?} (grace {grace:?})");
     assert_eq!(exit, ("deaf".to_string(), Exit::Signal(libc::SIGKILL)));
+    // never before the deadline; after it, only as late as the machine's load makes the kill
+    // and the reap (the deadline itself is checked exactly above)
     assert!(
-        took >= grace && took < grace + Duration::from_millis(700),
+        took >= grace && took < grace + Duration::from_secs(4),
         "{took:?}"
     );
     assert_eq!(e.status("deaf"), Some(Status::Stopped));
@@ -496,8 +508,10 @@ fn stop(tmp: &Path, img: &Path) {
     let t0 = Instant::now();
     let exit = e.stop_and_wait("polite", Duration::from_secs(5)).unwrap();
     println!("polite: {exit:?} after {:?}", t0.elapsed());
+    // its own exit status, not a kill at the grace period's end (5 s), and returned as soon
+    // as it exited, not at the deadline
     assert_eq!(exit, Some(Exit::Code(3)));
-    assert!(t0.elapsed() < Duration::from_secs(2));
+    assert!(t0.elapsed() < Duration::from_secs(4), "{:?}", t0.elapsed());
     assert!(console(tmp, "1", "polite").contains("got-term"));
 
     // busybox init halts on SIGPWR (LXC's default halt signal) well within the grace

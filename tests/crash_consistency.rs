@@ -4,7 +4,7 @@
 //! it (checkout, verify, `pv_try`), reboot into it, boot-time recovery, commit -- runs over the
 //! simulated file system, which loses power before its n-th mutating call, for every n. After
 //! each cut the power comes back in two ways (only what was fsynced survives; everything
-//! survives), the bootloader of interfaces.md boots the device again (the same code path as a
+//! survives), a bootloader with U-Boot's semantics boots the device again (the same code path as a
 //! real boot), and the test asserts:
 //! - the boot env names only revisions whose trails are complete and verify (checked right
 //!   after the cut, and after recovery);
@@ -69,7 +69,7 @@ fn revision(n: u32) -> Revision {
     Revision { raw, objects }
 }
 
-/// The harness's U-Boot (interfaces.md): `pv_trying` lives in its own memory.
+/// The harness's U-Boot: `pv_trying` lives in its own memory.
 #[derive(Clone, Default)]
 struct Loader {
     trying: Option<String>,

@@ -305,24 +305,54 @@ fn a_thousand_orphans_leave_no_zombie() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    std::thread::sleep(Duration::from_millis(1500));
-    // children of the device that are zombies
-    let zombies = std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
-        .filter(|st| {
-            let after = st.rsplit_once(')').map(|x| x.1).unwrap_or("");
-            let f: Vec<&str> = after.split_whitespace().collect();
-            f.first() == Some(&"Z") && f.get(1) == Some(&dev.to_string().as_str())
-        })
-        .count();
+    // wait for the event, not for a time: every orphan has exited and been reaped, i.e. the
+    // device has no `sleep` child left and no zombie child at all. A device that does not
+    // reap keeps its zombies until the limit, and the test fails below.
+    let dev_s = dev.to_string();
+    let children = || -> Vec<(String, String)> {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+            .filter_map(|st| {
+                // pid (comm) state ppid ...
+                let (head, after) = st.rsplit_once(')')?;
+                let comm = head.split_once(" (")?.1.to_string();
+                let f: Vec<&str> = after.split_whitespace().collect();
+                if f.get(1) != Some(&dev_s.as_str()) {
+                    return None;
+                }
+                Some((comm, f.first()?.to_string()))
+            })
+            .collect()
+    };
+    let waited = Instant::now();
+    let left = loop {
+        let left: Vec<(String, String)> = children()
+            .into_iter()
+            .filter(|(comm, state)| comm == "sleep" || state == "Z")
+            .collect();
+        if left.is_empty() || waited.elapsed() > Duration::from_secs(30) {
+            break left;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let zombies = left.iter().filter(|(_, state)| state == "Z").count();
+    eprintln!(
+        "orphans gone {:?} after the spawner returned; left: {} ({zombies} zombies)",
+        waited.elapsed(),
+        left.len()
+    );
     harness::signal_device(&child, "INT");
     assert_eq!(
         harness::wait_end(&mut child, Duration::from_secs(20)),
         End::PowerOff
     );
-    assert_eq!(zombies, 0, "zombies left under the device");
+    assert_eq!(zombies, 0, "zombies left under the device after 30 s");
+    assert!(
+        left.is_empty(),
+        "orphans still running after 30 s: {left:?}"
+    );
     let log = r.log("0");
     let reaped: u64 = log
         .lines()

@@ -1,4 +1,4 @@
-//! The BSP's modules and firmware squashfs images (reference 2.3), loop-mounted read-only at
+//! The BSP's modules and firmware squashfs images of bsp/run.json, loop-mounted read-only at
 //! `<PV_DISK_VOLDIR>/bsp/modules` and `<PV_DISK_VOLDIR>/bsp/firmware` for the running revision.
 //! On a device (embedded mode) they are also bound at `/lib/modules` and `/lib/firmware`, where
 //! module loading and the containers' automodfw binds look; a standalone test never touches the

@@ -1,5 +1,5 @@
 //! cgroup v2: one cgroup per container at `<root>/lxc/<name>`, where the root is pantavisor's
-//! own cgroup (interfaces.md "Caller identity and cgroups"). Knobs are written where their
+//! own cgroup (pv-ctrl names its callers by their cgroup). Knobs are written where their
 //! controller exists; a missing controller is logged, never fatal (this host's cgroup2 has
 //! none but hugetlb). v1 hierarchies are never touched.
 use super::lxc::CgroupKnob;

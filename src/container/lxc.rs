@@ -1,4 +1,4 @@
-//! The LXC config subset that pvr puts into revisions (spec/lxc-config.md), read without liblxc.
+//! The LXC config subset that pvr puts into revisions, read without liblxc.
 //!
 //! Pure: `parse` turns the text into an `LxcConfig`; the engine acts on it. A device must not
 //! refuse to boot over a cosmetic key, so unknown and unsupported keys are warnings (logged here

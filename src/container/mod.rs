@@ -124,7 +124,7 @@ impl Error {
     }
 }
 
-/// The host folders the engine works in (interfaces.md "Standalone mode paths").
+/// The host folders the engine works in (the configured standalone-mode paths).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Paths {
     /// `PV_STORAGE_MNTPOINT`: trails, disks, objects.
@@ -211,7 +211,7 @@ impl Default for Options {
     }
 }
 
-/// The engine's part of reference 3.1's container statuses.
+/// The engine's part of upstream's container statuses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Status {
     Mounted,
@@ -903,7 +903,7 @@ fn wait_pid_until(pid: sys::Pid, deadline: Option<Instant>) -> io::Result<Option
 }
 
 /// `/proc/cmdline` without `console=` words, written to `<rundir>/lxc/cmdline` for the
-/// containers' /proc/cmdline (reference 3.6). None when it cannot be made.
+/// containers' /proc/cmdline (as upstream's containers see it). None when it cannot be made.
 fn stripped_cmdline(paths: &Paths) -> Option<PathBuf> {
     let text = fs::read_to_string("/proc/cmdline").ok()?;
     let words: Vec<&str> = text

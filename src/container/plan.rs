@@ -1,7 +1,6 @@
-//! The spawn plan: everything the container's first process does between `clone` and
-//! `execve`, computed before `clone` as C strings and numbers (ARCHITECTURE "Containers are
-//! spawned from a prepared plan"). Building it is pure: no file system access, so every
-//! decision here is unit-tested.
+//! The spawn plan: everything the container's first process does between `clone` and `execve`,
+//! computed before `clone` as C strings and numbers. Building it is pure: no file system access, so
+//! every decision here is unit-tested.
 use super::lxc::{CgroupMode, Create, LxcConfig, MountEntry, NetKind, Rootfs, SysMode};
 use super::ms;
 use super::net::NetPlan;
@@ -144,7 +143,7 @@ pub(crate) struct Inputs<'a> {
     pub cgroup_root: Option<PathBuf>,
     /// The kernel command line without `console=`, to bind over /proc/cmdline.
     pub cmdline: Option<PathBuf>,
-    /// `automodfw` (reference 3.6): the host's /lib/firmware when it exists, and the BSP
+    /// `automodfw` (upstream's option): the host's /lib/firmware when it exists, and the BSP
     /// modules volume with the running kernel's release, read-only.
     pub firmware: Option<PathBuf>,
     pub modules: Option<(PathBuf, String)>,
@@ -725,7 +724,7 @@ pub(crate) fn build(inp: &Inputs) -> Result<(ChildPlan, HostPrep), PlanError> {
             false,
         )?;
         if let Some(cmdline) = &inp.cmdline {
-            // the kernel command line without console= (reference 3.6)
+            // the kernel command line without console= (as upstream)
             b.next_group();
             let src = cmdline
                 .to_str()
@@ -1012,7 +1011,7 @@ fn entry(b: &mut Builder, inp: &Inputs, e: &MountEntry) -> Result<(), PlanError>
     Ok(())
 }
 
-/// The /pantavisor view of reference 3.6: the whole run dir (read-only) for `mgmt`; the
+/// Upstream's /pantavisor view: the whole run dir (read-only) for `mgmt`; the
 /// control sockets and the container's own logs and metadata for the others. Sources that are
 /// directories are created on the host; a socket that does not exist yet is an optional bind.
 fn pantavisor_view(inp: &Inputs, prep: &mut HostPrep) -> Vec<MountEntry> {

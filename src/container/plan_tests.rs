@@ -14,7 +14,7 @@ fn paths() -> Paths {
     }
 }
 
-/// The composed pvr example of spec/lxc-config.md.
+/// A composed config of the kind pvr makes, one line of each key of the subset.
 const PVR: &str = "lxc.tty.max = 8
 lxc.pty.max = 1024
 lxc.cgroup.devices.allow = a

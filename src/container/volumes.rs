@@ -2,7 +2,7 @@
 //! in pantavisor's own mount namespace (status MOUNTED) and unmounted at stop, as upstream
 //! (pv:`volumes.c`): images loop-mounted read-only, `.bind` files and `.data` directories
 //! bind-mounted, storage volumes bound from `disks/perm` or `disks/rev/<rev>` or a fresh tmpfs
-//! (reference 2.5, 2.7).
+//! (run.json `volumes` and `storage`).
 use super::ms;
 use super::{Error, Paths};
 use crate::pvlog;

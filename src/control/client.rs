@@ -1,4 +1,4 @@
-//! `pvcontrol`: the blocking pv-ctrl client (reference 6.5).
+//! `pvcontrol`: the blocking pv-ctrl client (upstream's `pvcontrol` commands and exit codes).
 use crate::json::ObjectWriter;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -283,8 +283,8 @@ devmeta|usrmeta ls|save <key> <value>|delete <key> | buildinfo | config ls | con
 storage gc | objects ls|get <sha>|put <file|-SIZE> <sha>\n  \
 steps ls|get <rev>|show-progress <rev> | [-m msg] steps put <json> locals/<name>";
 
-/// Exit status of a response (6.5): 0 OK, 48 no space, 60 bad object checksum, 70 state
-/// verification failed, 255 anything else.
+/// Exit status of a response (as upstream's pvcontrol): 0 OK, 48 no space, 60 bad object checksum,
+/// 70 state verification failed, 255 anything else.
 fn exit_code(status: u16, kind: Kind) -> i32 {
     match (status, kind) {
         (200..=299, _) => 0,

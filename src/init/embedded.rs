@@ -1,6 +1,7 @@
-//! `PV_SYSTEM_INIT_MODE=embedded`: the real PID 1 of an initramfs. Early mounts, re-rooting off
-//! the initramfs rootfs (so containers can pivot_root, test-infra 1.4), early kernel modules,
-//! and the storage partition. Namespaces cannot run this; the VM tier proves it.
+//! `PV_SYSTEM_INIT_MODE=embedded`: the real PID 1 of an initramfs. Early mounts, re-rooting off the
+//! initramfs rootfs (so containers can pivot_root, which fails with EINVAL on the initramfs
+//! rootfs), early kernel modules, and the storage partition. Namespaces cannot run this; the VM
+//! tier proves it.
 // MS_* are c_ulong, 32 bits on armv7/mips: the `as u64` casts are not no-ops there
 #![allow(clippy::unnecessary_cast)]
 
@@ -97,8 +98,9 @@ pub fn root_is_initramfs() -> bool {
         .is_some_and(|fstype| fstype == "rootfs")
 }
 
-/// Re-roots PID 1 once: bind `/` onto /newroot, move it over `/`, chroot into it (test-infra
-/// 1.4 (a)). Afterwards `/` has a parent mount and containers can pivot_root.
+/// Re-roots PID 1 once: bind `/` onto /newroot, move it over `/`, chroot into it (the usual
+/// switch_root way round pivot_root's EINVAL on an initramfs). Afterwards `/` has a parent mount
+/// and containers can pivot_root.
 pub fn reroot() -> io::Result<()> {
     let rec = (libc::MS_BIND | libc::MS_REC) as u64;
     mount("/", "/newroot", "", rec, "")?;

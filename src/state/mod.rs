@@ -1,4 +1,4 @@
-//! "pantavisor-service-system@1" states (reference section 2): the raw document kept byte-exact,
+//! "pantavisor-service-system@1" states: the raw document kept byte-exact,
 //! its entries in document order, and a typed, validated model of BSP, groups, disks, volumes
 //! and containers with upstream's defaults and group inheritance applied.
 //!
@@ -40,7 +40,7 @@ pub enum EntryValue {
 }
 
 impl Entry {
-    /// Whether the entry is written into `trails/<rev>/` (reference 1.3): not `_sigs/*`,
+    /// Whether the entry is written into `trails/<rev>/` (a revision's directory): not `_sigs/*`,
     /// `*/src.json` or `*/build.json`, which live only in `.pvr/json`.
     pub fn expanded(&self) -> bool {
         !(self.key.starts_with("_sigs/")
@@ -62,7 +62,7 @@ impl Entry {
         }
     }
 
-    /// The directory that owns this key for update decisions (reference 2.1): the first path
+    /// The directory that owns this key for update decisions: the first path
     /// component, or the second for `_config/<c>/...`; None for top-level files such as
     /// `device.json`. Whether it is a container is for [`State::container`] to say.
     pub fn owner(&self) -> Option<&str> {
@@ -337,7 +337,8 @@ impl State {
         self.containers.iter().find(|c| c.name == name)
     }
 
-    /// The container owning an entry, if its owner is one (reference 2.1, 5.8).
+    /// The container owning an entry, if its owner is one (upstream's reboot or no-reboot
+    /// decision).
     pub fn owner_container(&self, entry: &Entry) -> Option<&Container> {
         entry.owner().and_then(|o| self.container(o))
     }
@@ -358,8 +359,9 @@ impl State {
         }
     }
 
-    /// Reference 4.1: the container's own auto_recovery when its policy is not `no`, else its
-    /// group's object wholesale (no field merge), else the default (policy `no`).
+    /// Upstream's auto-recovery inheritance: the container's own auto_recovery when its policy is
+    /// not `no`, else its group's object wholesale (no field merge), else the default (policy
+    /// `no`).
     pub fn effective_auto_recovery(&self, container: &Container) -> AutoRecovery {
         match container.auto_recovery {
             Some(own) if own.policy != RecoveryPolicy::No => own,

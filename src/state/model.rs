@@ -1,6 +1,7 @@
-//! Typed model of a "pantavisor-service-system@1" state (reference 2.3-2.7, 3.2, 4.1, 11.1-11.2).
+//! Typed model of a "pantavisor-service-system@1" state: BSP, containers, device.json, volumes,
+//! groups, auto-recovery, dm-verity manifests and signatures, as upstream's parser reads them.
 
-/// Container status goal (reference 3.1).
+/// Container status goal (run.json `status_goal`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum StatusGoal {
     Mounted,
@@ -26,7 +27,7 @@ impl StatusGoal {
     }
 }
 
-/// How an update touching a container is applied (reference 3.5).
+/// How an update touching a container is applied (upstream's restart policy).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RestartPolicy {
     /// Any change reboots the device; pv-ctrl may not stop/start it.
@@ -51,7 +52,7 @@ impl RestartPolicy {
     }
 }
 
-/// A group entry of device.json / groups.json / the default groups (reference 2.6, 3.2).
+/// A group entry of device.json / groups.json / the default groups.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Group {
     pub name: String,
@@ -62,7 +63,7 @@ pub struct Group {
     pub restart_policy: RestartPolicy,
     /// Seconds for members to reach their goal; None = `PV_UPDATER_GOALS_TIMEOUT`.
     pub timeout: Option<u32>,
-    /// Default auto-recovery for members that have none of their own (reference 4.1).
+    /// Default auto-recovery for members that have none of their own.
     pub auto_recovery: Option<AutoRecovery>,
 }
 
@@ -73,7 +74,7 @@ impl Group {
     }
 }
 
-/// Where the groups of a state came from; decides the assignment rule of reference 3.2.
+/// Where the groups of a state came from; decides upstream's rule for placing containers in groups.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GroupsSource {
     DeviceJson,
@@ -92,11 +93,11 @@ pub enum GroupAssignment {
     Declared,
     /// Deprecated `runlevel` key of run.json.
     Runlevel,
-    /// No group in run.json: the rule of reference 3.2.
+    /// No group in run.json: upstream's default-group rule.
     Default,
 }
 
-/// Policy of the auto_recovery object (reference 4.1).
+/// Policy of the auto_recovery object.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RecoveryPolicy {
     No,
@@ -174,7 +175,7 @@ impl BackoffPolicy {
     }
 }
 
-/// The auto_recovery object of run.json or of a group (reference 4.1); absent keys take the
+/// The auto_recovery object of run.json or of a group; absent keys take the
 /// defaults of the table.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AutoRecovery {
@@ -206,7 +207,7 @@ impl Default for AutoRecovery {
     }
 }
 
-/// Volume persistence (reference 2.7).
+/// Volume persistence (run.json `storage`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Persistence {
     Permanent,
@@ -264,7 +265,7 @@ impl ImageRef {
     }
 }
 
-/// How a container volume is mounted, from its name (reference 2.5 `volumes`).
+/// How a container volume is mounted, from its name (run.json `volumes`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum VolumeKind {
     /// `*.bind`: a file bind-mounted writable (copied into the trail, never hard-linked).
@@ -298,7 +299,7 @@ impl Volume {
     }
 }
 
-/// bsp/run.json (reference 2.3). Paths are relative to `bsp/`.
+/// bsp/run.json. Paths are relative to `bsp/`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Bsp {
     pub linux: Option<String>,
@@ -347,7 +348,7 @@ impl Bsp {
     }
 }
 
-/// bsp/drivers.json (reference 2.4): only `all` and `fitconfig:<name>` sections are kept,
+/// bsp/drivers.json: only `all` and `fitconfig:<name>` sections are kept,
 /// because they are the only ones upstream evaluates.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Drivers {
@@ -405,7 +406,7 @@ impl Drivers {
     }
 }
 
-/// Disk types of device.json (reference 2.6, 11.3).
+/// Disk types of device.json (dm-crypt ones included).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DiskType {
     DmCryptVersatile,
@@ -479,7 +480,7 @@ pub struct Disk {
     pub init_order: Vec<String>,
 }
 
-/// Container roles (reference 3.6).
+/// Container roles (run.json `roles`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
     /// Privileged pv-ctrl and the full /pantavisor view.
@@ -522,7 +523,7 @@ pub struct ContainerNetwork {
     pub mac: Option<String>,
 }
 
-/// `<container>/_dm/<volume>.json`: a dm-verity manifest (reference 11.1).
+/// `<container>/_dm/<volume>.json`: a dm-verity manifest.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DmManifest {
     pub key: String,
@@ -537,7 +538,7 @@ pub struct DmManifest {
     pub uuid: Option<String>,
 }
 
-/// `_sigs/<name>.json` (pvs@2, reference 11.2); verification is the signature module's job.
+/// `_sigs/<name>.json` (pvs@2 state signatures); verification is the signature module's job.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Signature {
     pub key: String,
@@ -549,7 +550,7 @@ pub struct Signature {
     pub signature: Option<String>,
 }
 
-/// `<name>/run.json` with defaults and group inheritance applied (reference 2.5, 3.2).
+/// `<name>/run.json` with defaults and group inheritance applied.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Container {
     pub name: String,

@@ -761,7 +761,7 @@ fn disks(
     }
 }
 
-/// Unique names; an alias may neither be another disk's name nor be shared (reference 2.6).
+/// Unique names; an alias may neither be another disk's name nor be shared (device.json `disks`).
 fn check_disks(disks: &[Disk], keys: &[&str], ctx: &mut Ctx) {
     let names: HashSet<&str> = disks.iter().map(|d| d.name.as_str()).collect();
     let mut seen = HashSet::new();
@@ -1178,7 +1178,7 @@ fn container(o: &Obj, dir: &str, ctx: &mut Ctx) -> Option<Draft> {
     })
 }
 
-/// Reference 3.2: resolve declared groups, then place the group-less containers.
+/// Upstream's group assignment: resolve declared groups, then place the group-less containers.
 fn assign_groups(drafts: &mut [Draft], parts: &Parts, ctx: &mut Ctx) {
     let groups = &parts.groups;
     let by_name: HashMap<&str, &Group> = groups.iter().map(|g| (g.name.as_str(), g)).collect();

@@ -1,5 +1,5 @@
-//! User-meta and device-meta stores: one file per key in a directory (reference 6.3), each
-//! written crash-safely. The runtime publishes them to containers (`<c>.<key>` views).
+//! User-meta and device-meta stores: one file per key in a directory (upstream's metadata stores),
+//! each written crash-safely. The runtime publishes them to containers (`<c>.<key>` views).
 use super::fs::{self, Fs};
 use super::{Error, Result};
 use std::io;
@@ -21,7 +21,7 @@ pub fn valid_key(key: &str) -> bool {
         && !key.bytes().any(|b| b == b'/' || b < 0x20 || b == 0x7f)
 }
 
-/// The `<container>.<key>` split of 6.3: a key with a `.` is also shown to the container named
+/// Upstream's `<container>.<key>` split: a key with a `.` is also shown to the container named
 /// by the part before the first `.`, as the part after it.
 pub fn container_view(key: &str) -> Option<(&str, &str)> {
     let (c, rest) = key.split_once('.')?;

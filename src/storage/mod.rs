@@ -1,4 +1,4 @@
-//! On-disk layout (reference section 1) under a configurable storage root, and every
+//! Upstream's on-disk layout under a configurable storage root, and every
 //! operation on it: objects, trails, progress files, the `current` switch, metadata stores,
 //! garbage collection. All mutations go through [`fs::Fs`] and are crash-safe: temp file,
 //! fsync, rename, directory fsync; a directory is switched with a symlink rename.
@@ -88,7 +88,7 @@ pub struct Storage<'a> {
     pub root: PathBuf,
 }
 
-/// A revision name as reference 1.4 allows: a Hub revision (decimal digits) or
+/// A revision name as upstream allows: a Hub revision (decimal digits) or
 /// `locals/<name>` with a name under 64 bytes of `[A-Za-z0-9._-]`, not starting with a dot.
 pub fn valid_revision(rev: &str) -> bool {
     fn safe_name(n: &str) -> bool {
@@ -150,7 +150,7 @@ impl<'a> Storage<'a> {
     pub fn commitmsg_path(&self, rev: &str) -> Result<PathBuf> {
         Ok(self.trail_dir(rev)?.join(".pv/commitmsg"))
     }
-    /// `disks/perm/<part>/<volume>` (persistence `permanent`, reference 2.7).
+    /// `disks/perm/<part>/<volume>` (persistence `permanent`).
     pub fn perm_volume_dir(&self, part: &str, volume: &str) -> PathBuf {
         self.root.join("disks/perm").join(part).join(volume)
     }
@@ -163,7 +163,8 @@ impl<'a> Storage<'a> {
             .join(volume)
     }
 
-    /// Creates the directories of reference 1.1 that are missing, and the `.pvmounted` marker.
+    /// Creates the directories of upstream's storage layout that are missing, and the `.pvmounted`
+    /// marker.
     pub fn init_layout(&self) -> Result<()> {
         for d in [
             "boot",

@@ -248,7 +248,7 @@ fn gc_removes_unkept_revisions_and_unreferenced_objects_and_counts_bytes() {
     // a second run finds nothing
     assert_eq!(st.gc(&["1", "locals/two"], &keep_objects).unwrap(), 0);
     // current is never collected even when not listed
-    assert_eq!(st.gc(&["locals/two"], &BTreeSet::new()).unwrap() > 0, true);
+    assert!(st.gc(&["locals/two"], &BTreeSet::new()).unwrap() > 0);
     assert_eq!(
         st.list_revisions().unwrap(),
         vec!["1".to_string(), "locals/two".to_string()]

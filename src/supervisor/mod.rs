@@ -4,8 +4,8 @@ pub mod recovery;
 
 use crate::state::StatusGoal;
 
-/// Container status, in upstream's numeric order (3.1): group and revision status are the
-/// *minimum* over members, so the order is part of the contract.
+/// Container status, in upstream's numeric order: group and revision status are the *minimum*
+/// over members, so the order is part of the contract.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Status {
     None,
@@ -44,7 +44,7 @@ impl Status {
     }
 }
 
-/// Outcome of checking one container (or group) against its goal (3.1).
+/// Outcome of checking one container (or group) against its goal (upstream's status goals).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Goal {
     Achieved,
@@ -82,8 +82,8 @@ pub fn group_goal(members: &[Goal]) -> Goal {
     }
 }
 
-/// Group status (3.1): READY when every member achieved its goal, else the lowest current
-/// status among those that have not.
+/// Group status (as upstream computes it): READY when every member achieved its goal, else the
+/// lowest current status among those that have not.
 pub fn group_status(members: &[(Status, Goal)]) -> Status {
     members
         .iter()
@@ -98,8 +98,8 @@ pub fn revision_status(groups: &[Status]) -> Status {
     groups.iter().copied().min().unwrap_or(Status::Ready)
 }
 
-/// May a member of group number `index` start? Every earlier group must be ACHIEVED or
-/// TIMEDOUT (3.3; a timeout still unblocks at boot, the update gate is separate).
+/// May a member of group number `index` start? Every earlier group must be ACHIEVED or TIMEDOUT
+/// (upstream's start ordering; a timeout still unblocks at boot, the update gate is separate).
 pub fn may_start(earlier_groups: &[Goal]) -> bool {
     earlier_groups
         .iter()
@@ -117,7 +117,7 @@ pub enum Event {
     Mounted,
     /// The init exec'd.
     Execed,
-    /// A process in the container signalled `ready` (3.4).
+    /// A process in the container signalled `ready` (upstream's READY signal).
     SignalReady,
     /// The init exited (or was killed).
     Exited,
@@ -163,7 +163,7 @@ pub enum Action {
 
 /// The status machine as a table (s6's shape): state x event -> action. `goal_is_mounted`:
 /// a MOUNTED-goal container stops after its volumes are mounted; `goal_is_ready`: only those
-/// accept the ready signal (others get a 500 from pv-ctrl, 3.4).
+/// accept the ready signal (others get a 500 from pv-ctrl, as upstream).
 pub fn next(status: Status, event: Event, goal: StatusGoal) -> Action {
     use Action::*;
     use Event as E;

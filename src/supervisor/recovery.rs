@@ -1,4 +1,4 @@
-//! Auto-recovery (reference 4.2) as a pure function of the container's policy and counters.
+//! Upstream's auto-recovery algorithm as a pure function of the container's policy and counters.
 use crate::state::{AutoRecovery, BackoffPolicy, RecoveryPolicy};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,8 +37,8 @@ pub fn backoff_delay(ar: &AutoRecovery, n: u32) -> u64 {
     }
 }
 
-/// 4.2: what to do when a STARTED/READY container exits (or a STOPPED one was not stopped by
-/// the user). `ran_for`: seconds since its last start; `update_active`: an update is
+/// Upstream's auto-recovery: what to do when a STARTED/READY container exits (or a STOPPED one was
+/// not stopped by the user). `ran_for`: seconds since its last start; `update_active`: an update is
 /// INPROGRESS or TESTING. Returns the decision and the new counters.
 pub fn on_exit(
     ar: &AutoRecovery,

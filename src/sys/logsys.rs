@@ -1,5 +1,5 @@
 //! The two syscalls of the log subsystem: the boot clock for relative timestamps and the size
-//! of the log partition for the automatic log budget (reference 10.3).
+//! of the log partition for the automatic log budget (upstream's log rotation).
 use std::ffi::CString;
 use std::io;
 use std::mem::MaybeUninit;

@@ -15,7 +15,8 @@ pub enum Power {
 }
 
 impl Power {
-    /// The exit status a non-PID-1 process ends with (interfaces.md "Ending").
+    /// The exit status a non-PID-1 process ends with (standalone mode: how a harness tells a
+    /// reboot from a power off).
     pub fn exit_code(self) -> i32 {
         match self {
             Power::Reboot => 129,
