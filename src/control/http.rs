@@ -397,6 +397,10 @@ impl Response {
         self.body.len() as u64 + self.file.as_ref().map_or(0, |f| f.1)
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// 200 with an empty JSON-typed body (upstream's "success without payload").
     pub fn ok() -> Response {
         Response::new(200, JSON, Vec::new())

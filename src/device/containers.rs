@@ -314,10 +314,8 @@ impl Model {
             Timer::Retry(_) => {
                 self.transition(i, Event::RetryTimer);
             }
-            Timer::Grace(_) => {
-                if self.transition(i, Event::GraceExpired) == Action::Kill {
-                    fx.push(Effect::Kill(i));
-                }
+            Timer::Grace(_) if self.transition(i, Event::GraceExpired) == Action::Kill => {
+                fx.push(Effect::Kill(i));
             }
             _ => {}
         }

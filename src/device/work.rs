@@ -96,7 +96,7 @@ impl Device<'_> {
     }
 
     fn gc_done(&mut self, job: JobId, result: Result<u64, (bool, String)>) {
-        if !self.gc.as_ref().is_some_and(|g| g.job == job) {
+        if self.gc.as_ref().is_none_or(|g| g.job != job) {
             return;
         }
         let Some(gc) = self.gc.take() else { return };
