@@ -1,7 +1,9 @@
-//! pantavisor: PID 1 of an embedded Linux device (see ARCHITECTURE in the README).
+//! pantavisor: PID 1 of an embedded Linux device (README: "How a device runs", "Layout").
 //!
 //! Data flows one way: `sys` knows nothing above it; `json`, `state` and `config` are pure
-//! data; `storage` and `bootloader` do effects; `update` decides.
+//! data; `storage`, `bootloader` and `container` do effects; `supervisor`, `update` and the
+//! device's model (`device::model`) decide; `device` interprets the decisions; `control` and
+//! the loop are the edges that turn the outside world into typed inputs.
 #![deny(unsafe_code)] // only `sys` may allow it
 
 pub mod bootloader;

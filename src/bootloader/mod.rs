@@ -1,5 +1,5 @@
 //! Boot-env backends: where `pv_rev` (the committed revision, the rollback point) and `pv_try`
-//! (the revision to try once) live for the bootloader (reference 5.5, 5.6).
+//! (the revision to try once) live for the bootloader (upstream's try-boot contract and bootloader backends).
 //!
 //! Two layers: pure formats ([`uboot`], [`grubenv`]) over an [`Env`], and [`Bootloader`]
 //! backends that read the file, change only `pv_rev`/`pv_try`, and rewrite it whole with

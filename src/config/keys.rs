@@ -1,5 +1,5 @@
 //! The key table: every configuration key Pantavisor knows, its value type, its *code* default
-//! (reference 7.2, not the shipped config's) and the levels it may be set from.
+//! (upstream's code defaults, not the shipped config's) and the levels it may be set from.
 //!
 //! Level masks follow upstream `config.c` (`PV`, `PH`, `OEM`, `RUN` groups) and, for keys newer
 //! than the stored `config.c`, the Levels table of upstream `docs/reference/pantavisor-configuration.md`.
@@ -210,7 +210,7 @@ key_table! {
     PV_OEM_NAME: Name, NONE, PV;
     // Never from a policy file: the policy is chosen by this key.
     PV_POLICY: Name, NONE, bit(Level::PvConfFile) | bit(Level::Cmdline) | bit(Level::Env);
-    // Optional power management; only the mode is known here (reference 7.2).
+    // Optional power management; only the mode is known here (upstream's code defaults).
     PV_POWER_MODE: Str, Some("locks"), PV;
     // Read by the remount helper from its environment (doc: env and bootargs only).
     PV_REMOUNT_POLICY: Name, NONE, bit(Level::Cmdline) | bit(Level::Env);

@@ -1,4 +1,4 @@
-//! Configuration (reference 7): the key table, the levels a value can come from, the parsers for
+//! Configuration: the key table, the levels a value can come from, the parsers for
 //! config files, the kernel command line and the environment, and typed getters.
 //!
 //! One mechanism for every level: each key keeps one value per level, and the effective value is
@@ -21,7 +21,7 @@ mod tests;
 
 pub use keys::{Key, KeyDef, Type, LOG_OUTPUTS};
 
-/// Where a value came from, lowest precedence first (reference 7.1). `Args` is upstream's level
+/// Where a value came from, lowest precedence first (upstream's precedence). `Args` is upstream's level
 /// for values the binary derives from its own invocation; it may set any key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Level {
@@ -256,7 +256,7 @@ pub struct Sysctl<'a> {
     pub key: &'a str,
     /// The exact path under `/proc/sys` when the key came in the legacy dotted form
     /// (`sysctl.net.ipv4.ip_forward` -> `net/ipv4/ip_forward`). When `None`, `<PATH>` is lower
-    /// cased and each `_` becomes `/` where that directory exists (reference 7.1).
+    /// cased and each `_` becomes `/` where that directory exists (upstream's precedence).
     pub path: Option<&'a str>,
     pub value: &'a str,
     pub level: &'static str,
@@ -979,7 +979,7 @@ impl Config {
         self.get(k).unwrap_or("")
     }
 
-    // ---- named getters: defaults are the table's (reference 7.2) ----
+    // ---- named getters: defaults are the table's (upstream's code defaults) ----
 
     pub fn init_mode(&self) -> InitMode {
         match self.text(Key::PV_SYSTEM_INIT_MODE) {

@@ -1,4 +1,4 @@
-//! pv-ctrl, the local REST API (reference 6): HTTP/1.1 on a Unix socket served by the loop
+//! pv-ctrl, the local REST API : HTTP/1.1 on a Unix socket served by the loop
 //! (`server`), the request parser and response writer (`http`), and the `pvcontrol` client
 //! (`client`). Routes live with the device: the server only asks a [`Router`].
 pub mod client;

@@ -1,7 +1,7 @@
 //! Rotated log files are gzip-framed but NOT compressed: one gzip member whose DEFLATE stream
 //! is made of "stored" blocks (RFC 1951 3.2.4), so `gunzip`, `zcat` and the Hub tooling read
 //! them as usual. Why: a DEFLATE encoder costs tens of KB in a ~1 MB static PID 1, and the
-//! budget rules (reference 10.3) hold either way -- only less history fits. `gzip_stored` is
+//! budget rules (upstream's rotation watermarks) hold either way -- only less history fits. `gzip_stored` is
 //! the one function to replace should a real encoder ever be worth its size.
 use std::io::{self, Read, Write};
 

@@ -1,4 +1,4 @@
-//! Pantavisor's own log records and the log tree (reference 10). Before [`init`], records go
+//! Pantavisor's own log records and the log tree (upstream's logs). Before [`init`], records go
 //! to stderr in the upstream line format `[pantavisor] <tsec> <LEVEL>\t -- [<src>]: <msg>`;
 //! after it, to the sinks of `PV_LOG_SERVER_OUTPUTS` under `<logdir>/<rev>/` (see [`tree`]),
 //! to stdout if asked, and to the console if asked.

@@ -1,4 +1,4 @@
-//! The log tree (reference 10.2, 10.3): sinks under `<logdir>/<rev>/`, per-file rotation to
+//! The log tree (upstream's file tree and rotation): sinks under `<logdir>/<rev>/`, per-file rotation to
 //! `<file>.<N>.gz`, the directory budget with its watermarks, and the update-log capture.
 //! A plain struct: the global logger in `mod.rs` wraps one in a mutex, tests build their own.
 //!
@@ -26,7 +26,7 @@ pub const MSG_CAP: usize = 4096;
 pub const TRUNCATED: &str = " [truncated]";
 /// The update log only feeds 4 KiB of the progress; an error storm must not fill the trail.
 const CAPTURE_CAP: u64 = 64 * 1024;
-/// Messages between two walks of the log directory (reference 10.3).
+/// Messages between two walks of the log directory (upstream's rotation).
 const WALK_EVERY: u32 = 100;
 /// Open log files kept; the oldest is closed beyond that.
 const OPEN_FILES: usize = 16;
@@ -122,7 +122,7 @@ impl LogConfig {
     }
 }
 
-/// The size rules of reference 10.3 for a budget `M`.
+/// Upstream's rotation size rules for a budget `M`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
     pub max: u64,
@@ -963,7 +963,7 @@ pub(super) fn clean(dir: &Path, limits: &Limits) -> u64 {
     total
 }
 
-/// The progress `logs` field (reference 5.2): the whole lines of the first 4 KiB of an
+/// The progress `logs` field (upstream's progress JSON): the whole lines of the first 4 KiB of an
 /// update's captured `.pv/logs`; `None` without a complete line.
 pub fn logs_excerpt(data: &[u8]) -> Option<String> {
     let head = data.get(..data.len().min(4096))?;

@@ -1,5 +1,5 @@
 //! Trails: `trails/<rev>/` checked out from the revision's state JSON and the object store
-//! (reference 1.3), verified at boot, and garbage-collected (1.5).
+//! (a revision's directory), verified at boot, and garbage-collected.
 use super::fs::{self, Kind};
 use super::objects::valid_sha;
 use super::{Error, Result, Storage};
@@ -247,7 +247,7 @@ impl<'a> Storage<'a> {
         }
     }
 
-    /// Garbage collection (reference 1.5): removes `trails/<rev>`, `logs/<rev>` and
+    /// Garbage collection (upstream's rules): removes `trails/<rev>`, `logs/<rev>` and
     /// `disks/rev/<rev>` of every revision not in `keep` (nor `current`), then every object
     /// no trail links any more (link count 1) that `keep_objects` (an in-flight update's) does
     /// not name. Objects the kept revisions' states name are kept even when unlinked: `.bind`

@@ -1,4 +1,4 @@
-//! Supervision decisions as data (reference 3 and 4): container statuses, status goals and
+//! Supervision decisions as data (upstream's container lifecycle and auto-recovery): container statuses, status goals and
 //! group chaining, auto-recovery. Everything here is pure; the runtime applies the actions.
 pub mod recovery;
 

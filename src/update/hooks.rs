@@ -1,4 +1,4 @@
-//! System hooks (reference 5.10): the executables in `<libdir>/pantavisor/pv/hooks/system.d/`,
+//! System hooks (upstream's system hooks): the executables in `<libdir>/pantavisor/pv/hooks/system.d/`,
 //! run in name order with the `PV_*` environment; a non-zero exit stops the remaining hooks and
 //! fails the operation (the caller decides what failing means for it).
 //!
@@ -26,7 +26,7 @@ impl Op {
     pub fn as_str(self) -> &'static str {
         match self {
             Op::Start => "system-start",
-            // uboot and grub have no install step of their own: the one hook (5.6)
+            // uboot and grub have no install step of their own: the one hook (upstream's bootloader backends)
             Op::InstallUpdate => "system-install-update",
             Op::BootDone => "system-boot-done",
             Op::Done => "system-done",

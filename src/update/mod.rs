@@ -1,5 +1,5 @@
-//! Updates: the progress bookkeeping and the steps of the try-boot protocol (reference 5.4 step
-//! 5 and 5.5), written so that a crash at any step leaves a device that boots the old or the
+//! Updates: the progress bookkeeping and the steps of the try-boot protocol (the install
+//! step of an update and the try-boot contract), written so that a crash at any step leaves a device that boots the old or the
 //! new revision. The order of the durable writes is the design:
 //!
 //! - install: objects (verified, durable) -> `.pvr/json` -> checkout (durable) -> verify ->
@@ -324,7 +324,7 @@ pub enum Boot {
     Rollback,
 }
 
-/// Boot-time recovery and resume (5.5): clears crash leftovers, applies the resume decision,
+/// Boot-time recovery and resume (the try-boot contract): clears crash leftovers, applies the resume decision,
 /// then loads, checks out (repairs) and verifies the booted revision. Any failure of the revision being tried is
 /// recorded and becomes a rollback; a committed revision that does not verify is an error
 /// (the caller can only reboot and hope, as upstream does).

@@ -1,4 +1,4 @@
-//! Update progress (reference 5.1-5.2): the statuses, their numbers, the exact status
+//! Update progress (upstream's progress JSON): the statuses, their numbers, the exact status
 //! messages, and the progress JSON kept in `trails/<rev>/.pv/progress`.
 use crate::storage::{fs, Error, Result, Storage};
 
@@ -53,7 +53,7 @@ impl Status {
     }
 }
 
-/// The exact `status-msg` texts of reference 5.1.
+/// The exact `status-msg` texts upstream writes.
 pub mod msg {
     pub const NOT_INSTALLED: &str = "Update not yet installed";
     pub const READY_TO_RUN: &str = "Update ready to be run";
@@ -136,7 +136,7 @@ impl Progress {
         s
     }
 
-    /// Lenient read-back (5.2): an unknown status or a missing field gives `None`, never a
+    /// Lenient read-back: an unknown status or a missing field gives `None`, never a
     /// panic; extra keys are ignored.
     pub fn from_json(bytes: &[u8]) -> Option<Progress> {
         let v = crate::json::parse(bytes, crate::json::Limits::default()).ok()?;
@@ -176,7 +176,7 @@ impl Progress {
 }
 
 impl<'a> Storage<'a> {
-    /// Persists the progress of `rev` (crash-safe), as every change must be (5.2).
+    /// Persists the progress of `rev` (crash-safe), as every change must be.
     /// The update's captured ERROR lines (`.pv/logs`, 5.2) go with it when they exist.
     pub fn write_progress(&self, rev: &str, p: &Progress) -> Result<()> {
         let path = self.progress_path(rev)?;

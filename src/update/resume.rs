@@ -1,4 +1,4 @@
-//! The boot-time resume decision (reference 5.5, pv:`pv_update_resume`) as a pure function of
+//! The boot-time resume decision (upstream's try-boot contract, pv:`pv_update_resume`) as a pure function of
 //! persisted facts. The effects are applied by [`super::boot`].
 use super::progress::Status;
 

@@ -1,4 +1,4 @@
-//! Reboot or live (reference 5.8, pv:`pv_state_stop_platforms`): which keys changed between
+//! Reboot or live (upstream's reboot-or-live decision, pv:`pv_state_stop_platforms`): which keys changed between
 //! the running state and the new one, and who owns them, decide whether the device must reboot
 //! into the new revision or can restart only the containers that changed. A pure function.
 use crate::state::{RestartPolicy, State};
