@@ -7,7 +7,6 @@
 //! when the booted revision is on probation (goals reached -> TESTING -> commit delay ->
 //! stability -> commit). Failure in steady state reboots; during an update it rolls back.
 pub mod init;
-
 use crate::bootloader::Bootloader;
 use crate::config::Config;
 use crate::container::{self, Engine};
