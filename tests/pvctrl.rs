@@ -342,6 +342,7 @@ fn supervision_keeps_its_schedule_under_a_slow_client_and_a_hundred_clients() {
         up.split_whitespace().next().unwrap().parse().unwrap()
     };
     // the slow client: one byte a second, never a whole request
+    let (connected_tx, connected) = std::sync::mpsc::channel();
     let slow = {
         let path = r.socket.clone();
         let stop = stop.clone();
@@ -349,6 +350,7 @@ fn supervision_keeps_its_schedule_under_a_slow_client_and_a_hundred_clients() {
             let mut s = UnixStream::connect(&path).unwrap();
             let started = std::time::Instant::now();
             let connected_up = uptime();
+            connected_tx.send(()).unwrap();
             // the reader sees the drop at once, not at the next byte the writer sends; a
             // server that never drops it fails the test instead of hanging it
             let mut reader = s.try_clone().unwrap();
@@ -370,6 +372,9 @@ fn supervision_keeps_its_schedule_under_a_slow_client_and_a_hundred_clients() {
             read.join().unwrap()
         })
     };
+    // the crowd only once the slow client is queued first: on a loaded machine its thread can
+    // run late, and behind a hundred connections it would get a 503 instead of a slot
+    connected.recv().unwrap();
     // a hundred clients at once, each asking again 20 ms after its answer (~4,000 requests
     // a second in all: enough to keep the server busy without starving the machine's two
     // cores, which would delay the device through the scheduler, not through its loop)
