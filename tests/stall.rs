@@ -68,6 +68,28 @@ struct Poll {
     stall_us: Option<u64>,
 }
 
+/// A live (not zombie) `sleep 1000` -- the hung hook -- in the PID namespace of the device
+/// whose host PID is `device`.
+fn hang_alive(device: i32) -> bool {
+    let ns = |p: &str| std::fs::read_link(format!("/proc/{p}/ns/pid")).ok();
+    let Some(dev_ns) = ns(&device.to_string()) else {
+        return false;
+    };
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| {
+            let p = e.file_name().to_string_lossy().into_owned();
+            p.bytes().all(|b| b.is_ascii_digit())
+                && ns(&p).as_ref() == Some(&dev_ns)
+                && std::fs::read(format!("/proc/{p}/cmdline"))
+                    .is_ok_and(|c| c == b"sleep\x001000\x00")
+                && std::fs::read_to_string(format!("/proc/{p}/stat"))
+                    .is_ok_and(|s| !s.contains(") Z "))
+        })
+}
+
 fn median(v: &mut [i64]) -> i64 {
     v.sort();
     if v.is_empty() {
@@ -200,6 +222,10 @@ fn slow_work_off_the_loop_keeps_restarts_on_time_and_pv_ctrl_answering() {
     let rehash_s = t_run.elapsed().as_secs_f64();
     assert!(hooked, "the install hook never started; log:\n{}", r.log());
     let t_hook = Instant::now();
+    assert!(
+        hang_alive(pid),
+        "the hook's `sleep 1000` is not seen running"
+    );
     eprintln!(
         "stall (hook running): 256 MiB made+hashed in {mk_s:.2} s, uploaded in {up_s:.2} s; LOCAL_RUN to hook start {rehash_s:.2} s; progress {:?}",
         r.progress(rev)
@@ -226,12 +252,6 @@ fn slow_work_off_the_loop_keeps_restarts_on_time_and_pv_ctrl_answering() {
         hook_s >= (HOOK_TIMEOUT_S - 1) as f64,
         "the hook ended after {hook_s:.1} s, before its {HOOK_TIMEOUT_S} s timeout"
     );
-    let hook_pid: i32 = std::fs::read_to_string(&started_mark)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    // the device runs on: revision 0, its containers up, the hook gone, crasher restarting
     let restarts_before = r.log().matches("container crasher: STARTED (pid").count();
     let on = r.wait(&mut dev, Duration::from_secs(10), &|r, d| {
         r.log().matches("container crasher: STARTED (pid").count() >= restarts_before + 2
@@ -240,10 +260,8 @@ fn slow_work_off_the_loop_keeps_restarts_on_time_and_pv_ctrl_answering() {
     });
     assert!(on, "the device did not run on; log:\n{}", r.log());
     assert!(
-        !std::path::Path::new(&format!("/proc/{hook_pid}")).exists()
-            || std::fs::read_to_string(format!("/proc/{hook_pid}/stat"))
-                .is_ok_and(|s| s.contains(") Z ")),
-        "the hung hook (pid {hook_pid}) is still alive"
+        !hang_alive(pid),
+        "the hung hook's `sleep 1000` is still alive"
     );
     assert_eq!(r.env(), (Some("0".into()), None));
 
