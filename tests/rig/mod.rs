@@ -427,3 +427,110 @@ impl Drop for CgroupSweep {
         }
     }
 }
+
+/// [`Rig::http`] without a rig: a raw pv-ctrl request to the socket at `socket`, from the
+/// PID namespace of the device whose host PID is `device_pid` (so a thread that polls while
+/// the test holds the device's `Child` can ask too). None when the answer is not HTTP.
+pub fn http_in(
+    device_pid: i32,
+    socket: &Path,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> Option<Http> {
+    let out = Command::new("nsenter")
+        .args([
+            "-t",
+            &device_pid.to_string(),
+            "-p",
+            "python3",
+            "-c",
+            HTTP_CLIENT,
+        ])
+        .arg(socket)
+        .args([method, path, body])
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let mut lines = head.split("\r\n");
+    let code = lines
+        .next()?
+        .strip_prefix("HTTP/1.")?
+        .get(2..5)?
+        .parse()
+        .ok()?;
+    let headers = lines
+        .filter_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            Some((k.trim().to_string(), v.trim().to_string()))
+        })
+        .collect();
+    Some(Http {
+        code,
+        headers,
+        body: body.to_string(),
+    })
+}
+
+/// Follows a text file as it grows (a device log): each complete line with the instant this
+/// tail saw it, polled every 20 ms by a thread until [`Tail::stop`]. A file that shrinks
+/// (rotated) is read again from its start.
+pub struct Tail {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    lines: std::sync::Arc<Mutex<Vec<(Instant, String)>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Tail {
+    pub fn follow(path: PathBuf) -> Tail {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let lines = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let (s, l) = (stop.clone(), lines.clone());
+        let thread = std::thread::spawn(move || {
+            let (mut off, mut partial) = (0usize, String::new());
+            while !s.load(std::sync::atomic::Ordering::Relaxed) {
+                let raw = std::fs::read(&path).unwrap_or_default();
+                if raw.len() < off {
+                    off = 0;
+                    partial.clear();
+                }
+                if raw.len() > off {
+                    let now = Instant::now();
+                    partial.push_str(&String::from_utf8_lossy(&raw[off..]));
+                    off = raw.len();
+                    while let Some(i) = partial.find('\n') {
+                        let line: String = partial.drain(..=i).collect();
+                        l.lock().unwrap().push((now, line.trim_end().to_string()));
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        Tail {
+            stop,
+            lines,
+            thread: Some(thread),
+        }
+    }
+
+    /// The lines seen so far.
+    pub fn lines(&self) -> Vec<(Instant, String)> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    pub fn stop(&mut self) -> Vec<(Instant, String)> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        self.lines()
+    }
+}
+
+impl Drop for Tail {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
