@@ -5,16 +5,17 @@
 //!
 //! One thread, started at the first job, runs the jobs in the order they came: storage jobs
 //! must not interleave (a GC deleting an object while a checkout links it), and one thread is
-//! the smallest pool. Each result goes through a channel, then the inbox eventfd wakes the
+//! the smallest pool. Each result goes into a shared list, then the inbox eventfd wakes the
 //! loop, which calls [`Workers::drain`] on `Wake::Inbox`.
 use crate::state::State;
 use crate::storage::{self, fs::RealFs, Storage};
 use crate::sys::event as ev;
 use crate::update;
 use std::collections::BTreeSet;
+use std::collections::VecDeque;
 use std::os::fd::RawFd;
 use std::path::PathBuf;
-use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
 /// Names a job from [`Workers::spawn`] to its result.
@@ -36,11 +37,23 @@ pub enum Done {
 
 type Job = (JobId, Box<dyn FnOnce() -> Done + Send>);
 
+/// What the loop and the thread share: the queue of jobs (closed at shutdown) and the results.
+/// A mutex and a condvar rather than std's channels, which cost ~10 KB of the binary here.
+#[derive(Default)]
+struct Shared {
+    jobs: Mutex<(VecDeque<Job>, bool)>,
+    ready: Condvar,
+    results: Mutex<Vec<(JobId, Done)>>,
+}
+
+/// A lock that a panicked holder does not make unusable (the data are plain queues).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 pub struct Workers {
     inbox: RawFd,
-    results_tx: Sender<(JobId, Done)>,
-    results: Receiver<(JobId, Done)>,
-    jobs: Option<Sender<Job>>,
+    shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
     next: JobId,
     busy: usize,
@@ -51,12 +64,9 @@ impl Workers {
     /// The thread starts at the first job with every signal blocked, so PID 1's signals keep
     /// arriving only through the signalfd.
     pub fn new(inbox_fd: RawFd) -> Workers {
-        let (results_tx, results) = mpsc::channel();
         Workers {
             inbox: inbox_fd,
-            results_tx,
-            results,
-            jobs: None,
+            shared: Arc::default(),
             thread: None,
             next: 0,
             busy: 0,
@@ -70,47 +80,52 @@ impl Workers {
         self.next += 1;
         self.busy += 1;
         let id = self.next;
-        let mut job: Job = (id, Box::new(f));
-        for _ in 0..2 {
-            if self.jobs.is_none() && !self.start() {
-                break;
-            }
-            let Some(tx) = &self.jobs else { break };
-            match tx.send(job) {
-                Ok(()) => return id,
-                // the thread is gone (it can only have panicked): a new one
-                Err(mpsc::SendError(j)) => {
-                    job = j;
-                    self.jobs = None;
-                }
-            }
+        {
+            let mut q = lock(&self.shared.jobs);
+            q.0.push_back((id, Box::new(f)));
+            q.1 = false;
         }
-        let (id, f) = job;
-        run(self.inbox, &self.results_tx, id, f);
+        if self.thread.is_none() && !self.start() {
+            let job = lock(&self.shared.jobs).0.pop_back();
+            if let Some((id, f)) = job {
+                run(self.inbox, &self.shared, id, f);
+            }
+            return id;
+        }
+        self.shared.ready.notify_one();
         id
     }
 
     fn start(&mut self) -> bool {
-        let (tx, rx) = mpsc::channel::<Job>();
-        let (results, inbox) = (self.results_tx.clone(), self.inbox);
+        let (shared, inbox) = (self.shared.clone(), self.inbox);
         let t = ev::with_signals_blocked(|| {
             std::thread::Builder::new()
                 .name("pv-worker".into())
-                .spawn(move || {
-                    for (id, f) in rx {
-                        run(inbox, &results, id, f);
-                    }
+                .spawn(move || loop {
+                    let job = {
+                        let mut q = lock(&shared.jobs);
+                        loop {
+                            if let Some(j) = q.0.pop_front() {
+                                break Some(j);
+                            }
+                            if q.1 {
+                                break None;
+                            }
+                            q = shared.ready.wait(q).unwrap_or_else(|e| e.into_inner());
+                        }
+                    };
+                    let Some((id, f)) = job else { return };
+                    run(inbox, &shared, id, f);
                 })
         });
         let Ok(t) = t else { return false };
         self.thread = Some(t);
-        self.jobs = Some(tx);
         true
     }
 
-    /// The results that arrived, in completion order; never blocks.
+    /// The results that arrived, in completion order; never waits for a job.
     pub fn drain(&mut self) -> Vec<(JobId, Done)> {
-        let out: Vec<_> = self.results.try_iter().collect();
+        let out = std::mem::take(&mut *lock(&self.shared.results));
         self.busy = self.busy.saturating_sub(out.len());
         out
     }
@@ -123,7 +138,8 @@ impl Workers {
     /// Lets the queued jobs finish and waits for the thread (an orderly reboot, before the
     /// storage is unmounted). Their results stay drainable.
     pub fn shutdown(&mut self) {
-        self.jobs = None;
+        lock(&self.shared.jobs).1 = true;
+        self.shared.ready.notify_all();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -160,15 +176,9 @@ pub fn gc_job(
 
 /// Runs one job, sends its result, wakes the loop. A panic becomes [`Done::Panicked`], so the
 /// loop always hears back.
-fn run(
-    inbox: RawFd,
-    results: &Sender<(JobId, Done)>,
-    id: JobId,
-    f: Box<dyn FnOnce() -> Done + Send>,
-) {
+fn run(inbox: RawFd, shared: &Shared, id: JobId, f: Box<dyn FnOnce() -> Done + Send>) {
     let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or(Done::Panicked);
-    // the loop owns the receiver for as long as it runs; a send after it is gone is moot
-    let _ = results.send((id, done));
+    lock(&shared.results).push((id, done));
     let _ = ev::eventfd_signal(inbox);
 }
 
