@@ -15,6 +15,7 @@ use crate::storage::{self, valid_revision, ErrorKind, Storage};
 use crate::supervisor::{self, Goal, Status};
 use crate::sys::power::Power;
 use crate::update;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Largest meta value accepted by PUT (upstream's limit).
 pub const MAX_META: u64 = 4096;
@@ -85,7 +86,8 @@ pub struct Ctl<'d> {
     pub dev: &'d mut dyn DeviceApi,
     /// Meta keys set or deleted in this wake, for the device to publish and apply.
     pub meta_changed: Vec<(MetaKind, String)>,
-    /// A GC runs: uploads wait, so no fresh object is collected before its step names it.
+    /// A GC runs or is queued: uploads wait, so no fresh object is collected before its step
+    /// names it (and a GC waits for the uploads under way: [`uploads_in_flight`]).
     pub storage_busy: bool,
 }
 
@@ -250,12 +252,28 @@ impl BodySink for ObjectSink {
     }
 }
 
+impl ObjectSink {
+    fn new(w: ObjWriter<'static>) -> ObjectSink {
+        UPLOADS.fetch_add(1, Ordering::Relaxed);
+        ObjectSink { w: Some(w) }
+    }
+}
+
 impl Drop for ObjectSink {
     fn drop(&mut self) {
         if let Some(w) = self.w.take() {
             w.abort();
         }
+        UPLOADS.fetch_sub(1, Ordering::Relaxed);
     }
+}
+
+/// Object uploads being streamed in: a GC must not start under them (a fresh object would be
+/// collected before its step names it).
+static UPLOADS: AtomicUsize = AtomicUsize::new(0);
+
+pub fn uploads_in_flight() -> usize {
+    UPLOADS.load(Ordering::Relaxed)
 }
 
 /// PUT /objects/{sha} of an object already present: the body is read and dropped.
@@ -449,7 +467,7 @@ impl Ctl<'_> {
             Err(e) => return Plan::Reply(storage_error(&e)),
         }
         match st.object_writer(sha) {
-            Ok(w) => Plan::Stream(Box::new(ObjectSink { w: Some(w) }), MAX_OBJECT),
+            Ok(w) => Plan::Stream(Box::new(ObjectSink::new(w)), MAX_OBJECT),
             Err(e) => Plan::Reply(storage_error(&e)),
         }
     }

@@ -382,6 +382,29 @@ fn utc_dates() {
     assert_eq!(utc_date(-1), "1969-12-31T23:59:59Z");
 }
 
+/// Uploads and GC are serialized: while a GC runs or is queued, PUT /objects waits (503), and
+/// an upload under way is counted for the device, which then refuses a GC.
+#[test]
+fn uploads_wait_for_a_gc_and_are_counted_for_it() {
+    let (cfg, st) = (Config::new(), state());
+    let fs: &'static SimFs = Box::leak(Box::new(SimFs::new()));
+    let mut ctl = ctl(&cfg, fs, &st);
+    let data = b"an object uploaded while a GC runs";
+    let path = format!("/objects/{}", crate::storage::objects::sha256_hex(data));
+    ctl.storage_busy = true;
+    let r = call(&mut ctl, HOST_NAME, Method::Put, &path, data);
+    assert_eq!(r.status, 503);
+    assert_eq!(r.headers, vec![("Retry-After", "10".to_string())]);
+    ctl.storage_busy = false;
+    let r = req(HOST_NAME, Method::Put, &path, data.len() as u64);
+    let Plan::Stream(sink, _) = ctl.head(&r) else {
+        panic!("PUT /objects must stream")
+    };
+    // other tests of this binary may upload at the same time: at least this one counts
+    assert!(uploads_in_flight() >= 1);
+    drop(sink);
+}
+
 #[test]
 fn objects_list_get_and_put() {
     let (cfg, st) = (Config::new(), state());

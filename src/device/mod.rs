@@ -426,7 +426,7 @@ impl<'a> Device<'a> {
                 })
             })
             .collect();
-        let storage_busy = self.gc.is_some();
+        let storage_busy = self.gc.is_some() || self.m.command == Some(Command::RunGc);
         let mut front = Front {
             m: &mut self.m,
             st: self.st,
@@ -584,6 +584,12 @@ impl DeviceApi for Front<'_> {
             // what GC and MAKE_FACTORY must not touch is named by the boot env: without it,
             // refuse rather than guess
             self.m.admit(false)?;
+            if !matches!(r, Request::Command(Command::MakeFactory { .. }))
+                && crate::control::routes::uploads_in_flight() > 0
+            {
+                // GC and uploads are serialized: a fresh object is not yet named by a step
+                return Err(Refusal::Busy);
+            }
             let env = self
                 .bl
                 .read(self.st.fs)
