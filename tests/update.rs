@@ -266,6 +266,47 @@ fn a_container_that_exits_at_once_ends_error_and_the_device_falls_back() {
     // the update's ERROR lines are in its progress
     let raw = std::fs::read_to_string(r.storage.join("trails/locals/bad/.pv/progress")).unwrap();
     assert!(raw.contains(r#""logs":"#), "{raw}");
+    // each failure once: the same ERROR (timestamps aside) twice is a failure logged twice
+    let v = pantavisor::json::parse(raw.as_bytes(), pantavisor::json::Limits::default()).unwrap();
+    let logs = v.get("logs").and_then(|l| l.as_str()).unwrap_or_default();
+    let lines: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains(r#""lvl":"ERROR""#))
+        .filter_map(|l| l.split_once(r#""platform""#).map(|(_, rest)| rest))
+        .collect();
+    assert!(!lines.is_empty(), "{logs}");
+    let mut seen = std::collections::BTreeSet::new();
+    for l in &lines {
+        assert!(seen.insert(*l), "logged twice: {l}\n{logs}");
+    }
+}
+
+/// A container whose init cannot be exec'd: the engine's error is logged once (the device
+/// logged it a second time, so it landed twice in the update's ERROR lines).
+#[test]
+fn a_container_that_cannot_start_is_logged_once_and_rolls_back() {
+    let _g = SERIAL.lock();
+    let mut r = Rig::new("upd-noexec", &base());
+    let bad = desc("k2", "v1", 10, "").replace(&sh(FOREVER), r#"["/nonexistent-init"]"#);
+    let booted = failing_update(&mut r, "locals/noexec", &bad);
+    assert_eq!(booted, vec!["locals/noexec", "0"]);
+    assert_eq!(
+        r.progress("locals/noexec"),
+        Some(pair("ERROR", "A container could not be started"))
+    );
+    let raw = std::fs::read_to_string(r.storage.join("trails/locals/noexec/.pv/progress")).unwrap();
+    let v = pantavisor::json::parse(raw.as_bytes(), pantavisor::json::Limits::default()).unwrap();
+    let logs = v.get("logs").and_then(|l| l.as_str()).unwrap_or_default();
+    let errors: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains(r#""lvl":"ERROR""#))
+        .filter_map(|l| l.split_once(r#""platform""#).map(|(_, rest)| rest))
+        .collect();
+    let exec: Vec<&&str> = errors
+        .iter()
+        .filter(|l| l.contains("nonexistent-init"))
+        .collect();
+    assert_eq!(exec.len(), 1, "the start failure, once: {logs}");
 }
 
 #[test]

@@ -361,6 +361,12 @@ impl Engine {
 
     /// Mounts the container's volumes (status MOUNTED). Already mounted for `rev`: nothing.
     pub fn mount(&mut self, rev: &str, state: &State, name: &str) -> Result<(), Error> {
+        // every failure is logged here, once: the device only counts it
+        self.mount_volumes(rev, state, name)
+            .inspect_err(|e| pvlog!(Error, "container", "{e}"))
+    }
+
+    fn mount_volumes(&mut self, rev: &str, state: &State, name: &str) -> Result<(), Error> {
         // the name becomes a path component of volumes, cgroup, logs and config copies
         if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\0']) {
             return Err(Error::invalid(
@@ -379,10 +385,7 @@ impl Engine {
         let c = state.container(name).ok_or_else(|| {
             Error::invalid(name, "config", rev, "no such container in the revision")
         })?;
-        let vols = volumes::mount_all(&self.paths, rev, state, c, self.opts.legacy_kernel)
-            .inspect_err(|e| {
-                pvlog!(Error, "container", "{e}");
-            })?;
+        let vols = volumes::mount_all(&self.paths, rev, state, c, self.opts.legacy_kernel)?;
         pvlog!(
             Info,
             "container",
@@ -421,10 +424,13 @@ impl Engine {
 
     /// Starts the container of `rev` (mounting its volumes first when needed) and returns the
     /// init's pid once it exec'd (STARTED). On failure everything this call did is undone, the
-    /// volumes are unmounted, and the error is logged and returned.
+    /// volumes are unmounted, and the error is logged (once, here: callers do not log it again)
+    /// and returned.
     pub fn start(&mut self, rev: &str, state: &State, name: &str) -> Result<i32, Error> {
         if self.find(name).is_some_and(|i| i.run.is_some()) {
-            return Err(Error::invalid(name, "start", rev, "already running"));
+            let e = Error::invalid(name, "start", rev, "already running");
+            pvlog!(Error, "container", "{e}");
+            return Err(e);
         }
         self.mount(rev, state, name)?;
         if let Some(i) = self.find_mut(name) {
