@@ -111,6 +111,31 @@ fn put(st: &Storage, rev: &str, tag: &str) -> pantavisor::state::State {
     update::stage(st, rev, &raw).unwrap()
 }
 
+/// A boot of the binary as a plain process with `conf`: it runs the device until it must
+/// reboot or power off; with no containers it only waits, so it is powered off (SIGINT ->
+/// exit 130) once `done` holds (or after 10 s).
+fn boot_until(conf: &std::path::Path, cmdline: &str, done: &dyn Fn() -> bool) -> Output {
+    let mut child = Command::new(BIN)
+        .args(["--config", conf.to_str().unwrap(), "--cmdline", cmdline])
+        .env_clear()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t = std::time::Instant::now();
+    while !done() && child.try_wait().unwrap().is_none() && t.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if child.try_wait().unwrap().is_none() {
+        std::thread::sleep(Duration::from_millis(100));
+        Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()
+            .unwrap();
+    }
+    child.wait_with_output().unwrap()
+}
+
 #[test]
 fn standalone_boot_resumes_updates_as_the_boot_env_says() {
     let t = TempDir::new("boot");
@@ -129,32 +154,7 @@ fn standalone_boot_resumes_updates_as_the_boot_env_says() {
     st.checkout("0", &s0).unwrap();
     let bl = bootloader::for_type("uboot", &storage).unwrap();
     bl.commit(&fs, "0").unwrap();
-    // A boot runs the device until it must reboot or power off; with no containers it only
-    // waits, so the test powers it off (SIGINT -> exit 130) once the boot work is visible.
-    let boot_until = |cmdline: &str, done: &dyn Fn() -> bool| -> Output {
-        let mut child = Command::new(BIN)
-            .args(["--config", conf.to_str().unwrap(), "--cmdline", cmdline])
-            .env_clear()
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let t = std::time::Instant::now();
-        while !done()
-            && child.try_wait().unwrap().is_none()
-            && t.elapsed() < Duration::from_secs(10)
-        {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        if child.try_wait().unwrap().is_none() {
-            std::thread::sleep(Duration::from_millis(100));
-            Command::new("kill")
-                .args(["-INT", &child.id().to_string()])
-                .status()
-                .unwrap();
-        }
-        child.wait_with_output().unwrap()
-    };
+    let boot_until = |cmdline: &str, done: &dyn Fn() -> bool| boot_until(&conf, cmdline, done);
     let boot = |cmdline: &str| boot_until(cmdline, &|| false);
 
     // factory first boot; the unknown key is reported by name
@@ -347,29 +347,8 @@ fn unsupported_bootloader_is_refused_by_the_config_and_the_device_boots() {
             ),
         )
         .unwrap();
-        let mut child = Command::new(BIN)
-            .args(["--config", conf.to_str().unwrap(), "--cmdline", "pv_rev=0"])
-            .env_clear()
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        // booted once the factory revision is DONE; then power it off (SIGINT -> 130)
-        let started = std::time::Instant::now();
-        while !st.is_done("0")
-            && child.try_wait().unwrap().is_none()
-            && started.elapsed() < Duration::from_secs(10)
-        {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        if child.try_wait().unwrap().is_none() {
-            std::thread::sleep(Duration::from_millis(100));
-            Command::new("kill")
-                .args(["-INT", &child.id().to_string()])
-                .status()
-                .unwrap();
-        }
-        let o = child.wait_with_output().unwrap();
+        // booted once the factory revision is DONE; then powered off (SIGINT -> 130)
+        let o = boot_until(&conf, "pv_rev=0", &|| st.is_done("0"));
         let err = String::from_utf8_lossy(&o.stderr);
         assert_eq!(o.status.code(), Some(130), "{kind}: {err}");
         assert!(fatal_lines(&err).is_empty(), "{kind}: {err}");

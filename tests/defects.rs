@@ -45,6 +45,16 @@ fn with_data(name: &str, cmd: &str, more: &str) -> String {
 }
 
 /// Boots what the bootloader picks (it must be `want`) and waits for `ctrs` STARTED.
+/// A rig of `desc("k1", "v1", 10, "")` with `config`, booted into revision 0 with `os` and
+/// `web` STARTED. The sweep comes first, so it is dropped after the rig (and the device).
+fn started(name: &str, config: &str) -> (CgroupSweep, Rig, Child) {
+    let mut sweep = CgroupSweep::default();
+    let mut r = Rig::with_config(name, &desc("k1", "v1", 10, ""), config);
+    sweep.0 = r.cgroup.clone();
+    let dev = boot_started(&mut r, "0", &["os", "web"]);
+    (sweep, r, dev)
+}
+
 fn boot_started(r: &mut Rig, want: &str, ctrs: &[&str]) -> Child {
     let (rev, mut dev) = r.boot_rev();
     assert_eq!(rev, want, "the bootloader booted another revision");
@@ -101,15 +111,8 @@ fn lines_of(r: &Rig, rev: &str, name: &str) -> String {
 #[test]
 fn stale_stable_timer_does_not_shorten_the_stability_hold_after_a_restart() {
     let _g = SERIAL.lock();
-    let mut sweep = CgroupSweep::default();
     let rev = "locals/stable";
-    let mut r = Rig::with_config(
-        "def-stable",
-        &desc("k1", "v1", 10, ""),
-        "PV_UPDATER_COMMIT_DELAY=1\n",
-    );
-    sweep.0 = r.cgroup.clone();
-    let mut dev = boot_started(&mut r, "0", &["os", "web"]);
+    let (_sweep, mut r, mut dev) = started("def-stable", "PV_UPDATER_COMMIT_DELAY=1\n");
     let crasher = with_data(
         "crasher",
         &format!(
@@ -176,11 +179,8 @@ fn stale_stable_timer_does_not_shorten_the_stability_hold_after_a_restart() {
 #[test]
 fn stale_goal_timer_does_not_time_out_a_restarted_run() {
     let _g = SERIAL.lock();
-    let mut sweep = CgroupSweep::default();
     let rev = "locals/goal";
-    let mut r = Rig::new("def-goal", &desc("k1", "v1", 10, ""));
-    sweep.0 = r.cgroup.clone();
-    let mut dev = boot_started(&mut r, "0", &["os", "web"]);
+    let (_sweep, mut r, mut dev) = started("def-goal", "");
     let pvc = "/bin/pv pvcontrol -s /pantavisor/pv-ctrl";
     let crasher = with_data(
         "crasher",
@@ -245,15 +245,8 @@ fn command(op: &str) -> String {
 #[test]
 fn gc_and_make_factory_wait_while_an_update_is_on_probation() {
     let _g = SERIAL.lock();
-    let mut sweep = CgroupSweep::default();
     let rev = "locals/busy";
-    let mut r = Rig::with_config(
-        "def-busy",
-        &desc("k1", "v1", 10, ""),
-        "PV_UPDATER_COMMIT_DELAY=60\n",
-    );
-    sweep.0 = r.cgroup.clone();
-    let mut dev = boot_started(&mut r, "0", &["os", "web"]);
+    let (_sweep, r, mut dev) = started("def-busy", "PV_UPDATER_COMMIT_DELAY=60\n");
     // only web's _config changes: a live update, on probation without a reboot
     run_update(&r, &mut dev, rev, &desc("k1", "v2", 10, ""), false);
     let testing = r.wait(&mut dev, Duration::from_secs(30), &|r, _| {
@@ -303,9 +296,8 @@ fn gc_and_make_factory_wait_while_an_update_is_on_probation() {
 /// pv_rev=0 (the rollback point) and pv_try=locals/live. Then its boot env is overwritten with
 /// garbage (no record ends, no end marker: it cannot be parsed). Returns the device, the env's
 /// bytes, and what must survive: every object and both trails (`.pv/` bookkeeping aside).
-fn live_updated_then_env_corrupted(name: &str) -> (Rig, Child, Vec<u8>, Survivors) {
-    let mut r = Rig::new(name, &desc("k1", "v1", 10, ""));
-    let mut dev = boot_started(&mut r, "0", &["os", "web"]);
+fn live_updated_then_env_corrupted(name: &str) -> (CgroupSweep, Rig, Child, Vec<u8>, Survivors) {
+    let (sweep, r, mut dev) = started(name, "");
     run_update(
         &r,
         &mut dev,
@@ -324,7 +316,7 @@ fn live_updated_then_env_corrupted(name: &str) -> (Rig, Child, Vec<u8>, Survivor
     let env_file = r.storage.join("boot/uboot.txt");
     let env = std::fs::read(&env_file).unwrap();
     std::fs::write(&env_file, b"\xff\xfe garbage, not a boot env").unwrap();
-    (r, dev, env, survivors)
+    (sweep, r, dev, env, survivors)
 }
 
 /// Objects and the trails of 0 and locals/live (without `.pv/`), relative to the storage.
@@ -374,9 +366,7 @@ fn refused_409(a: &Option<rig::Http>) -> bool {
 #[test]
 fn gc_refuses_when_the_boot_env_cannot_be_read() {
     let _g = SERIAL.lock();
-    let mut sweep = CgroupSweep::default();
-    let (r, mut dev, env, survivors) = live_updated_then_env_corrupted("def-gcenv");
-    sweep.0 = r.cgroup.clone();
+    let (_sweep, r, mut dev, env, survivors) = live_updated_then_env_corrupted("def-gcenv");
     let answer = r.http(&dev, "POST", "/storage/gc", "");
     let lost = survivors.lost(&r);
     std::fs::write(r.storage.join("boot/uboot.txt"), &env).unwrap();
@@ -398,9 +388,7 @@ fn gc_refuses_when_the_boot_env_cannot_be_read() {
 #[test]
 fn make_factory_refuses_when_the_boot_env_cannot_be_read() {
     let _g = SERIAL.lock();
-    let mut sweep = CgroupSweep::default();
-    let (r, mut dev, env, survivors) = live_updated_then_env_corrupted("def-mfenv");
-    sweep.0 = r.cgroup.clone();
+    let (_sweep, r, mut dev, env, survivors) = live_updated_then_env_corrupted("def-mfenv");
     let factory = std::fs::read(r.storage.join("trails/0/.pvr/json")).unwrap();
     let answer = r.http(&dev, "POST", "/commands", &command("MAKE_FACTORY"));
     if answer.as_ref().is_some_and(|a| a.code < 300) {

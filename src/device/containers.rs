@@ -35,17 +35,35 @@ pub struct Ctr {
 
 impl Ctr {
     pub fn new(state: &State, c: &crate::state::Container) -> Ctr {
+        let group = state
+            .groups()
+            .iter()
+            .position(|g| g.name == c.group)
+            .unwrap_or(0);
+        Ctr::installed(
+            &c.name,
+            group,
+            c.status_goal,
+            c.restart_policy,
+            state.effective_auto_recovery(c),
+        )
+    }
+
+    /// A container that was never started.
+    pub fn installed(
+        name: &str,
+        group: usize,
+        goal: StatusGoal,
+        restart_policy: RestartPolicy,
+        ar: AutoRecovery,
+    ) -> Ctr {
         Ctr {
-            name: c.name.clone(),
-            group: state
-                .groups()
-                .iter()
-                .position(|g| g.name == c.group)
-                .unwrap_or(0),
-            goal: c.status_goal,
-            restart_policy: c.restart_policy,
+            name: name.to_string(),
+            group,
+            goal,
+            restart_policy,
             status: Status::Installed,
-            ar: state.effective_auto_recovery(c),
+            ar,
             counters: Counters::default(),
             run: 0,
             started_ms: 0,

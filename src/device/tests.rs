@@ -8,29 +8,12 @@ use super::timers::Timer;
 use super::updates::{factory_in_use, gc_keep};
 use crate::bootloader::BootEnv;
 use crate::state::{AutoRecovery, BackoffPolicy, RecoveryPolicy, RestartPolicy, StatusGoal};
-use crate::supervisor::recovery::Counters;
 use crate::supervisor::Status;
 use crate::sys::power::Power;
 use crate::update::progress::{msg, Status as P};
 
 fn ctr(name: &str, group: usize, goal: StatusGoal, ar: AutoRecovery) -> Ctr {
-    Ctr {
-        name: name.into(),
-        group,
-        goal,
-        restart_policy: RestartPolicy::Container,
-        status: Status::Installed,
-        ar,
-        counters: Counters::default(),
-        run: 0,
-        started_ms: 0,
-        stable_armed: false,
-        timed_out: false,
-        stable: false,
-        recovery_failed: false,
-        user_stopped: false,
-        restart_after_stop: false,
-    }
+    Ctr::installed(name, group, goal, RestartPolicy::Container, ar)
 }
 
 fn on_failure(retry_delay: u32, stable_timeout: u32) -> AutoRecovery {

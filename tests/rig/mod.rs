@@ -360,34 +360,13 @@ impl Rig {
     /// `pvcontrol` does not show (`Retry-After`). None when the device is gone or the answer
     /// is not HTTP.
     pub fn http(&self, device: &Child, method: &str, path: &str, body: &str) -> Option<Http> {
-        let pid = harness::device_pid(device)?;
-        let out = Command::new("nsenter")
-            .args(["-t", &pid.to_string(), "-p", "python3", "-c", HTTP_CLIENT])
-            .arg(&self.socket)
-            .args([method, path, body])
-            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-            .output()
-            .ok()?;
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let (head, body) = text.split_once("\r\n\r\n")?;
-        let mut lines = head.split("\r\n");
-        let code = lines
-            .next()?
-            .strip_prefix("HTTP/1.")?
-            .get(2..5)?
-            .parse()
-            .ok()?;
-        let headers = lines
-            .filter_map(|l| {
-                let (k, v) = l.split_once(':')?;
-                Some((k.trim().to_string(), v.trim().to_string()))
-            })
-            .collect();
-        Some(Http {
-            code,
-            headers,
-            body: body.to_string(),
-        })
+        http_in(
+            harness::device_pid(device)?,
+            &self.socket,
+            method,
+            path,
+            body,
+        )
     }
 
     /// Every file under `dir` (relative paths) with its bytes; empty if `dir` is missing.
