@@ -427,13 +427,13 @@ impl<'a> Device<'a> {
             })
             .collect();
         let storage_busy = self.gc.is_some() || self.m.command == Some(Command::RunGc);
+        let pending = self.pending();
         let mut front = Front {
             m: &mut self.m,
             st: self.st,
             bl: self.bl,
             rev: &self.rev,
-            entering: self.entering.as_ref().map(|(r, _)| r.as_str()),
-            installing: self.installing.as_ref().map(|i| i.rev.as_str()),
+            pending,
             keep_factory: self.cfg.storage_gc_keep_factory(),
             workers: &mut self.workers,
             gc: &mut self.gc,
@@ -566,8 +566,8 @@ struct Front<'d> {
     st: &'d Storage<'d>,
     bl: &'d dyn Bootloader,
     rev: &'d str,
-    entering: Option<&'d str>,
-    installing: Option<&'d str>,
+    /// Revisions being installed or entered: GC keeps them.
+    pending: Vec<String>,
     keep_factory: bool,
     workers: &'d mut Workers,
     gc: &'d mut Option<work::Gc>,
@@ -601,15 +601,11 @@ impl DeviceApi for Front<'_> {
             }
             if r == Request::Gc {
                 // on the worker, from a keep-set taken now; pv-ctrl answers when it is done
-                let mut keep = updates::gc_keep(self.rev, &env, self.entering, self.keep_factory);
-                keep.extend(self.installing.map(str::to_string));
+                let keep = updates::gc_keep(self.rev, &env, &self.pending, self.keep_factory);
                 self.m.request(Request::Gc)?;
-                let job = self.workers.spawn(crate::worker::gc_job(
-                    self.st.root().to_path_buf(),
-                    keep,
-                    Default::default(),
-                ));
-                *self.gc = Some(work::Gc { job, answer: true });
+                let gc = work::start_gc(self.workers, self.st.root().to_path_buf(), keep, true);
+                let job = gc.job;
+                *self.gc = Some(gc);
                 return Ok(Answer::Deferred(job));
             }
         }

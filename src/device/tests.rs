@@ -539,9 +539,9 @@ fn gc_keeps_what_the_boot_env_names_and_revision_0_is_guarded() {
         rev: Some("3".into()),
         try_rev: Some("4".into()),
     };
-    assert_eq!(gc_keep("4", &env, None, false), vec!["4", "3", "4"]);
+    assert_eq!(gc_keep("4", &env, &[], false), vec!["4", "3", "4"]);
     assert_eq!(
-        gc_keep("3", &BootEnv::default(), Some("locals/x"), true),
+        gc_keep("3", &BootEnv::default(), &["locals/x".to_string()], true),
         vec!["3", "locals/x", "0"]
     );
     assert!(factory_in_use("0", &BootEnv::default()));

@@ -14,17 +14,18 @@ use crate::update::progress::msg;
 use crate::update::transition::{self, Transition};
 use crate::update::{self, Entry};
 
-/// The revisions GC keeps: running, committed, tried, being entered, and 0 when asked.
+/// The revisions GC keeps: running, committed, tried, `pending` (being installed or entered),
+/// and 0 when asked.
 pub fn gc_keep(
     running: &str,
     env: &BootEnv,
-    entering: Option<&str>,
+    pending: &[String],
     keep_factory: bool,
 ) -> Vec<String> {
     let mut keep = vec![running.to_string()];
     keep.extend(env.rev.clone());
     keep.extend(env.try_rev.clone());
-    keep.extend(entering.map(str::to_string));
+    keep.extend(pending.iter().cloned());
     if keep_factory {
         keep.push("0".into());
     }
@@ -37,13 +38,27 @@ pub fn factory_in_use(running: &str, env: &BootEnv) -> bool {
 }
 
 impl Device<'_> {
+    /// The revisions being installed or entered: GC keeps them.
+    pub(super) fn pending(&self) -> Vec<String> {
+        let entering = self.entering.as_ref().map(|(r, _)| r.clone());
+        let installing = self.installing.as_ref().map(|i| i.rev.clone());
+        entering.into_iter().chain(installing).collect()
+    }
+
     /// Carries out a command; None while its work goes on off the loop (the worker or a
     /// hook), whose end then feeds the outcome.
     pub(super) fn run_command(&mut self, cmd: Command) -> Option<Outcome> {
         match cmd {
             Command::RunGc => match self.bl.read(self.st.fs) {
                 Ok(env) => {
-                    self.start_gc(&env, None);
+                    let keep = gc_keep(
+                        &self.rev,
+                        &env,
+                        &self.pending(),
+                        self.cfg.storage_gc_keep_factory(),
+                    );
+                    let root = self.st.root().to_path_buf();
+                    self.gc = Some(super::work::start_gc(&mut self.workers, root, keep, false));
                     None
                 }
                 Err(e) => {

@@ -4,14 +4,14 @@
 use super::model::{Input, Outcome};
 use super::timers::Timer;
 use super::Device;
-use crate::bootloader::BootEnv;
 use crate::control::http::Response;
 use crate::event_loop::EventLoop;
 use crate::pvlog;
 use crate::state::State;
 use crate::update::hooks::{HookRun, HookStep, Op};
 use crate::update::transition::Transition;
-use crate::worker::{Done, JobId};
+use crate::worker::{Done, JobId, Workers};
+use std::path::PathBuf;
 
 /// An update being installed: its checkout and re-hash run on the worker (`job`), then its
 /// install hook, then it is entered.
@@ -37,34 +37,14 @@ pub struct Gc {
     pub answer: bool,
 }
 
+/// GC on the worker from a keep-set the loop took (running, committed, tried and pending
+/// revisions; see `updates::gc_keep`).
+pub fn start_gc(workers: &mut Workers, root: PathBuf, keep: Vec<String>, answer: bool) -> Gc {
+    let job = workers.spawn(crate::worker::gc_job(root, keep, Default::default()));
+    Gc { job, answer }
+}
+
 impl Device<'_> {
-    /// GC from a keep-set taken here, on the loop: the running, committed and tried
-    /// revisions, one being installed or entered, and 0 when asked.
-    pub(super) fn start_gc(&mut self, env: &BootEnv, answer: Option<()>) -> JobId {
-        let keep = self.keep_set(env);
-        let job = self.workers.spawn(crate::worker::gc_job(
-            self.st.root().to_path_buf(),
-            keep,
-            Default::default(),
-        ));
-        self.gc = Some(Gc {
-            job,
-            answer: answer.is_some(),
-        });
-        job
-    }
-
-    pub(super) fn keep_set(&self, env: &BootEnv) -> Vec<String> {
-        let mut keep = super::updates::gc_keep(
-            &self.rev,
-            env,
-            self.entering.as_ref().map(|(r, _)| r.as_str()),
-            self.cfg.storage_gc_keep_factory(),
-        );
-        keep.extend(self.installing.as_ref().map(|i| i.rev.clone()));
-        keep
-    }
-
     /// The worker finished jobs.
     pub(super) fn worker_done(&mut self) {
         for (job, done) in self.workers.drain() {
