@@ -51,8 +51,8 @@ fn version() -> String {
     )
 }
 
-/// `check-state FILE`: 0 valid (summary on stdout), 1 invalid (one line per error on
-/// stderr), 2 usage or I/O error.
+/// `check-state FILE`: 0 valid (summary on stdout), 1 invalid or refused by this build (one
+/// line per reason on stderr), 2 usage or I/O error.
 fn check_state(args: &[String]) -> i32 {
     let [file] = args else {
         eprintln!("usage: pantavisor check-state FILE");
@@ -69,6 +69,13 @@ fn check_state(args: &[String]) -> i32 {
         Ok(state) => {
             for w in state.warnings() {
                 eprintln!("{file}: warning: {w}");
+            }
+            let refused = state.unsupported();
+            if !refused.is_empty() {
+                for r in &refused {
+                    eprintln!("{file}: refused: {r}");
+                }
+                return 1;
             }
             println!("{file}: valid");
             println!("{}", state.summary());

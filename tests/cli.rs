@@ -50,10 +50,7 @@ fn version_is_one_line() {
 
 #[test]
 fn check_state_exit_codes() {
-    let o = run(&[
-        "check-state",
-        fixture("initial_state.json").to_str().unwrap(),
-    ]);
+    let o = run(&["check-state", fixture("awconnect.json").to_str().unwrap()]);
     assert_eq!(
         o.status.code(),
         Some(0),
@@ -61,10 +58,27 @@ fn check_state_exit_codes() {
         String::from_utf8_lossy(&o.stderr)
     );
     let out = String::from_utf8(o.stdout).unwrap();
+    assert!(out.contains("valid") && out.contains("awconnect"), "{out}");
+
+    // a valid state this build cannot run (dm-verity root volume, metadata on a dm-crypt
+    // disk): refused, each reason named, nothing said valid
+    let o = run(&[
+        "check-state",
+        fixture("initial_state.json").to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
     assert!(
-        out.contains("pvr-sdk") && out.contains("awconnect"),
-        "{out}"
+        o.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
     );
+    let err = String::from_utf8(o.stderr).unwrap();
+    for want in [
+        "refused: pvr-sdk: volume 'root.squashfs': handler 'dm' (dm-verity)",
+        "refused: device.json: storage 'pv--devmeta': disk 'dm-internal-secrets' (dm-crypt-versatile)",
+    ] {
+        assert!(err.contains(want), "{want} not in {err}");
+    }
 
     let t = TempDir::new("check");
     let bad = t.0.join("bad.json");
