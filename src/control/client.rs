@@ -35,7 +35,7 @@ fn is_socket(p: &Path) -> bool {
 /// One request: `len` bytes of `body` are sent, the response body is copied to `out`; with
 /// `trace` the exchange's heads go to stderr as curl's `-v` shows them. Returns the status.
 #[allow(clippy::too_many_arguments)]
-pub fn send(
+fn send(
     socket: &Path,
     method: &str,
     path: &str,
