@@ -556,6 +556,16 @@ fn cases(m: &Material) -> Vec<Case> {
                 .then_some(())
                 .ok_or(format!("want exit 0 and {want:?}"))
         }),
+        case("", &["steps", "install", &f("obj")]).check(|_, o| {
+            (o.code == 1 && o.stdout == "ERROR: unkwnown file format\n")
+                .then_some(())
+                .ok_or("want exit 1 and upstream's unknown format line".into())
+        }),
+        case("", &["steps", "install", &f("empty.tgz")]).check(|_, o| {
+            (o.code == 1 && o.stdout == "ERROR: wrong contents of compressed step\n")
+                .then_some(())
+                .ok_or("want exit 1 and upstream's wrong contents line".into())
+        }),
         // a non-mgmt container may not list; a mgmt one may
         case("", &["ls"])
             .from("app")
@@ -700,6 +710,16 @@ fn upstream_pvcontrol_and_ours_answer_alike() {
         .unwrap();
     assert!(st.success());
     let tgz_rev = format!("locals/{}", sha256(&std::fs::read(&tgz).unwrap()));
+    // a tarball without json and objects/
+    let st = Command::new("tar")
+        .arg("czf")
+        .arg(files.join("empty.tgz"))
+        .arg("-C")
+        .arg(&pack)
+        .arg("json")
+        .status()
+        .unwrap();
+    assert!(st.success());
 
     let dev = r.boot();
     let mut e = Env { r, dev, files };

@@ -4,6 +4,7 @@
 //! bodies) or 255, and "got no response" (1) when no HTTP answer came.
 use crate::json::ObjectWriter;
 use crate::storage::objects::sha256_reader;
+use crate::sys;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::fs::FileTypeExt;
@@ -461,7 +462,7 @@ pub fn pvcontrol_main(args: &[String]) -> i32 {
     }
     let mut out: Box<dyn Write> = match &opts.output {
         Some(f) => match File::create(f) {
-            Ok(file) => Box::new(io::BufWriter::new(file)),
+            Ok(file) => Box::new(file),
             Err(e) => {
                 eprintln!("pvcontrol: -f {f}: {e}");
                 return 1;
@@ -585,12 +586,8 @@ impl Client<'_> {
             }
         };
         let tgz = std::path::absolute(file).unwrap_or_else(|_| PathBuf::from(file));
-        let tar = std::process::Command::new("tar")
-            .arg("zxf")
-            .arg(&tgz)
-            .current_dir(&tmp.0)
-            .status();
-        if let Err(e) = tar {
+        // tar's complaints are its own (stderr); its status is not looked at, as upstream
+        if let Err(e) = untar(&tgz, &tmp.0) {
             eprintln!("pvcontrol: tar: {e}");
         }
         let (json, objects) = (tmp.0.join("json"), tmp.0.join("objects"));
@@ -647,6 +644,40 @@ impl Client<'_> {
             .filter_map(|e| Some(e.get(key)?.as_str()?.to_string()))
             .collect()
     }
+}
+
+/// `tar zxf TGZ -C DIR` with the `tar` of PATH, as upstream's script runs it. A fork and exec
+/// through `sys`: std::process would cost ~37 KB of the binary for this one use.
+fn untar(tgz: &Path, dir: &Path) -> io::Result<()> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into());
+    let tar = std::env::split_paths(&path)
+        .map(|d| d.join("tar"))
+        .find(|p| p.is_file())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "not found in PATH"))?;
+    let c = |b: &[u8]| {
+        CString::new(b).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in a path"))
+    };
+    let exe = c(tar.as_os_str().as_bytes())?;
+    let argv = [
+        exe.clone(),
+        c(b"zxf")?,
+        c(tgz.as_os_str().as_bytes())?,
+        c(b"-C")?,
+        c(dir.as_os_str().as_bytes())?,
+    ];
+    // tar needs no more of the environment than PATH (for gzip, where it calls one)
+    let env = c(&[b"PATH=", path.as_bytes()].concat())?;
+    let (argv, envp) = (
+        sys::CStrArray::new(argv.to_vec()),
+        sys::CStrArray::new(vec![env]),
+    );
+    let (pid, _) = sys::clone_process(0, None, true, &mut || {
+        let _ = sys::execve(&exe, &argv, &envp);
+        127
+    })?;
+    sys::waitpid(pid, false).map(|_| ())
 }
 
 /// `steps install`'s unpack directory (upstream's `mktemp -d -t pvr.XXXXXXXXXX`), removed
