@@ -20,7 +20,7 @@ pub const SOCKETS: [&str; 3] = [
 ];
 
 /// Per read or write: a silent server fails the command instead of hanging it.
-pub const TIMEOUT: Duration = Duration::from_secs(30);
+const TIMEOUT: Duration = Duration::from_secs(30);
 
 const MAX_HEAD: u64 = 16 * 1024;
 
@@ -35,7 +35,6 @@ fn is_socket(p: &Path) -> bool {
 
 /// One request: `len` bytes of `body` are sent, the response body is copied to `out`; with
 /// `trace` the exchange's heads go to stderr as curl's `-v` shows them. Returns the status.
-#[allow(clippy::too_many_arguments)]
 fn send(
     socket: &Path,
     method: &str,
@@ -43,7 +42,6 @@ fn send(
     body: &mut dyn Read,
     len: u64,
     out: &mut dyn Write,
-    timeout: Duration,
     trace: bool,
 ) -> io::Result<u16> {
     let mut s = UnixStream::connect(socket).inspect_err(|e| {
@@ -51,8 +49,8 @@ fn send(
             eprintln!("* {}: {e}", socket.display());
         }
     })?;
-    s.set_read_timeout(Some(timeout))?;
-    s.set_write_timeout(Some(timeout))?;
+    s.set_read_timeout(Some(TIMEOUT))?;
+    s.set_write_timeout(Some(TIMEOUT))?;
     let head = format!(
         "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n"
     );
@@ -152,7 +150,7 @@ fn exchange(socket: &Path, method: &str, path: &str, body: &[u8], trace: bool) -
     let mut out = Vec::new();
     let mut b = body;
     let len = body.len() as u64;
-    let status = send(socket, method, path, &mut b, len, &mut out, TIMEOUT, trace)?;
+    let status = send(socket, method, path, &mut b, len, &mut out, trace)?;
     Ok((status, out))
 }
 
@@ -508,18 +506,16 @@ impl Client<'_> {
             },
         };
         let mut out = Vec::new();
-        let t = self.trace;
-        Ok(send(
+        let sent = send(
             self.socket,
             "PUT",
             path,
             &mut body,
             len,
             &mut out,
-            TIMEOUT,
-            t,
-        )
-        .map(|s| (s, out)))
+            self.trace,
+        );
+        Ok(sent.map(|status| (status, out)))
     }
 
     fn put_step(&self, file: &str, rev: &str, message: &str) -> Result<Answer, String> {
@@ -546,7 +542,7 @@ impl Client<'_> {
             Op::GetObject(sha) => {
                 let path = format!("/objects/{}", seg(sha));
                 let mut none = io::empty();
-                if let Err(e) = send(self.socket, "GET", &path, &mut none, 0, out, TIMEOUT, false) {
+                if let Err(e) = send(self.socket, "GET", &path, &mut none, 0, out, false) {
                     eprintln!("pvcontrol: GET {path}: {e}");
                 }
                 return 0;
