@@ -306,6 +306,9 @@ fn cases(m: &Material) -> Vec<Case> {
     };
     let (put_sha, put_obj) = (s.clone(), obj.clone());
     let (get_sha, get_obj, get_obj2) = (s.clone(), obj.clone(), obj.clone());
+    // web's init before a restart (set by the setup, read by the check)
+    let web_pid = std::rc::Rc::new(std::cell::Cell::new(None));
+    let web_pid2 = web_pid.clone();
     let (ls_sha, f_sha, f_obj) = (s.clone(), s.clone(), obj.clone());
     let tgz_rev = m.tgz_rev.clone();
     let put_state = state.clone();
@@ -333,9 +336,12 @@ fn cases(m: &Material) -> Vec<Case> {
                     .ok_or("web not STARTED".into())
             }),
         case("containers restart", &["containers", "restart", "web"])
-            .setup(|e| ensure(e, "web", "STARTED"))
-            .check(|e, o| {
-                let before = e.r.init_pid_of("web");
+            .setup(move |e| {
+                ensure(e, "web", "STARTED");
+                web_pid.set(e.r.init_pid_of("web"));
+            })
+            .check(move |e, o| {
+                let before = web_pid2.get();
                 ok_empty(o)?;
                 let again = e.r.wait(&mut e.dev, Duration::from_secs(20), &|r, d| {
                     r.status_of(d, "web").as_deref() == Some("STARTED")
