@@ -264,7 +264,6 @@ fn sha256(data: &[u8]) -> String {
     pantavisor::storage::objects::sha256_hex(data)
 }
 
-/// Every command of upstream's dispatch (42), then the extras.
 /// The material: the object and state files, the step tarball (its state and objects, its
 /// revision when none is given), the daemon the device lists (if any).
 struct Material {
@@ -276,13 +275,20 @@ struct Material {
     daemon: Option<String>,
 }
 
+/// The object stored as the device stores it (for a case that reads it back).
+fn keep_object(e: &Env, sha: &str, data: &[u8]) {
+    let p = e.r.storage.join("objects").join(sha);
+    if !p.exists() {
+        std::fs::write(p, data).unwrap();
+    }
+}
+
+/// Every command of upstream's dispatch (42), then the extras.
 fn cases(m: &Material) -> Vec<Case> {
     let obj_sha = &sha256(&m.obj);
-    let (obj, state) = (&m.obj, &m.state);
     let (inst_json, inst_objects) = (m.inst_json.clone(), m.inst_objects.clone());
     let f = |n: &str| format!("{FILES}/{n}");
-    let obj = obj.to_vec();
-    let state = state.to_vec();
+    let (obj, state) = (m.obj.clone(), m.state.clone());
     let s = obj_sha.to_string();
     let stored = move |e: &Env, sha: &str| std::fs::read(e.r.storage.join("objects").join(sha));
     let has_key = |which: &'static str, k: &'static str, v: &'static str| {
@@ -428,12 +434,7 @@ fn cases(m: &Material) -> Vec<Case> {
                     .ok_or("object not stored".into())
             }),
         case("objects get", &["objects", "get", obj_sha])
-            .setup(move |e| {
-                let p = e.r.storage.join("objects").join(&get_sha);
-                if !p.exists() {
-                    std::fs::write(p, &get_obj).unwrap();
-                }
-            })
+            .setup(move |e| keep_object(e, &get_sha, &get_obj))
             .check(move |_, o| {
                 (o.code == 0 && o.stdout.as_bytes() == get_obj2.as_slice())
                     .then_some(())
@@ -514,12 +515,7 @@ fn cases(m: &Material) -> Vec<Case> {
                 ))
         }),
         case("", &["-f", &f("obj.out"), "objects", "get", obj_sha])
-            .setup(move |e| {
-                let p = e.r.storage.join("objects").join(&f_sha);
-                if !p.exists() {
-                    std::fs::write(p, &f_obj).unwrap();
-                }
-            })
+            .setup(move |e| keep_object(e, &f_sha, &f_obj))
             .check(move |e, o| {
                 let file = std::fs::read(e.files.join("obj.out")).unwrap_or_default();
                 (o.code == 0 && o.stdout.is_empty() && file == obj)
