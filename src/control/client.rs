@@ -818,318 +818,244 @@ Configuration related operations\n\
 mod tests {
     use super::*;
 
-    fn run(words: &[&str]) -> Op {
-        match parse(words) {
+    /// A command line written with `|` between words (a word may hold spaces).
+    fn words(line: &str) -> Vec<&str> {
+        line.split('|').filter(|w| !w.is_empty()).collect()
+    }
+
+    fn run(line: &str) -> Op {
+        match parse(&words(line)) {
             Parsed::Run(op) => op,
-            p => panic!("{words:?}: {p:?}"),
+            p => panic!("{line}: {p:?}"),
         }
     }
 
-    fn req(words: &[&str]) -> (&'static str, String, String) {
-        match run(words) {
-            Op::Call { method, path, body } => (method, path, String::from_utf8(body).unwrap()),
-            op => panic!("{words:?}: {op:?}"),
-        }
-    }
-
-    /// Every command upstream's dispatch knows, aliases included, and the request it makes.
+    /// Every command upstream's dispatch knows, aliases included, and the request it makes
+    /// ("METHOD path", body).
     #[test]
     fn every_upstream_command_maps_to_its_request() {
-        let cases: &[(&[&str], &str, &str, &str)] = &[
-            (&["ls"], "GET", "/containers", ""),
-            (&["list"], "GET", "/containers", ""),
-            (&["containers", "ls"], "GET", "/containers", ""),
-            (&["containers", "list"], "GET", "/containers", ""),
+        let (start, stop) = (r#"{"action":"start"}"#, r#"{"action":"stop"}"#);
+        let cmd = |op: &str, p: &str| format!(r#"{{"op":"{op}","payload":"{p}"}}"#);
+        let cases: &[(&str, &str, String)] = &[
+            ("ls", "GET /containers", "".into()),
+            ("list", "GET /containers", "".into()),
+            ("containers|ls", "GET /containers", "".into()),
+            ("containers|list", "GET /containers", "".into()),
             (
-                &["containers", "start", "a b"],
-                "PUT",
-                "/containers/a%20b",
-                r#"{"action":"start"}"#,
+                "containers|start|a b",
+                "PUT /containers/a%20b",
+                start.into(),
+            ),
+            ("containers|stop|a", "PUT /containers/a", stop.into()),
+            (
+                "containers|restart|a",
+                "PUT /containers/a",
+                r#"{"action":"restart"}"#.into(),
+            ),
+            ("groups|ls|extra", "GET /groups", "".into()),
+            (
+                "signal|ready",
+                "POST /signal",
+                r#"{"type":"ready","payload":""}"#.into(),
             ),
             (
-                &["containers", "stop", "a"],
-                "PUT",
-                "/containers/a",
-                r#"{"action":"stop"}"#,
+                "signal|alive",
+                "POST /signal",
+                r#"{"type":"alive","payload":""}"#.into(),
             ),
             (
-                &["containers", "restart", "a"],
-                "PUT",
-                "/containers/a",
-                r#"{"action":"restart"}"#,
-            ),
-            (&["groups", "ls", "extra"], "GET", "/groups", ""),
-            (
-                &["signal", "ready"],
-                "POST",
-                "/signal",
-                r#"{"type":"ready","payload":""}"#,
+                "cmd|run|locals/x",
+                "POST /commands",
+                cmd("LOCAL_RUN", "locals/x"),
             ),
             (
-                &["signal", "alive"],
-                "POST",
-                "/signal",
-                r#"{"type":"alive","payload":""}"#,
+                "command|run-commit|2",
+                "POST /commands",
+                cmd("LOCAL_RUN_COMMIT", "2"),
             ),
             (
-                &["cmd", "run", "locals/x"],
-                "POST",
-                "/commands",
-                r#"{"op":"LOCAL_RUN","payload":"locals/x"}"#,
+                "commands|reboot",
+                "POST /commands",
+                cmd("REBOOT_DEVICE", ""),
             ),
             (
-                &["command", "run-commit", "2"],
-                "POST",
-                "/commands",
-                r#"{"op":"LOCAL_RUN_COMMIT","payload":"2"}"#,
+                "cmd|reboot|say \"bye\"",
+                "POST /commands",
+                cmd("REBOOT_DEVICE", r#"say \"bye\""#),
             ),
             (
-                &["commands", "reboot"],
-                "POST",
-                "/commands",
-                r#"{"op":"REBOOT_DEVICE","payload":""}"#,
+                "cmd|poweroff|m",
+                "POST /commands",
+                cmd("POWEROFF_DEVICE", "m"),
             ),
             (
-                &["cmd", "reboot", "say \"bye\""],
-                "POST",
-                "/commands",
-                r#"{"op":"REBOOT_DEVICE","payload":"say \"bye\""}"#,
+                "cmd|make-factory",
+                "POST /commands",
+                cmd("MAKE_FACTORY", ""),
             ),
             (
-                &["cmd", "poweroff", "m"],
-                "POST",
-                "/commands",
-                r#"{"op":"POWEROFF_DEVICE","payload":"m"}"#,
+                "cmd|make-factory|3",
+                "POST /commands",
+                cmd("MAKE_FACTORY", "3"),
             ),
+            ("cmd|run-gc|x", "POST /commands", cmd("RUN_GC", "")),
+            ("cmd|enable-ssh", "POST /commands", cmd("ENABLE_SSH", "")),
+            ("cmd|disable-ssh", "POST /commands", cmd("DISABLE_SSH", "")),
+            ("cmd|go-remote", "POST /commands", cmd("GO_REMOTE", "")),
+            ("cmd|unclaim", "POST /commands", cmd("UNCLAIM", "")),
             (
-                &["cmd", "make-factory"],
-                "POST",
-                "/commands",
-                r#"{"op":"MAKE_FACTORY","payload":""}"#,
+                "cmd|defer-reboot|60",
+                "POST /commands",
+                cmd("DEFER_REBOOT", "60"),
             ),
+            ("devmeta|save|k|v", "PUT /device-meta/k", "v".into()),
+            ("devmeta|upload|k|v", "PUT /device-meta/k", "v".into()),
+            ("devmeta|save|k", "PUT /device-meta/k", "".into()),
+            ("devmeta|delete|k", "DELETE /device-meta/k", "".into()),
+            ("devmeta|ls", "GET /device-meta", "".into()),
+            ("devmeta|list", "GET /device-meta", "".into()),
             (
-                &["cmd", "make-factory", "3"],
-                "POST",
-                "/commands",
-                r#"{"op":"MAKE_FACTORY","payload":"3"}"#,
+                "usrmeta|save|pvr-sdk.a|{}",
+                "PUT /user-meta/pvr-sdk.a",
+                "{}".into(),
             ),
-            (
-                &["cmd", "run-gc"],
-                "POST",
-                "/commands",
-                r#"{"op":"RUN_GC","payload":""}"#,
-            ),
-            (
-                &["cmd", "enable-ssh"],
-                "POST",
-                "/commands",
-                r#"{"op":"ENABLE_SSH","payload":""}"#,
-            ),
-            (
-                &["cmd", "disable-ssh"],
-                "POST",
-                "/commands",
-                r#"{"op":"DISABLE_SSH","payload":""}"#,
-            ),
-            (
-                &["cmd", "go-remote"],
-                "POST",
-                "/commands",
-                r#"{"op":"GO_REMOTE","payload":""}"#,
-            ),
-            (
-                &["cmd", "unclaim"],
-                "POST",
-                "/commands",
-                r#"{"op":"UNCLAIM","payload":""}"#,
-            ),
-            (
-                &["cmd", "defer-reboot", "60"],
-                "POST",
-                "/commands",
-                r#"{"op":"DEFER_REBOOT","payload":"60"}"#,
-            ),
-            (&["devmeta", "save", "k", "v"], "PUT", "/device-meta/k", "v"),
-            (
-                &["devmeta", "upload", "k", "v"],
-                "PUT",
-                "/device-meta/k",
-                "v",
-            ),
-            (&["devmeta", "save", "k"], "PUT", "/device-meta/k", ""),
-            (&["devmeta", "delete", "k"], "DELETE", "/device-meta/k", ""),
-            (&["devmeta", "ls"], "GET", "/device-meta", ""),
-            (&["devmeta", "list"], "GET", "/device-meta", ""),
-            (
-                &["usrmeta", "save", "pvr-sdk.a", "{}"],
-                "PUT",
-                "/user-meta/pvr-sdk.a",
-                "{}",
-            ),
-            (&["usrmeta", "save", "k"], "PUT", "/user-meta/k", ""),
-            (&["usrmeta", "delete", "k"], "DELETE", "/user-meta/k", ""),
-            (&["usrmeta", "list"], "GET", "/user-meta", ""),
-            (&["buildinfo"], "GET", "/buildinfo", ""),
-            (&["storage", "gc"], "POST", "/storage/gc", ""),
-            (&["objects", "ls"], "GET", "/objects", ""),
-            (&["objects", "list"], "GET", "/objects", ""),
-            (
-                &["steps", "get", "locals/a b"],
-                "GET",
-                "/steps/locals/a%20b",
-                "",
-            ),
-            (&["steps", "get", "current"], "GET", "/steps/current", ""),
-            (
-                &["steps", "show-progress", "1"],
-                "GET",
-                "/steps/1/progress",
-                "",
-            ),
-            (&["steps", "ls"], "GET", "/steps", ""),
-            (&["steps", "list"], "GET", "/steps", ""),
-            (&["config", "ls"], "GET", "/config", ""),
-            (&["config", "list"], "GET", "/config", ""),
-            (&["conf", "ls"], "GET", "/config2", ""),
-            (&["configuration", "list"], "GET", "/config2", ""),
-            (&["graph", "ls"], "GET", "/xconnect-graph", ""),
-            (&["graph", "list"], "GET", "/xconnect-graph", ""),
-            (&["daemons", "ls"], "GET", "/daemons", ""),
-            (&["daemons", "list"], "GET", "/daemons", ""),
-            (
-                &["daemons", "start", "d"],
-                "PUT",
-                "/daemons/d",
-                r#"{"action":"start"}"#,
-            ),
-            (
-                &["daemons", "stop", "d"],
-                "PUT",
-                "/daemons/d",
-                r#"{"action":"stop"}"#,
-            ),
+            ("usrmeta|save|k", "PUT /user-meta/k", "".into()),
+            ("usrmeta|delete|k", "DELETE /user-meta/k", "".into()),
+            ("usrmeta|list", "GET /user-meta", "".into()),
+            ("buildinfo", "GET /buildinfo", "".into()),
+            ("storage|gc", "POST /storage/gc", "".into()),
+            ("objects|ls", "GET /objects", "".into()),
+            ("objects|list", "GET /objects", "".into()),
+            ("steps|get|locals/a b", "GET /steps/locals/a%20b", "".into()),
+            ("steps|get|current", "GET /steps/current", "".into()),
+            ("steps|show-progress|1", "GET /steps/1/progress", "".into()),
+            ("steps|ls", "GET /steps", "".into()),
+            ("steps|list", "GET /steps", "".into()),
+            ("config|ls", "GET /config", "".into()),
+            ("config|list", "GET /config", "".into()),
+            ("conf|ls", "GET /config2", "".into()),
+            ("configuration|list", "GET /config2", "".into()),
+            ("graph|ls", "GET /xconnect-graph", "".into()),
+            ("graph|list", "GET /xconnect-graph", "".into()),
+            ("daemons|ls", "GET /daemons", "".into()),
+            ("daemons|list", "GET /daemons", "".into()),
+            ("daemons|start|d", "PUT /daemons/d", start.into()),
+            ("daemons|stop|d", "PUT /daemons/d", stop.into()),
         ];
-        for (words, method, path, body) in cases {
+        for (line, request, body) in cases {
+            let Op::Call {
+                method,
+                path,
+                body: sent,
+            } = run(line)
+            else {
+                panic!("{line}: not one request");
+            };
+            let sent = String::from_utf8(sent).unwrap();
             assert_eq!(
-                req(words),
-                (*method, path.to_string(), body.to_string()),
-                "{words:?}"
+                (format!("{method} {path}"), &sent),
+                (request.to_string(), body),
+                "{line}"
             );
         }
+        let s = |x: &str| x.to_string();
+        assert_eq!(run("daemons|restart|d"), Op::DaemonRestart(s("d")));
         assert_eq!(
-            run(&["daemons", "restart", "d"]),
-            Op::DaemonRestart("d".into())
-        );
-        assert_eq!(
-            run(&["objects", "put", "-12", "ab"]),
+            run("objects|put|-12|ab"),
             Op::PutObject {
-                src: "-12".into(),
-                sha: "ab".into()
+                src: s("-12"),
+                sha: s("ab")
             }
         );
-        assert_eq!(run(&["objects", "get", "ab"]), Op::GetObject("ab".into()));
+        assert_eq!(run("objects|get|ab"), Op::GetObject(s("ab")));
         // no locals/ check: the device answers a bad name (as upstream)
         assert_eq!(
-            run(&["steps", "put", "j", "x"]),
+            run("steps|put|j|x"),
             Op::PutStep {
-                file: "j".into(),
-                rev: "x".into()
+                file: s("j"),
+                rev: s("x")
             }
         );
-        assert_eq!(
-            run(&["steps", "install", "s.tgz"]),
-            Op::InstallStep {
-                file: "s.tgz".into(),
-                rev: "".into()
-            }
-        );
-        assert_eq!(
-            run(&["steps", "install", "s.tgz", "locals/s"]),
-            Op::InstallStep {
-                file: "s.tgz".into(),
-                rev: "locals/s".into()
-            }
-        );
+        let install = |rev: &str| Op::InstallStep {
+            file: s("s.tgz"),
+            rev: s(rev),
+        };
+        assert_eq!(run("steps|install|s.tgz"), install(""));
+        assert_eq!(run("steps|install|s.tgz|locals/s"), install("locals/s"));
     }
 
     /// A command line upstream refuses prints the command's usage (exit 1); `--help` prints
     /// it and succeeds; missing and empty words are the same.
     #[test]
     fn usage_and_help_as_upstream() {
-        let cases: &[(&[&str], Parsed)] = &[
-            (&[], Parsed::Usage(USAGE)),
-            (&["frobnicate"], Parsed::Usage(USAGE)),
-            (&["--help"], Parsed::Help(USAGE)),
-            (&["ls", "x"], Parsed::Usage(USAGE_LS)),
-            (&["ls", "--help"], Parsed::Help(USAGE_LS)),
-            (&["groups"], Parsed::Usage(USAGE_GROUPS)),
-            (&["groups", "list"], Parsed::Usage(USAGE_GROUPS)),
-            (&["signal", "--help"], Parsed::Help(USAGE_SIGNAL)),
-            (&["signal", "go"], Parsed::Usage(USAGE_SIGNAL)),
-            (&["cmd", "run"], Parsed::Usage(USAGE_COMMAND)),
-            (&["cmd", "run", ""], Parsed::Usage(USAGE_COMMAND)),
-            (&["cmd", "defer-reboot"], Parsed::Usage(USAGE_COMMAND)),
-            (&["commands", "--help"], Parsed::Help(USAGE_COMMAND)),
-            (&["devmeta", "save"], Parsed::Usage(USAGE_DEVMETA)),
-            (&["devmeta", "delete"], Parsed::Usage(USAGE_DEVMETA)),
-            (
-                &["usrmeta", "upload", "k", "v"],
-                Parsed::Usage(USAGE_USRMETA),
-            ),
-            (&["usrmeta", "--help"], Parsed::Help(USAGE_USRMETA)),
-            (&["buildinfo", "x"], Parsed::Usage(USAGE_BUILDINFO)),
-            (&["storage"], Parsed::Usage(USAGE_STORAGE)),
-            (&["objects", "put", "f"], Parsed::Usage(USAGE_OBJECTS)),
-            (&["objects", "get"], Parsed::Usage(USAGE_OBJECTS)),
-            (&["steps", "install"], Parsed::Usage(USAGE_STEPS)),
-            (&["steps", "put", "f"], Parsed::Usage(USAGE_STEPS)),
-            (&["steps", "--help"], Parsed::Help(USAGE_STEPS)),
-            (&["config"], Parsed::Usage(USAGE_CONFIG)),
-            (&["conf", "x"], Parsed::Usage(USAGE_CONF)),
-            (&["graph"], Parsed::Usage(USAGE_GRAPH)),
-            (&["daemons", "restart"], Parsed::Usage(USAGE_DAEMONS)),
-            (&["containers", "start"], Parsed::Usage(USAGE_CONTAINERS)),
-            (&["containers", "--help"], Parsed::Help(USAGE_CONTAINERS)),
+        use Parsed::{Help, Usage};
+        let cases: &[(&str, Parsed)] = &[
+            ("", Usage(USAGE)),
+            ("frobnicate", Usage(USAGE)),
+            ("--help", Help(USAGE)),
+            ("ls|x", Usage(USAGE_LS)),
+            ("ls|--help", Help(USAGE_LS)),
+            ("groups", Usage(USAGE_GROUPS)),
+            ("groups|list", Usage(USAGE_GROUPS)),
+            ("signal|--help", Help(USAGE_SIGNAL)),
+            ("signal|go", Usage(USAGE_SIGNAL)),
+            ("cmd|run", Usage(USAGE_COMMAND)),
+            ("cmd|defer-reboot", Usage(USAGE_COMMAND)),
+            ("commands|--help", Help(USAGE_COMMAND)),
+            ("devmeta|save", Usage(USAGE_DEVMETA)),
+            ("devmeta|delete", Usage(USAGE_DEVMETA)),
+            ("usrmeta|upload|k|v", Usage(USAGE_USRMETA)),
+            ("usrmeta|--help", Help(USAGE_USRMETA)),
+            ("buildinfo|x", Usage(USAGE_BUILDINFO)),
+            ("storage", Usage(USAGE_STORAGE)),
+            ("objects|put|f", Usage(USAGE_OBJECTS)),
+            ("objects|get", Usage(USAGE_OBJECTS)),
+            ("steps|install", Usage(USAGE_STEPS)),
+            ("steps|put|f", Usage(USAGE_STEPS)),
+            ("steps|--help", Help(USAGE_STEPS)),
+            ("config", Usage(USAGE_CONFIG)),
+            ("conf|x", Usage(USAGE_CONF)),
+            ("graph", Usage(USAGE_GRAPH)),
+            ("daemons|restart", Usage(USAGE_DAEMONS)),
+            ("containers|start", Usage(USAGE_CONTAINERS)),
+            ("containers|--help", Help(USAGE_CONTAINERS)),
         ];
-        for (words, want) in cases {
-            assert_eq!(&parse(words), want, "{words:?}");
+        for (line, want) in cases {
+            assert_eq!(&parse(&words(line)), want, "{line}");
         }
+        // an empty word is a missing one (upstream tests `-z "$2"`)
+        assert_eq!(parse(&["cmd", "run", ""]), Usage(USAGE_COMMAND));
     }
 
     #[test]
     fn exit_codes_follow_status_and_exact_error_bodies() {
-        let cases: &[(u16, &[u8], i32)] = &[
-            (200, b"", 0),
-            (200, br#"{"Error":"Object has bad checksum"}"#, 0),
-            // only 200 is success: a 204 (GO_REMOTE when remote) is not
-            (204, b"", 255),
+        let cases: &[(u16, &str, i32)] = &[
+            (200, "", 0),
+            (200, r#"{"Error":"Object has bad checksum"}"#, 0),
+            // only 200 is success: a 204 (UNCLAIM when unclaimed) is not
+            (204, "", 255),
             (
                 503,
-                br#"{"Error":"A command is already in progress. Try again"}"#,
+                r#"{"Error":"A command is already in progress. Try again"}"#,
                 75,
             ),
-            (507, br#"{"Error":"Not enough disk space available"}"#, 48),
-            (507, br#"{"Error":"no space"}"#, 255),
-            (422, br#"{"Error":"Object has bad checksum"}"#, 60),
-            (422, br#"{"Error":"State verification has failed"}"#, 70),
-            (
-                422,
-                br#"{"Error":"Parser: State JSON has bad format"}"#,
-                255,
-            ),
-            (503, br#"{"Error":"Not enough disk space available"}"#, 48),
+            (507, r#"{"Error":"Not enough disk space available"}"#, 48),
+            (507, r#"{"Error":"no space"}"#, 255),
+            (422, r#"{"Error":"Object has bad checksum"}"#, 60),
+            (422, r#"{"Error":"State verification has failed"}"#, 70),
+            (422, r#"{"Error":"Parser: State JSON has bad format"}"#, 255),
+            (503, r#"{"Error":"Not enough disk space available"}"#, 48),
             (
                 403,
-                br#"{"Error":"Request not sent from mgmt platform"}"#,
+                r#"{"Error":"Request not sent from mgmt platform"}"#,
                 255,
             ),
         ];
         for (status, body, code) in cases {
             assert_eq!(
-                exit_code(*status, body),
+                exit_code(*status, body.as_bytes()),
                 *code,
-                "{status} {}",
-                String::from_utf8_lossy(body)
+                "{status} {body}"
             );
         }
     }
