@@ -12,6 +12,18 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// A line on stderr; unlike eprintln!, a closed stderr is no panic.
+macro_rules! err_line {
+    ($($t:tt)*) => {{
+        let _ = writeln!(io::stderr(), $($t)*);
+    }};
+}
+
+/// Text on stdout; unlike print!, a closed pipe (`pvcontrol -h | head -1`) is no panic.
+fn put_stdout(text: &str) {
+    let _ = io::stdout().write_all(text.as_bytes());
+}
+
 /// Where pv-ctrl is looked for, in order: host, then the two container views.
 pub const SOCKETS: [&str; 3] = [
     "/run/pantavisor/pv/pv-ctrl",
@@ -46,7 +58,7 @@ fn send(
 ) -> io::Result<u16> {
     let mut s = UnixStream::connect(socket).inspect_err(|e| {
         if trace {
-            eprintln!("* {}: {e}", socket.display());
+            err_line!("* {}: {e}", socket.display());
         }
     })?;
     s.set_read_timeout(Some(TIMEOUT))?;
@@ -55,9 +67,9 @@ fn send(
         "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n"
     );
     if trace {
-        eprintln!("* Connected to {}", socket.display());
+        err_line!("* Connected to {}", socket.display());
         for l in head.lines() {
-            eprintln!("> {l}");
+            err_line!("> {l}");
         }
     }
     let sent = s
@@ -69,7 +81,7 @@ fn send(
         Err(e) => {
             let e = sent.err().unwrap_or(e);
             if trace {
-                eprintln!("* {method} {path}: {e}");
+                err_line!("* {method} {path}: {e}");
             }
             Err(e)
         }
@@ -109,7 +121,7 @@ fn read_response(s: &mut UnixStream, out: &mut dyn Write, trace: bool) -> io::Re
         let text = String::from_utf8_lossy(&head);
         if trace {
             for l in text.lines() {
-                eprintln!("< {l}");
+                err_line!("< {l}");
             }
         }
         let mut lines = text.lines();
@@ -381,7 +393,7 @@ fn content(body: &[u8]) -> &[u8] {
 /// Upstream's `show_output`: the exit status, the answer on `out` (200) or stderr.
 fn show(answer: Answer, out: &mut dyn Write) -> i32 {
     let Ok((status, body)) = answer else {
-        eprintln!("ERROR: got no response");
+        err_line!("ERROR: got no response");
         return 1;
     };
     let c = content(&body);
@@ -395,7 +407,7 @@ fn show(answer: Answer, out: &mut dyn Write) -> i32 {
     match shown {
         Ok(()) => code,
         Err(e) => {
-            eprintln!("pvcontrol: writing the answer: {e}");
+            err_line!("pvcontrol: writing the answer: {e}");
             1
         }
     }
@@ -435,18 +447,18 @@ fn options(args: &[String]) -> Option<(Opts, &[String])> {
 /// `pvcontrol ARGS...` (arguments after the program name); returns the exit status.
 pub fn pvcontrol_main(args: &[String]) -> i32 {
     let Some((opts, rest)) = options(args) else {
-        print!("{USAGE}");
+        put_stdout(USAGE);
         return 0;
     };
     let words: Vec<&str> = rest.iter().map(String::as_str).collect();
     let op = match parse(&words) {
         Parsed::Run(op) => op,
         Parsed::Help(text) => {
-            print!("{text}");
+            put_stdout(text);
             return 0;
         }
         Parsed::Usage(text) => {
-            print!("{text}");
+            put_stdout(text);
             return 1;
         }
     };
@@ -455,14 +467,14 @@ pub fn pvcontrol_main(args: &[String]) -> i32 {
         None => find_socket(&SOCKETS).unwrap_or_else(|| PathBuf::from(SOCKETS[2])),
     };
     if !is_socket(&socket) {
-        println!("ERROR: {} not found", socket.display());
+        put_stdout(&format!("ERROR: {} not found\n", socket.display()));
         return 1;
     }
     let mut out: Box<dyn Write> = match &opts.output {
         Some(f) => match File::create(f) {
             Ok(file) => Box::new(file),
             Err(e) => {
-                eprintln!("pvcontrol: -f {f}: {e}");
+                err_line!("pvcontrol: -f {f}: {e}");
                 return 1;
             }
         },
@@ -476,7 +488,7 @@ pub fn pvcontrol_main(args: &[String]) -> i32 {
     match out.flush() {
         Ok(()) => code,
         Err(e) => {
-            eprintln!("pvcontrol: writing the answer: {e}");
+            err_line!("pvcontrol: writing the answer: {e}");
             1
         }
     }
@@ -543,7 +555,7 @@ impl Client<'_> {
                 let path = format!("/objects/{}", seg(sha));
                 let mut none = io::empty();
                 if let Err(e) = send(self.socket, "GET", &path, &mut none, 0, out, false) {
-                    eprintln!("pvcontrol: GET {path}: {e}");
+                    err_line!("pvcontrol: GET {path}: {e}");
                 }
                 return 0;
             }
@@ -553,7 +565,7 @@ impl Client<'_> {
         match answer {
             Ok(a) => show(a, out),
             Err(why) => {
-                eprintln!("pvcontrol: {why}");
+                err_line!("pvcontrol: {why}");
                 255
             }
         }
@@ -567,7 +579,7 @@ impl Client<'_> {
         // upstream's refusals go to stdout (or -f's file), exit 1
         let say = |out: &mut dyn Write, line: &str| {
             if let Err(e) = writeln!(out, "{line}") {
-                eprintln!("pvcontrol: writing the answer: {e}");
+                err_line!("pvcontrol: writing the answer: {e}");
             }
             1
         };
@@ -577,14 +589,14 @@ impl Client<'_> {
         let tmp = match TempDir::new() {
             Ok(t) => t,
             Err(e) => {
-                eprintln!("pvcontrol: {}: {e}", std::env::temp_dir().display());
+                err_line!("pvcontrol: {}: {e}", std::env::temp_dir().display());
                 return 1;
             }
         };
         let tgz = std::path::absolute(file).unwrap_or_else(|_| PathBuf::from(file));
         // tar's complaints are its own (stderr); its status is not looked at, as upstream
         if let Err(e) = untar(&tgz, &tmp.0) {
-            eprintln!("pvcontrol: tar: {e}");
+            err_line!("pvcontrol: tar: {e}");
         }
         let (json, objects) = (tmp.0.join("json"), tmp.0.join("objects"));
         if !json.is_file() || !objects.is_dir() {
@@ -594,7 +606,7 @@ impl Client<'_> {
             "" => match File::open(&tgz).and_then(|mut f| sha256_reader(&mut f)) {
                 Ok(sha) => format!("locals/{sha}"),
                 Err(e) => {
-                    eprintln!("pvcontrol: {file}: {e}");
+                    err_line!("pvcontrol: {file}: {e}");
                     return 1;
                 }
             },
@@ -620,7 +632,7 @@ impl Client<'_> {
         match writeln!(out, "{}", w.finish()) {
             Ok(()) => 0,
             Err(e) => {
-                eprintln!("pvcontrol: writing the answer: {e}");
+                err_line!("pvcontrol: writing the answer: {e}");
                 1
             }
         }
