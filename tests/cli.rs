@@ -486,22 +486,24 @@ fn pvcontrol_usage_and_missing_socket_as_upstream() {
 }
 
 /// `pvcontrol --help | head -1`: a reader that went away is no panic (print! aborts on EPIPE);
-/// the usage is still pvcontrol's answer, exit 0.
+/// the usage is still the answer, exit 0. The same for the binary's own `--help`/`--version`.
 #[test]
-fn pvcontrol_survives_a_closed_stdout() {
-    let (reader, writer) = std::io::pipe().unwrap();
-    drop(reader);
-    let o = Command::new(BIN)
-        .args(["pvcontrol", "--help"])
-        .env_clear()
-        .stdout(writer)
-        .stderr(Stdio::piped())
-        .output()
-        .unwrap();
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+fn help_survives_a_closed_stdout() {
+    for args in [&["pvcontrol", "--help"][..], &["--help"], &["--version"]] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let o = Command::new(BIN)
+            .args(args)
+            .env_clear()
+            .stdout(writer)
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
 }
