@@ -343,7 +343,7 @@ fn value_count_limit_bounds_memory_of_tiny_values() {
     bomb.extend(b"0]");
     assert_eq!(
         parse(&bomb, Limits::default()).unwrap_err().kind,
-        ErrorKind::TooManyValues { max: 256 * 1024 }
+        ErrorKind::TooManyValues { max: 64 * 1024 }
     );
     let three = Limits {
         max_values: 3,
