@@ -298,6 +298,9 @@ struct StateSink {
     rev: String,
     tmp: std::path::PathBuf,
     out: Option<crate::storage::fs::FsWriter<'static>>,
+    /// The JSON values seen so far: a state the parser would refuse for too many is refused
+    /// as it arrives, not read back (`[0,0,...]`).
+    values: json::ValueCount,
 }
 
 /// Names the temp files of state uploads under way.
@@ -323,6 +326,7 @@ impl StateSink {
             rev: rev.to_string(),
             tmp,
             out: Some(out),
+            values: json::ValueCount::default(),
         })
     }
 }
@@ -332,6 +336,14 @@ impl BodySink for StateSink {
         let Some(out) = self.out.as_mut() else {
             return Err(Response::error(500, "state upload already ended"));
         };
+        self.values.feed(chunk);
+        let max = json::Limits::default().max_values;
+        if self.values.at_least() > max {
+            return Err(Response::error(
+                422,
+                &format!("{BAD_STATE}: more than {max} values"),
+            ));
+        }
         out.write_all(chunk)
             .map_err(|e| storage_error(&storage::Error::io("write", &self.tmp, e)))
     }

@@ -35,6 +35,8 @@ pub struct Limits {
     pub reserve: usize,
     /// Most slots one other caller (a non-mgmt container) may hold.
     pub share: usize,
+    /// Most slots one mgmt container may hold (the host has no cap).
+    pub mgmt_share: usize,
     /// A connection with no request under way is closed after this.
     pub idle_ms: u64,
     /// A request head must be complete this long after its first byte.
@@ -52,11 +54,12 @@ impl Default for Limits {
             max_conns: 32,
             reserve: 8,
             share: 4,
+            mgmt_share: 16,
             idle_ms: 5000,
             head_ms: 3000,
             min_rate: 1024,
             window_ms: 2000,
-            budget: 8 << 20,
+            budget: 4 << 20,
         }
     }
 }
@@ -72,15 +75,25 @@ pub enum Admit {
     Refuse,
 }
 
-/// The slot decision at accept: `free` slots are free, the caller holds `held`, it is the host
-/// or a mgmt container (`trusted`), and an idle connection could be reclaimed (`idle`).
-pub fn admit(l: &Limits, free: usize, held: usize, trusted: bool, idle: bool) -> Admit {
-    match (trusted, free > 0, idle) {
-        (true, true, _) => Admit::Take,
-        (true, false, true) => Admit::Reclaim,
-        (true, false, false) => Admit::Refuse,
-        (false, ..) if held < l.share && free > l.reserve => Admit::Take,
-        (false, ..) => Admit::Refuse,
+/// Who calls, for its share of the slots.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Class {
+    Host,
+    Mgmt,
+    /// A container without the mgmt role, or an unidentified caller.
+    Other,
+}
+
+/// The slot decision at accept: `free` slots are free, the caller of `class` holds `held`,
+/// and an idle connection could be reclaimed (`idle`).
+pub fn admit(l: &Limits, free: usize, held: usize, class: Class, idle: bool) -> Admit {
+    match class {
+        Class::Other if held < l.share && free > l.reserve => Admit::Take,
+        Class::Other => Admit::Refuse,
+        Class::Mgmt if held >= l.mgmt_share => Admit::Refuse,
+        _ if free > 0 => Admit::Take,
+        _ if idle => Admit::Reclaim,
+        _ => Admit::Refuse,
     }
 }
 
@@ -325,7 +338,13 @@ impl Server {
                 Ok((pid, uid, _)) => Caller::of_pid(pid, uid),
                 Err(_) => continue,
             };
-            let trusted = !caller.name.is_empty() && router.trusted(&caller);
+            let class = if caller.is_host() {
+                Class::Host
+            } else if !caller.name.is_empty() && router.trusted(&caller) {
+                Class::Mgmt
+            } else {
+                Class::Other
+            };
             let live = || self.conns.iter().flatten();
             let held = live().filter(|c| c.caller.name == caller.name).count();
             let free = self.conns.iter().filter(|c| c.is_none()).count();
@@ -338,7 +357,7 @@ impl Server {
                 .filter(|(_, c)| c.phase == Phase::Idle)
                 .min_by_key(|(_, c)| c.since)
                 .map(|(i, _)| i);
-            let slot = match admit(&self.limits, free, held, trusted, idle.is_some()) {
+            let slot = match admit(&self.limits, free, held, class, idle.is_some()) {
                 Admit::Take => self.conns.iter().position(Option::is_none),
                 Admit::Reclaim => {
                     if let Some(i) = idle {

@@ -356,34 +356,41 @@ fn caller_of_cgroup_text() {
 
 #[test]
 fn slot_shares_table() {
-    use crate::control::server::{admit, Admit::*, Limits};
+    use crate::control::server::{admit, Admit::*, Class::*, Limits};
     let l = Limits {
         max_conns: 32,
         reserve: 8,
         share: 4,
+        mgmt_share: 16,
         ..Limits::default()
     };
-    // (free, held by the caller, trusted, an idle one to reclaim) -> decision
+    // (free, held by the caller, its class, an idle one to reclaim) -> decision
     let rows = [
-        (32, 0, false, false, Take),
-        (9, 3, false, false, Take),
-        // a container at its share
-        (20, 4, false, false, Refuse),
-        // the reserve is for the host and mgmt callers
-        (8, 0, false, false, Refuse),
-        (8, 0, false, true, Refuse),
-        (0, 0, false, true, Refuse),
-        (8, 0, true, false, Take),
-        (1, 31, true, false, Take),
-        // full: a trusted caller takes the slot of an idle connection
-        (0, 0, true, true, Reclaim),
-        (0, 5, true, false, Refuse),
+        (32, 0, Other, false, Take),
+        (9, 3, Other, false, Take),
+        // a non-mgmt container at its share
+        (20, 4, Other, false, Refuse),
+        // the reserve is for the host and mgmt callers, and idle ones are not reclaimed for it
+        (8, 0, Other, false, Refuse),
+        (8, 0, Other, true, Refuse),
+        (0, 0, Other, true, Refuse),
+        (8, 0, Mgmt, false, Take),
+        (1, 15, Mgmt, false, Take),
+        // a mgmt container at its share
+        (10, 16, Mgmt, true, Refuse),
+        (1, 31, Host, false, Take),
+        // full: the host or a mgmt caller takes the slot of an idle connection
+        (0, 0, Host, true, Reclaim),
+        (0, 40, Host, true, Reclaim),
+        (0, 3, Mgmt, true, Reclaim),
+        (0, 5, Host, false, Refuse),
+        (0, 5, Mgmt, false, Refuse),
     ];
-    for (free, held, trusted, idle, want) in rows {
+    for (free, held, class, idle, want) in rows {
         assert_eq!(
-            admit(&l, free, held, trusted, idle),
+            admit(&l, free, held, class, idle),
             want,
-            "free {free} held {held} trusted {trusted} idle {idle}"
+            "free {free} held {held} {class:?} idle {idle}"
         );
     }
 }

@@ -195,6 +195,36 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
+/// A lower bound of a document's values seen in pieces: each comma outside a string
+/// separates two values (or two members, each with one). So an upload streamed to storage is
+/// refused for `max_values` as it arrives, before it is read back and parsed.
+#[derive(Clone, Debug, Default)]
+pub struct ValueCount {
+    commas: usize,
+    in_str: bool,
+    escaped: bool,
+}
+
+impl ValueCount {
+    pub fn feed(&mut self, piece: &[u8]) {
+        for &b in piece {
+            match (self.in_str, self.escaped, b) {
+                (true, true, _) => self.escaped = false,
+                (true, false, b'\\') => self.escaped = true,
+                (true, false, b'"') => self.in_str = false,
+                (false, _, b'"') => self.in_str = true,
+                (false, _, b',') => self.commas += 1,
+                _ => {}
+            }
+        }
+    }
+
+    /// The document has at least this many values (if it is JSON at all).
+    pub fn at_least(&self) -> usize {
+        self.commas.saturating_add(1)
+    }
+}
+
 /// Parse one JSON document from bytes (must be UTF-8).
 pub fn parse(input: &[u8], limits: Limits) -> Result<Value, Error> {
     check_len(input.len(), limits)?;
