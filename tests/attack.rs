@@ -99,22 +99,11 @@ fn py(r: &Rig, dev: &Child, ctr: Option<&str>, script: &str, env: &[(&str, Strin
     cmd
 }
 
-/// Runs it to its end: stdout (stderr appended when it failed).
-fn run(mut cmd: Command) -> String {
-    let out = cmd.output().expect("python3");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    text
-}
-
 fn spawn(mut cmd: Command) -> Child {
     cmd.spawn().expect("python3")
 }
 
+/// Its stdout, once it ended well.
 fn wait(child: Child) -> String {
     let out = child.wait_with_output().expect("python3");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -124,6 +113,10 @@ fn wait(child: Child) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     text
+}
+
+fn run(cmd: Command) -> String {
+    wait(spawn(cmd))
 }
 
 /// `mgr` (mgmt, as containers are by default) and `app` (roles nobody), both running.
