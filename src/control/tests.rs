@@ -711,4 +711,50 @@ mod deferred {
         assert!(closed && got.starts_with("HTTP/1.1 408 "), "{got}");
         assert_eq!(r.server.connections(), 0);
     }
+
+    #[test]
+    fn the_host_reclaims_the_oldest_idle_connection_when_the_slots_are_full() {
+        let limits = Limits {
+            max_conns: 2,
+            ..Limits::default()
+        };
+        let mut r = Rig::with("reclaim", limits, 1000);
+        r.pump(20);
+        let path = r.dir.join("pv-ctrl");
+        let connect = || UnixStream::connect(&path).unwrap();
+        // a second connection, mid-head: busy, not idle
+        let mut busy = connect();
+        busy.write_all(b"GET /hello HTTP/1.1\r\n").unwrap();
+        r.pump(20);
+        assert_eq!(r.server.connections(), 2);
+        let mut third = connect();
+        third
+            .write_all(b"GET /hello HTTP/1.1\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        r.pump(50);
+        // the idle one (the rig's) was closed for it, the busy one kept
+        assert_eq!(r.read(), (String::new(), true));
+        let mut out = String::new();
+        third.read_to_string(&mut out).unwrap();
+        assert!(
+            out.starts_with("HTTP/1.1 200 ") && out.ends_with("\"hello\""),
+            "{out}"
+        );
+        busy.write_all(b"Connection: close\r\n\r\n").unwrap();
+        r.pump(50);
+        let mut out = String::new();
+        busy.read_to_string(&mut out).unwrap();
+        assert!(out.starts_with("HTTP/1.1 200 "), "{out}");
+        // full of busy connections: refused
+        let mut a = connect();
+        let mut b = connect();
+        a.write_all(b"G").unwrap();
+        b.write_all(b"G").unwrap();
+        r.pump(30);
+        let mut c = connect();
+        r.pump(30);
+        let mut out = String::new();
+        c.read_to_string(&mut out).unwrap();
+        assert!(out.starts_with("HTTP/1.1 503 "), "{out}");
+    }
 }
