@@ -266,8 +266,10 @@ impl Server {
             Wake::Fd(..) if c.deferred.is_some() => false,
             _ => c.ready(router),
         };
-        let keep = keep && c.rearm(lp, &self.limits);
         if !keep {
+            self.close(lp, slot);
+        } else if !c.rearm(lp, &self.limits) {
+            // too slow or too long: said so if the socket takes it
             c.timeout();
             self.close(lp, slot);
         } else {
@@ -473,7 +475,7 @@ impl Conn {
         lp.watch(self.fd.as_raw_fd(), ev, self.token);
     }
 
-    /// The connection is dropped: tell the client why if the socket takes it.
+    /// The connection's time is up: tell the client why if the socket takes it.
     fn timeout(&mut self) {
         let resp = match self.phase {
             Phase::Deferred(_) => Response::error(503, "No answer in time"),

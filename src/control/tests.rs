@@ -757,4 +757,19 @@ mod deferred {
         c.read_to_string(&mut out).unwrap();
         assert!(out.starts_with("HTTP/1.1 503 "), "{out}");
     }
+
+    #[test]
+    fn an_answer_that_closes_is_the_last_thing_sent() {
+        let mut r = Rig::new("last", 5000, 1000);
+        // the head in two reads: the connection was mid-head when the answer closed it
+        let (got, _) = ask(&mut r, b"GET /hello HTTP/1.1\r\n", 30);
+        assert_eq!(got, "");
+        let (got, closed) = ask(&mut r, b"Connection: close\r\n\r\n", 30);
+        assert!(closed, "{got}");
+        assert!(
+            got.starts_with("HTTP/1.1 200 ") && got.ends_with("\"hello\""),
+            "{got}"
+        );
+        assert_eq!(got.matches("HTTP/1.1").count(), 1, "{got}");
+    }
 }
