@@ -351,7 +351,8 @@ print("opened=%d refused=%d dropped=%d longest=%.2f" % (opened, refused, dropped
     // most connections were refused at once (its share is 4 of 32), the ones it held were
     // dropped when their head's time was up: after 3 s, well before the old 5 s deadline
     assert!(num(attack, "refused") > num(attack, "dropped"), "{attack}");
-    assert!(num(attack, "dropped") >= 4.0, "{attack}");
+    // at most its share (4) at a time, each held its 3 s: 4 x (12 s / 3 s + 1) at most
+    assert!((4.0..=20.0).contains(&num(attack, "dropped")), "{attack}");
     let longest = num(attack, "longest");
     assert!((2.9..4.8).contains(&longest), "{attack}");
 }
