@@ -12,12 +12,15 @@ use rig::{finish, sh, Rig, FOREVER, SERIAL};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-/// Helpers of every script: `PV_CG` (a container's cgroup.procs, moved into first), `PV_SOCK`.
+/// Helpers of every script: `PV_CG` (the cgroup.procs of container `PV_CTR`, moved into
+/// first), `PV_SOCK`.
 const PRELUDE: &str = r#"
 import os, socket, sys, time, hashlib, threading, select, errno
 if os.environ.get("PV_CG"):
     with open(os.environ["PV_CG"], "w") as f:
         f.write("0")
+    me = open("/proc/self/cgroup").read()
+    assert me.strip().endswith("/lxc/" + os.environ["PV_CTR"]), me
 SOCK = os.environ["PV_SOCK"]
 def conn():
     s = socket.socket(socket.AF_UNIX)
@@ -82,7 +85,8 @@ fn py(r: &Rig, dev: &Child, ctr: Option<&str>, script: &str, env: &[(&str, Strin
                     .join("cgroup.procs")
                     .display()
                     .to_string(),
-            );
+            )
+            .env("PV_CTR", c);
             pid
         }
         None => harness::device_pid(dev).expect("the device"),
