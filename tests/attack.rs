@@ -205,7 +205,8 @@ print("badsum", chunked("PUT", "/objects/" + h1.replace(h1[0], "0" if h1[0] != "
     );
 
     // upstream's pvcontrol (busybox sh + curl) from the host side: `objects put FILE SHA`,
-    // `objects put -SIZE SHA` from stdin (identity), `steps put - REV` from stdin (chunked)
+    // `objects put -SIZE SHA` from stdin (identity), `steps put - REV` from stdin (chunked),
+    // `steps install TGZ`
     let upstream = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../shared/upstream/tools/pvcontrol"
@@ -216,7 +217,9 @@ print("badsum", chunked("PUT", "/objects/" + h1.replace(h1[0], "0" if h1[0] != "
         cmd.args(["-t", &pid, "-p", "busybox", "sh", upstream, "-s"])
             .arg(&r.socket)
             .args(args)
-            .env("CURL_CMD", "curl");
+            .env("CURL_CMD", "curl")
+            // `steps install` unpacks into a `mktemp -d` it leaves behind
+            .env("TMPDIR", &r.dir);
         if let Some(f) = stdin {
             cmd.stdin(std::fs::File::open(f).unwrap());
         }
@@ -243,6 +246,38 @@ print("badsum", chunked("PUT", "/objects/" + h1.replace(h1[0], "0" if h1[0] != "
     assert_eq!(code, Some(0), "steps put -: {text}");
     assert_eq!(
         std::fs::read(r.storage.join("trails/locals/piped/.pvr/json")).unwrap(),
+        std::fs::read(&state0).unwrap()
+    );
+    // `steps install TGZ`: a step tarball (`json` and `objects/`), its new object put with
+    // identity, then its state
+    let step = r.dir.join("step");
+    std::fs::create_dir_all(step.join("objects")).unwrap();
+    std::fs::copy(&state0, step.join("json")).unwrap();
+    let extra = b"an object only the tarball has".to_vec();
+    let extra_sha = pantavisor::storage::objects::sha256_hex(&extra);
+    std::fs::write(step.join("objects").join(&extra_sha), &extra).unwrap();
+    let tgz = r.dir.join("step.tgz");
+    let st = Command::new("tar")
+        .arg("czf")
+        .arg(&tgz)
+        .arg("-C")
+        .arg(&step)
+        .args(["json", "objects"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let (code, text) = pvcontrol(
+        &["steps", "install", tgz.to_str().unwrap(), "locals/tgz"],
+        None,
+    );
+    assert_eq!(code, Some(0), "steps install: {text}");
+    assert!(text.contains(r#"{"revision":"locals/tgz"}"#), "{text}");
+    assert_eq!(
+        std::fs::read(r.storage.join("objects").join(&extra_sha)).unwrap(),
+        extra
+    );
+    assert_eq!(
+        std::fs::read(r.storage.join("trails/locals/tgz/.pvr/json")).unwrap(),
         std::fs::read(&state0).unwrap()
     );
     let end = finish(&mut dev);
