@@ -462,7 +462,6 @@ pub fn reason(status: u16) -> &'static str {
         404 => "Not Found",
         408 => "Request Timeout",
         409 => "Conflict",
-        411 => "Length Required",
         413 => "Payload Too Large",
         414 => "URI Too Long",
         417 => "Expectation Failed",
