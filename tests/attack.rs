@@ -510,8 +510,8 @@ fn hwm(dev: &Child) -> u64 {
 }
 
 /// Issue 10: a 3 MB `[0,0,...]` state and 32 concurrent 4 MiB state uploads do not take PID 1
-/// past a bound: states are streamed to storage, refused for too many values as they arrive,
-/// and parsed once each, one at a time at their end (26 MB and 135 MB peak before).
+/// past a bound: states are streamed to storage, refused for too many values counted as they
+/// arrive, and parsed once each, one at a time at their end (26 MB and 135 MB peak before).
 #[test]
 fn state_uploads_keep_pid1_memory_bounded() {
     let _g = SERIAL.lock();
@@ -557,7 +557,7 @@ print(" ".join(sorted(codes)))
     );
     assert_eq!(codes.len(), 32, "every upload answered: {out}");
     assert!(left.is_empty(), "state temp files left: {left:?}");
-    // the bomb is refused as it arrives: nothing of it is held
+    // the bomb is refused from what was counted as it arrived: nothing of it is held
     assert!(after_bomb <= base + 1024, "{base} -> {after_bomb} KiB");
     // one state at a time, whatever the number of uploads: its bytes read back, the state's
     // own copy, and its values (this one's 4 MiB string decoded, and its raw text kept): ~4x

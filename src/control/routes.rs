@@ -299,7 +299,8 @@ struct StateSink {
     tmp: std::path::PathBuf,
     out: Option<crate::storage::fs::FsWriter<'static>>,
     /// The JSON values seen so far: a state the parser would refuse for too many is refused
-    /// as it arrives, not read back (`[0,0,...]`).
+    /// without being read back (`[0,0,...]`). At its end, so the client, still sending,
+    /// reads the answer.
     values: json::ValueCount,
 }
 
@@ -337,19 +338,17 @@ impl BodySink for StateSink {
             return Err(Response::error(500, "state upload already ended"));
         };
         self.values.feed(chunk);
-        let max = json::Limits::default().max_values;
-        if self.values.at_least() > max {
-            return Err(Response::error(
-                422,
-                &format!("{BAD_STATE}: more than {max} values"),
-            ));
-        }
         out.write_all(chunk)
             .map_err(|e| storage_error(&storage::Error::io("write", &self.tmp, e)))
     }
 
     fn finish(mut self: Box<Self>) -> Response {
         let flushed = self.out.take().map_or(Ok(()), |mut o| o.flush());
+        let max = json::Limits::default().max_values;
+        if self.values.at_least() > max {
+            let _ = self.fs.remove_file(&self.tmp);
+            return Response::error(422, &format!("{BAD_STATE}: more than {max} values"));
+        }
         let body = flushed.and_then(|()| self.fs.read(&self.tmp));
         let _ = self.fs.remove_file(&self.tmp);
         match body {

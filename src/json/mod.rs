@@ -197,7 +197,8 @@ impl std::error::Error for Error {}
 
 /// A lower bound of a document's values seen in pieces: each comma outside a string
 /// separates two values (or two members, each with one). So an upload streamed to storage is
-/// refused for `max_values` as it arrives, before it is read back and parsed.
+/// refused for `max_values` from what was counted as it arrived, without being read back
+/// and parsed.
 #[derive(Clone, Debug, Default)]
 pub struct ValueCount {
     commas: usize,
