@@ -1,7 +1,10 @@
 //! HTTP/1.1 requests parsed incrementally (bytes are fed as they arrive on a non-blocking
 //! socket) and responses written. Pure: no I/O here.
 //!
-//! Refused on purpose: chunked transfer coding (411), other codings (501), obsolete header
+//! A body comes with `Content-Length` or in `chunked` transfer coding (decoded here, piece by
+//! piece, so both feed the server's sinks the same way). Any other coding (`identity`, which
+//! upstream's `pvcontrol objects put` sends) counts as absent, as in libevent, upstream's
+//! server. Refused on purpose: `chunked` combined with another coding (501), obsolete header
 //! folding, HTTP versions other than 1.0 and 1.1.
 
 /// Whole head (request line + headers) limit.
@@ -10,6 +13,8 @@ pub const MAX_HEAD: usize = 8192;
 pub const MAX_LINE: usize = 2048;
 /// Path segments (upstream splits on `/` into at most 10).
 pub const MAX_SEGMENTS: usize = 10;
+/// A chunk's size line, extensions included.
+pub const MAX_CHUNK_LINE: usize = 1024;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Method {
@@ -42,6 +47,9 @@ pub struct Head {
     /// Percent-decoded non-empty segments of the path.
     pub segments: Vec<String>,
     pub content_length: u64,
+    /// The body comes in chunked transfer coding (`content_length` is 0 then): its length is
+    /// known only at its end.
+    pub chunked: bool,
     /// HTTP/1.1 without `Connection: close`, or HTTP/1.0 with `Connection: keep-alive`.
     pub keep_alive: bool,
     /// `Expect: 100-continue` on HTTP/1.1.
@@ -67,7 +75,7 @@ pub enum Progress<'a> {
     More,
     /// The head is complete; the body (`content_length` bytes) follows.
     Head(Head),
-    /// A piece of the body.
+    /// A piece of the body (decoded when chunked).
     Body(&'a [u8]),
     /// The request is complete; the parser is ready for the next one.
     Done,
@@ -76,6 +84,14 @@ pub enum Progress<'a> {
 enum State {
     Head,
     Body(u64),
+    /// Chunked: the size line of the next chunk (gathered in `line`).
+    ChunkSize,
+    /// Chunked: data bytes left in this chunk.
+    ChunkData(u64),
+    /// Chunked: the CRLF closing a chunk's data.
+    ChunkEnd,
+    /// Chunked: trailer fields (read and dropped) until an empty line.
+    Trailer,
     /// Body delivered: report `Done` once.
     End,
 }
@@ -83,8 +99,11 @@ enum State {
 /// Incremental request parser: `feed` until `More`, keep the unconsumed rest for later.
 pub struct Parser {
     state: State,
+    /// The head, then the current chunk-size or trailer line.
     head: Vec<u8>,
     line_start: usize,
+    /// Trailer bytes so far (bounded like a head).
+    trailer: usize,
 }
 
 impl Default for Parser {
@@ -99,6 +118,7 @@ impl Parser {
             state: State::Head,
             head: Vec::new(),
             line_start: 0,
+            trailer: 0,
         }
     }
 
@@ -108,7 +128,7 @@ impl Parser {
         match self.state {
             State::Head => self.head.is_empty(),
             State::Body(0) | State::End => true,
-            State::Body(_) => false,
+            _ => false,
         }
     }
 
@@ -137,7 +157,71 @@ impl Parser {
                 Ok((n, Progress::Body(input.get(..n).unwrap_or_default())))
             }
             State::Head => self.feed_head(input),
+            _ => self.feed_chunked(input),
         }
+    }
+
+    /// Chunked coding: data as `Body` pieces, size lines, chunk ends and trailers consumed.
+    fn feed_chunked<'a>(&mut self, input: &'a [u8]) -> Result<(usize, Progress<'a>), HttpError> {
+        let mut i = 0;
+        loop {
+            let rest = input.get(i..).unwrap_or_default();
+            if let State::ChunkData(left) = self.state {
+                if rest.is_empty() {
+                    return Ok((i, Progress::More));
+                }
+                let n = usize::try_from(left).unwrap_or(usize::MAX).min(rest.len());
+                self.state = match left - n as u64 {
+                    0 => State::ChunkEnd,
+                    l => State::ChunkData(l),
+                };
+                return Ok((i + n, Progress::Body(rest.get(..n).unwrap_or_default())));
+            }
+            let Some(&b) = rest.first() else {
+                return Ok((i, Progress::More));
+            };
+            i += 1;
+            if self.chunk_byte(b)? {
+                self.state = State::Head;
+                return Ok((i, Progress::Done));
+            }
+        }
+    }
+
+    /// One byte outside chunk data; true when the body (trailer included) is complete.
+    fn chunk_byte(&mut self, b: u8) -> Result<bool, HttpError> {
+        if b != b'\n' {
+            self.head.push(b);
+            let bad = match self.state {
+                State::ChunkSize => self.head.len() > MAX_CHUNK_LINE,
+                State::ChunkEnd => self.head.as_slice() != b"\r",
+                _ => false,
+            };
+            if bad {
+                return err(400, "Bad chunk");
+            }
+            if matches!(self.state, State::Trailer) {
+                self.trailer += 1;
+                if self.trailer > MAX_HEAD {
+                    return err(431, "Request header fields too large");
+                }
+            }
+            return Ok(false);
+        }
+        let line = std::mem::take(&mut self.head);
+        let line = line.strip_suffix(b"\r").unwrap_or(&line);
+        match self.state {
+            State::ChunkSize => {
+                self.state = match parse_chunk_size(line)? {
+                    0 => State::Trailer,
+                    n => State::ChunkData(n),
+                }
+            }
+            State::ChunkEnd => self.state = State::ChunkSize,
+            _ if line.is_empty() => return Ok(true),
+            _ => self.trailer += 1,
+        }
+        Ok(false)
     }
 
     fn feed_head<'a>(&mut self, input: &'a [u8]) -> Result<(usize, Progress<'a>), HttpError> {
@@ -163,7 +247,12 @@ impl Parser {
                 let head = parse_head(&self.head)?;
                 self.head.clear();
                 self.line_start = 0;
-                self.state = State::Body(head.content_length);
+                self.trailer = 0;
+                self.state = if head.chunked {
+                    State::ChunkSize
+                } else {
+                    State::Body(head.content_length)
+                };
                 return Ok((i + 1, Progress::Head(head)));
             }
         }
@@ -208,10 +297,12 @@ fn parse_head(raw: &[u8]) -> Result<Head, HttpError> {
         path,
         segments,
         content_length: 0,
+        chunked: false,
         keep_alive: http11,
         expect_continue: false,
     };
     let mut seen_length = false;
+    let mut other_coding = false;
     for l in lines {
         if l.is_empty() {
             break;
@@ -225,7 +316,10 @@ fn parse_head(raw: &[u8]) -> Result<Head, HttpError> {
         };
         let name = l.get(..colon).unwrap_or_default();
         let value = trim(l.get(colon + 1..).unwrap_or_default());
-        if name.iter().any(|b| b.is_ascii_whitespace()) {
+        // a name is a token; a value has no control byte but HTAB (RFC 9110 5.1, 5.5)
+        if !name.iter().all(|&b| is_tchar(b))
+            || value.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f)
+        {
             return err(400, "Bad header");
         }
         let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
@@ -237,13 +331,14 @@ fn parse_head(raw: &[u8]) -> Result<Head, HttpError> {
             seen_length = true;
             head.content_length = n;
         } else if is("transfer-encoding") {
-            if contains_token(value, "chunked") {
-                return err(
-                    411,
-                    "Chunked transfer encoding not supported: send Content-Length",
-                );
+            // libevent's rule: only `chunked` is a coding, the rest (`identity`) is absent
+            for t in value.split(|&b| b == b',').map(trim) {
+                if t.eq_ignore_ascii_case(b"chunked") {
+                    head.chunked = true;
+                } else if !t.is_empty() && !t.eq_ignore_ascii_case(b"identity") {
+                    other_coding = true;
+                }
             }
-            return err(501, "Transfer-Encoding not supported");
         } else if is("connection") {
             if contains_token(value, "close") {
                 head.keep_alive = false;
@@ -259,7 +354,31 @@ fn parse_head(raw: &[u8]) -> Result<Head, HttpError> {
             return err(400, "Host not allowed");
         }
     }
+    if head.chunked && other_coding {
+        return err(501, "Transfer-Encoding not supported");
+    }
+    if head.chunked && seen_length {
+        // which one frames the body would be a guess (request smuggling)
+        return err(400, "Both Content-Length and chunked");
+    }
     Ok(head)
+}
+
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// A chunk-size line: hex digits, then optional `;extensions` (ignored).
+fn parse_chunk_size(line: &[u8]) -> Result<u64, HttpError> {
+    let size = line.split(|&b| b == b';').next().unwrap_or_default();
+    let size = trim(size);
+    if size.is_empty() || size.len() > 16 {
+        return err(400, "Bad chunk size");
+    }
+    size.iter().try_fold(0u64, |n, &d| match hex(d) {
+        Some(v) => Ok(n << 4 | u64::from(v)),
+        None => err(400, "Bad chunk size"),
+    })
 }
 
 /// Upstream accepts `Host:` absent, empty or `localhost` (here also with a port).
@@ -343,7 +462,6 @@ pub fn reason(status: u16) -> &'static str {
         404 => "Not Found",
         408 => "Request Timeout",
         409 => "Conflict",
-        411 => "Length Required",
         413 => "Payload Too Large",
         414 => "URI Too Long",
         417 => "Expectation Failed",
@@ -459,7 +577,8 @@ impl From<HttpError> for Response {
 pub fn fuzz_request(data: &[u8]) {
     let mut p = Parser::new();
     let step = usize::from(data.first().copied().unwrap_or(7) % 32) + 1;
-    let mut body = 0u64;
+    // what is left of a Content-Length body; None for a chunked one
+    let mut body = Some(0u64);
     for piece in data.chunks(step) {
         let mut rest = piece;
         loop {
@@ -470,13 +589,17 @@ pub fn fuzz_request(data: &[u8]) {
                         Progress::More => break,
                         Progress::Head(h) => {
                             assert!(h.segments.len() <= MAX_SEGMENTS);
-                            body = h.content_length;
+                            assert!(!h.chunked || h.content_length == 0);
+                            body = (!h.chunked).then_some(h.content_length);
                         }
                         Progress::Body(b) => {
-                            assert!(b.len() as u64 <= body);
-                            body -= b.len() as u64;
+                            assert!(!b.is_empty());
+                            if let Some(left) = body.as_mut() {
+                                assert!(b.len() as u64 <= *left);
+                                *left -= b.len() as u64;
+                            }
                         }
-                        Progress::Done => assert_eq!(body, 0),
+                        Progress::Done => assert!(body.is_none_or(|b| b == 0)),
                     }
                 }
                 Err(e) => {

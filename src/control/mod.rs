@@ -56,9 +56,12 @@ pub fn container_of_cgroup(text: &str) -> Option<&str> {
 
 /// How the server takes the body of a request whose head the router has seen.
 pub enum Plan {
-    /// Collect at most `limit` bytes (413 beyond) and pass them to [`Router::finish`].
+    /// Collect at most `limit` bytes (413 beyond) in memory and pass them to
+    /// [`Router::finish`]; 503 when the server's memory budget has no room for them. For small
+    /// bodies: a large one goes to a sink that writes it to storage.
     Buffer(usize),
     /// Hand the body to the sink piece by piece as it arrives; at most `limit` bytes (413).
+    /// Content-Length and chunked bodies alike.
     Stream(Box<dyn BodySink>, u64),
     /// Answer at once; a request body is not read (the connection closes after).
     Reply(Response),
@@ -76,7 +79,7 @@ pub type Ticket = u64;
 pub trait BodySink {
     /// One piece. An error response ends the request (sent, then the connection closes).
     fn write(&mut self, chunk: &[u8]) -> Result<(), Response>;
-    /// All `content_length` bytes were written.
+    /// The whole body was written.
     fn finish(self: Box<Self>) -> Response;
 }
 
@@ -93,6 +96,9 @@ pub trait Router {
     fn head(&mut self, req: &Request) -> Plan;
     /// A `Plan::Buffer` request is complete.
     fn finish(&mut self, req: &Request, body: Vec<u8>) -> Response;
+    /// Is this caller the host or a mgmt container? Decides its share of the connections
+    /// (asked at accept).
+    fn trusted(&mut self, caller: &Caller) -> bool;
 }
 
 #[cfg(test)]

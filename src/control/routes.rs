@@ -15,6 +15,7 @@ use crate::storage::{self, valid_revision, ErrorKind, Storage};
 use crate::supervisor::{self, Goal, Status};
 use crate::sys::power::Power;
 use crate::update;
+use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Largest meta value accepted by PUT (upstream's limit).
@@ -288,6 +289,106 @@ impl BodySink for DrainSink {
     }
 }
 
+/// PUT /steps/locals/{name} (a local update's state): written to a temp file in storage as it
+/// arrives, so uploads hold no memory of PID 1 meanwhile; at its end read back once, validated,
+/// stored byte-exact, progress NEW. A failed upload leaves no revision directory it created.
+struct StateSink {
+    fs: &'static dyn Fs,
+    root: std::path::PathBuf,
+    rev: String,
+    tmp: std::path::PathBuf,
+    out: Option<crate::storage::fs::FsWriter<'static>>,
+    /// The JSON values seen so far: a state the parser would refuse for too many is refused
+    /// without being read back (`[0,0,...]`). At its end, so the client, still sending,
+    /// reads the answer.
+    values: json::ValueCount,
+}
+
+/// Names the temp files of state uploads under way.
+static STATE_UPLOADS: AtomicUsize = AtomicUsize::new(0);
+
+impl StateSink {
+    fn new(
+        fs: &'static dyn Fs,
+        root: std::path::PathBuf,
+        rev: &str,
+    ) -> Result<StateSink, Response> {
+        let st = Storage::new(fs, root.clone());
+        let dir = st.trails_dir();
+        // `.tmp`: a crash leaves it to the next boot's cleanup of in-flight files
+        let n = STATE_UPLOADS.fetch_add(1, Ordering::Relaxed);
+        let tmp = dir.join(format!(".pv-ctrl-state-{n}.tmp"));
+        let out = crate::storage::fs::create_dir_all(fs, &dir)
+            .and_then(|()| fs.create(&tmp))
+            .map_err(|e| storage_error(&storage::Error::io("create", &tmp, e)))?;
+        Ok(StateSink {
+            fs,
+            root,
+            rev: rev.to_string(),
+            tmp,
+            out: Some(out),
+            values: json::ValueCount::default(),
+        })
+    }
+}
+
+impl BodySink for StateSink {
+    fn write(&mut self, chunk: &[u8]) -> Result<(), Response> {
+        let Some(out) = self.out.as_mut() else {
+            return Err(Response::error(500, "state upload already ended"));
+        };
+        self.values.feed(chunk);
+        out.write_all(chunk)
+            .map_err(|e| storage_error(&storage::Error::io("write", &self.tmp, e)))
+    }
+
+    fn finish(mut self: Box<Self>) -> Response {
+        let flushed = self.out.take().map_or(Ok(()), |mut o| o.flush());
+        let max = json::Limits::default().max_values;
+        if self.values.at_least() > max {
+            let _ = self.fs.remove_file(&self.tmp);
+            return Response::error(422, &format!("{BAD_STATE}: more than {max} values"));
+        }
+        let body = flushed.and_then(|()| self.fs.read(&self.tmp));
+        let _ = self.fs.remove_file(&self.tmp);
+        match body {
+            Ok(body) => stage_step(&Storage::new(self.fs, self.root.clone()), &self.rev, &body),
+            Err(e) => storage_error(&storage::Error::io("read", &self.tmp, e)),
+        }
+    }
+}
+
+impl Drop for StateSink {
+    fn drop(&mut self) {
+        if self.out.take().is_some() {
+            let _ = self.fs.remove_file(&self.tmp);
+        }
+    }
+}
+
+fn stage_step(st: &Storage, rev: &str, body: &[u8]) -> Response {
+    let dir = match st.trail_dir(rev) {
+        Ok(d) => d,
+        Err(_) => return Response::error(400, BAD_REV_NAME),
+    };
+    let existed = crate::storage::fs::exists(st.fs, &dir).unwrap_or(true);
+    let res = update::stage(st, rev, body);
+    if res.is_err() && !existed {
+        let _ = crate::storage::fs::remove_all(st.fs, &dir);
+        if let Some(parent) = dir.parent() {
+            let _ = st.fs.sync_dir(parent);
+        }
+    }
+    match res {
+        Ok(_) => Response::ok(),
+        Err(update::Error::State { errors, .. }) => {
+            Response::error(422, &format!("{BAD_STATE}: {}", errors.join("; ")))
+        }
+        Err(update::Error::Storage(e)) => storage_error(&e),
+        Err(e) => internal(&e),
+    }
+}
+
 /// Is the caller privileged? `_pv_` is; a container is when its roles contain mgmt (an
 /// absent `roles` key means mgmt, see the state model); a name the state does not know is not.
 /// An unidentified caller (empty name) is an error, as upstream.
@@ -533,32 +634,6 @@ impl Ctl<'_> {
         match self.fs.read(&path) {
             Ok(data) => Response::new(200, ctype, data),
             Err(e) if not_found(&e) => Response::error(404, NOT_FOUND),
-            Err(e) => internal(&e),
-        }
-    }
-
-    /// PUT /steps/locals/{name} (a local update's state): validated, stored byte-exact, progress NEW. A
-    /// failed upload leaves no revision directory it created.
-    fn step_put(&self, rev: &str, body: &[u8]) -> Response {
-        let st = self.storage();
-        let dir = match st.trail_dir(rev) {
-            Ok(d) => d,
-            Err(_) => return Response::error(400, BAD_REV_NAME),
-        };
-        let existed = crate::storage::fs::exists(self.fs, &dir).unwrap_or(true);
-        let res = update::stage(&st, rev, body);
-        if res.is_err() && !existed {
-            let _ = crate::storage::fs::remove_all(self.fs, &dir);
-            if let Some(parent) = dir.parent() {
-                let _ = self.fs.sync_dir(parent);
-            }
-        }
-        match res {
-            Ok(_) => Response::ok(),
-            Err(update::Error::State { errors, .. }) => {
-                Response::error(422, &format!("{BAD_STATE}: {}", errors.join("; ")))
-            }
-            Err(update::Error::Storage(e)) => storage_error(&e),
             Err(e) => internal(&e),
         }
     }
@@ -847,7 +922,11 @@ impl Router for Ctl<'_> {
                 if !rev.starts_with("locals/") || !valid_revision(&rev) {
                     Plan::Reply(Response::error(400, BAD_REV_NAME))
                 } else {
-                    Plan::Buffer(MAX_STATE)
+                    let root = self.cfg.storage_mntpoint().into();
+                    match StateSink::new(self.stream_fs, root, &rev) {
+                        Ok(sink) => Plan::Stream(Box::new(sink), MAX_STATE as u64),
+                        Err(resp) => Plan::Reply(resp),
+                    }
                 }
             }
             (Route::Step(_, StepPart::Commitmsg), Method::Put) => {
@@ -870,10 +949,13 @@ impl Router for Ctl<'_> {
             Some(Route::Commands) => self.command(&body),
             Some(Route::Container(name)) => self.container_put(&name, &body),
             Some(Route::Meta(kind, Some(k))) => self.meta_put(kind, &k, &body),
-            Some(Route::Step(rev, StepPart::State)) => self.step_put(&rev, &body),
             Some(Route::Step(rev, StepPart::Commitmsg)) => self.commitmsg_put(&rev, &body),
             _ => Response::error(400, BAD_METHOD),
         }
+    }
+
+    fn trusted(&mut self, caller: &Caller) -> bool {
+        privileged(caller, self.state).unwrap_or(false)
     }
 }
 

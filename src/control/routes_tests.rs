@@ -72,6 +72,7 @@ fn req(caller: &str, method: Method, path: &str, len: u64) -> Request {
                 .map(String::from)
                 .collect(),
             content_length: len,
+            chunked: false,
             keep_alive: false,
             expect_continue: false,
         },

@@ -343,7 +343,7 @@ fn value_count_limit_bounds_memory_of_tiny_values() {
     bomb.extend(b"0]");
     assert_eq!(
         parse(&bomb, Limits::default()).unwrap_err().kind,
-        ErrorKind::TooManyValues { max: 256 * 1024 }
+        ErrorKind::TooManyValues { max: 64 * 1024 }
     );
     let three = Limits {
         max_values: 3,
@@ -351,4 +351,33 @@ fn value_count_limit_bounds_memory_of_tiny_values() {
     };
     assert!(parse(b"[1,2]", three).is_ok());
     assert!(parse(b"[1,2,3]", three).is_err());
+}
+
+#[test]
+fn value_count_is_a_lower_bound_of_the_values_parsed() {
+    for (doc, least) in [
+        (&b"[0,0,0]"[..], 3),
+        (br#"{"a,b":[1,2],"c":"\",x"}"#, 3),
+        (b"1", 1),
+        (br#"["\\",","]"#, 2),
+    ] {
+        // whole and byte by byte alike
+        let mut whole = ValueCount::default();
+        whole.feed(doc);
+        let mut bytes = ValueCount::default();
+        doc.chunks(1).for_each(|b| bytes.feed(b));
+        assert_eq!(
+            (whole.at_least(), bytes.at_least()),
+            (least, least),
+            "{doc:?}"
+        );
+        let exact = Limits {
+            max_values: least - 1,
+            ..Limits::default()
+        };
+        assert!(
+            parse(doc, exact).is_err(),
+            "fewer values than counted: {doc:?}"
+        );
+    }
 }
