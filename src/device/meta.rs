@@ -4,6 +4,7 @@
 use super::Device;
 use crate::config::Config;
 use crate::control::routes::MetaKind;
+use crate::json::{ArrayWriter, ObjectWriter};
 use crate::pvlog;
 use crate::storage::meta::MetaStore;
 use crate::supervisor::Status;
@@ -73,7 +74,7 @@ impl Device<'_> {
     }
 
     /// Device-meta `pantavisor.status`: the revision status.
-    pub(super) fn publish_status(&self, s: Status) {
+    pub(super) fn publish_status(&mut self, s: Status) {
         pvlog!(
             Info,
             "device",
@@ -81,16 +82,183 @@ impl Device<'_> {
             self.rev,
             s.as_str()
         );
-        let store = MetaStore::new(self.st.fs, self.cfg.cache_devmetadir().as_ref());
-        if let Err(e) = store.set("pantavisor.status", s.as_str().as_bytes()) {
-            pvlog!(Warn, "device", "{e}");
-        }
-        self.publish_meta(
-            MetaKind::Device,
-            "pantavisor.status",
-            Some(s.as_str().as_bytes()),
-        );
+        self.set_own_meta("pantavisor.status", s.as_str().to_string());
     }
+
+    /// One of the device's own device-meta keys: kept in memory and in the run-time views
+    /// (a tmpfs on a device), never written to storage -- `time` changes at every refresh.
+    pub(super) fn set_own_meta(&mut self, key: &str, value: String) {
+        if self.devmeta.get(key) == Some(&value) {
+            return;
+        }
+        self.publish_meta(MetaKind::Device, key, Some(value.as_bytes()));
+        self.devmeta.insert(key.to_string(), value);
+    }
+
+    /// At start: what does not change while the device runs, and the revision.
+    pub(super) fn init_own_meta(&mut self) {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let dt = std::fs::read("/proc/device-tree/model").unwrap_or_default();
+        let mut keys = vec![
+            (
+                "pantavisor.arch",
+                arch(
+                    std::env::consts::ARCH,
+                    usize::BITS,
+                    cfg!(target_endian = "little"),
+                ),
+            ),
+            ("pantavisor.version", env!("CARGO_PKG_VERSION").to_string()),
+            // built without a Hub client: never claimed, never online, always local
+            ("pantahub.claimed", "0".to_string()),
+            ("pantahub.online", "0".to_string()),
+            ("pantavisor.mode", "local".to_string()),
+            ("pantavisor.revision", self.rev.clone()),
+        ];
+        if let Some(m) = cpu_model(&cpuinfo) {
+            keys.push(("pantavisor.cpumodel", m));
+        }
+        if let Some(m) = dt_model(&dt) {
+            keys.push(("pantavisor.dtmodel", m));
+        }
+        match crate::sys::host::uname() {
+            Ok(u) => keys.push(("pantavisor.uname", uname_json(&u))),
+            Err(e) => pvlog!(Warn, "device", "uname: {e}"),
+        }
+        for (k, v) in keys {
+            self.set_own_meta(k, v);
+        }
+        self.refresh_own_meta();
+    }
+
+    /// `time`, `sysinfo`, `storage` and `interfaces`, at most every
+    /// PH_METADATA_DEVMETA_INTERVAL (upstream's push interval); each a syscall or two.
+    pub(super) fn refresh_own_meta_due(&mut self, now_ms: u64) {
+        let every = self
+            .cfg
+            .get_int(crate::config::Key::PH_METADATA_DEVMETA_INTERVAL)
+            .saturating_mul(1000);
+        if now_ms.saturating_sub(self.devmeta_refreshed) >= every {
+            self.refresh_own_meta();
+        }
+    }
+
+    fn refresh_own_meta(&mut self) {
+        self.devmeta_refreshed = crate::event_loop::EventLoop::now_ms();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        self.set_own_meta("time", time_json(now.as_secs(), now.subsec_micros()));
+        match crate::sys::host::sysinfo() {
+            Ok(i) => self.set_own_meta("sysinfo", sysinfo_json(&i)),
+            Err(e) => pvlog!(Warn, "device", "sysinfo: {e}"),
+        }
+        match crate::sys::logsys::fs_size(std::path::Path::new(self.cfg.storage_mntpoint())) {
+            Ok(s) => self.set_own_meta(
+                "storage",
+                storage_json(s.total, s.free, self.cfg.storage_gc_reserved()),
+            ),
+            Err(e) => pvlog!(Warn, "device", "statfs of the storage: {e}"),
+        }
+        match crate::sys::host::ifaddrs() {
+            Ok(a) => self.set_own_meta("interfaces", interfaces_json(a)),
+            Err(e) => pvlog!(Warn, "device", "getifaddrs: {e}"),
+        }
+    }
+}
+
+/// `pantavisor.arch`: `<arch>/<bits>/<EL|EB>` (e.g. `x86_64/64/EL`).
+pub fn arch(arch: &str, bits: u32, little_endian: bool) -> String {
+    format!("{arch}/{bits}/{}", if little_endian { "EL" } else { "EB" })
+}
+
+/// `pantavisor.cpumodel`: the first `model name` of /proc/cpuinfo.
+pub fn cpu_model(cpuinfo: &str) -> Option<String> {
+    cpuinfo.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        (k.trim_end() == "model name").then(|| v.trim().to_string())
+    })
+}
+
+/// `pantavisor.dtmodel`: /proc/device-tree/model without its NUL; none when empty (no
+/// device tree, as on x86).
+pub fn dt_model(raw: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(raw);
+    let m = text.trim_end_matches('\0').trim();
+    (!m.is_empty()).then(|| m.to_string())
+}
+
+pub fn uname_json(u: &crate::sys::host::Uname) -> String {
+    let mut o = ObjectWriter::new();
+    o.str("kernel.name", &u.sysname)
+        .str("kernel.release", &u.release)
+        .str("kernel.version", &u.version)
+        .str("node.name", &u.nodename)
+        .str("machine", &u.machine);
+    o.finish()
+}
+
+/// `time` as upstream's gettimeofday view (the kernel's timezone is always zero here).
+pub fn time_json(sec: u64, usec: u32) -> String {
+    let mut tv = ObjectWriter::new();
+    tv.uint("tv_sec", sec).uint("tv_usec", u64::from(usec));
+    let mut tz = ObjectWriter::new();
+    tz.uint("tz_minuteswest", 0).uint("tz_dsttime", 0);
+    let mut o = ObjectWriter::new();
+    o.raw("timeval", &tv.finish()).raw("timezone", &tz.finish());
+    o.finish()
+}
+
+pub fn sysinfo_json(i: &crate::sys::host::SysInfo) -> String {
+    let mut o = ObjectWriter::new();
+    o.num("uptime", i.uptime)
+        .uint("loads.0", i.loads[0])
+        .uint("loads.1", i.loads[1])
+        .uint("loads.2", i.loads[2])
+        .uint("totalram", i.totalram)
+        .uint("freeram", i.freeram)
+        .uint("sharedram", i.sharedram)
+        .uint("bufferram", i.bufferram)
+        .uint("totalswap", i.totalswap)
+        .uint("freeswap", i.freeswap)
+        .uint("procs", i.procs)
+        .uint("totalhigh", i.totalhigh)
+        .uint("freehigh", i.freehigh)
+        .uint("mem_unit", i.mem_unit);
+    o.finish()
+}
+
+/// `storage`: bytes total and free, the GC reserve (PV_STORAGE_GC_RESERVED percent of the
+/// total) and what is free beyond it.
+pub fn storage_json(total: u64, free: u64, reserved_pct: u8) -> String {
+    let reserved =
+        total / 100 * u64::from(reserved_pct) + total % 100 * u64::from(reserved_pct) / 100;
+    let mut o = ObjectWriter::new();
+    o.uint("total", total)
+        .uint("free", free)
+        .uint("reserved", reserved)
+        .uint("real_free", free.saturating_sub(reserved));
+    o.finish()
+}
+
+/// `interfaces`: `{"<if>.<family>":[addresses]}`, interfaces by name, then family and
+/// address order as the kernel lists them.
+pub fn interfaces_json(mut addrs: Vec<crate::sys::host::IfAddr>) -> String {
+    // stable: each interface keeps the kernel's order of its addresses
+    addrs.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+    let mut o = ObjectWriter::new();
+    let mut i = 0;
+    while let Some((name, family, _)) = addrs.get(i) {
+        let mut arr = ArrayWriter::new();
+        let mut j = i;
+        while let Some(a) = addrs.get(j).filter(|a| &a.0 == name && a.1 == *family) {
+            arr.str(&a.2);
+            j += 1;
+        }
+        o.raw(&format!("{name}.{family}"), &arr.finish());
+        i = j;
+    }
+    o.finish()
 }
 
 /// A user-meta key that names a configuration key overrides it at the `metadata` level; its

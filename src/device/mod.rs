@@ -15,7 +15,7 @@
 pub mod commands;
 pub mod containers;
 pub mod init;
-mod meta;
+pub(crate) mod meta;
 pub mod model;
 pub mod probation;
 pub mod timers;
@@ -75,6 +75,10 @@ pub struct Device<'a> {
     hook_queue: VecDeque<(hooks::Op, hooks::Env)>,
     /// The loop's longest handling, as last published.
     stall_published: u64,
+    /// The device's own device-meta keys (`pantavisor.*`, `time`, ...), and when the
+    /// changing ones were last read.
+    devmeta: std::collections::BTreeMap<String, String>,
+    devmeta_refreshed: u64,
 }
 
 impl<'a> Device<'a> {
@@ -137,6 +141,8 @@ impl<'a> Device<'a> {
             hook: None,
             hook_queue: VecDeque::new(),
             stall_published: 0,
+            devmeta: Default::default(),
+            devmeta_refreshed: 0,
         })
     }
 
@@ -145,6 +151,7 @@ impl<'a> Device<'a> {
         // before any container is mounted: they only see sockets that exist then
         self.bind_ctrl();
         self.publish_all_meta();
+        self.init_own_meta();
         self.mount_bsp();
         self.timers.arm(&mut self.lp, Timer::Tick, TICK_MS);
         // before any container starts, and bounded by the hook timeout
@@ -352,6 +359,7 @@ impl<'a> Device<'a> {
                         // directory within its budget from here too
                         crate::logs::maintain();
                         self.publish_stall();
+                        self.refresh_own_meta_due(EventLoop::now_ms());
                     }
                     _ => {}
                 }
@@ -427,6 +435,7 @@ impl<'a> Device<'a> {
             })
             .collect();
         let storage_busy = self.gc.is_some() || self.m.command == Some(Command::RunGc);
+        let daemons = self.m.daemons.clone();
         let pending = self.pending();
         let mut front = Front {
             m: &mut self.m,
@@ -449,6 +458,9 @@ impl<'a> Device<'a> {
             rev: &self.rev,
             dev: &mut front,
             meta_changed: Vec::new(),
+            own_meta: &self.devmeta,
+            daemons: &daemons,
+            modules: &self.modules,
             storage_busy,
         };
         server.handle(&mut self.lp, w, &mut ctl);
@@ -505,6 +517,11 @@ impl<'a> Device<'a> {
             } else {
                 &usermeta
             };
+            if store == "device-meta" {
+                if let Some(v) = self.devmeta.get(key) {
+                    return Some(v.clone());
+                }
+            }
             s.get(key)
                 .ok()
                 .flatten()
