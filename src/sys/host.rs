@@ -68,7 +68,7 @@ pub fn sysinfo() -> io::Result<SysInfo> {
     let s = unsafe { s.assume_init() };
     let w = |v| u64::try_from(v).unwrap_or(0);
     Ok(SysInfo {
-        uptime: i64::from(s.uptime),
+        uptime: i64::try_from(s.uptime).unwrap_or(0),
         loads: [w(s.loads[0]), w(s.loads[1]), w(s.loads[2])],
         totalram: w(s.totalram),
         freeram: w(s.freeram),
