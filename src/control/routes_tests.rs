@@ -1024,3 +1024,31 @@ fn config_views_and_storage_gc() {
         400
     );
 }
+/// core/legacy-config-overload: the /config view of its command line and environment, and a
+/// legacy alias saved as user-meta (the device applies it: device/meta.rs); the values its
+/// golden shows that do not come from upstream's shipped config files.
+#[test]
+fn legacy_config_view_as_upstream_golden() {
+    let mut cfg = Config::new();
+    cfg.apply_text(
+        crate::config::Level::PvConfFile,
+        "pantavisor.config",
+        "PV_SYSTEM_INIT_MODE=appengine\nPV_LOG_LEVEL=4\n",
+    );
+    cfg.apply_cmdline("pv_policy=test ph_creds.port=43 ph_metadata.devmeta.interval=15");
+    cfg.apply_env([("PV_DEBUG_SSH".to_string(), "0".to_string())]);
+    let (fs, st) = (SimFs::new(), state());
+    let text = ctl_on(&cfg, &fs, &st).config_json();
+    let v = json::parse_str(&text, Default::default()).unwrap();
+    let raw = |k: &str| v.get(k).map(|x| x.raw(&text).to_string());
+    assert_eq!(raw("system.init.mode").as_deref(), Some("2"));
+    assert_eq!(raw("creds.host").as_deref(), Some(r#""api.pantahub.com""#));
+    assert_eq!(raw("policy").as_deref(), Some(r#""test""#));
+    assert_eq!(raw("creds.port").as_deref(), Some("43"));
+    assert_eq!(raw("metadata.devmeta.interval").as_deref(), Some("15"));
+    assert_eq!(raw("debug.ssh").as_deref(), Some("false"));
+    assert_eq!(raw("log.level").as_deref(), Some("4"));
+    crate::device::meta::apply_user_meta(&mut cfg, "log.level", Some(b"5"));
+    let text = ctl_on(&cfg, &fs, &st).config_json();
+    assert!(text.contains(r#""log.level":5"#), "{text}");
+}

@@ -263,7 +263,7 @@ pub fn interfaces_json(mut addrs: Vec<crate::sys::host::IfAddr>) -> String {
 
 /// A user-meta key that names a configuration key overrides it at the `metadata` level; its
 /// deletion restores the level below. Other keys are not configuration.
-pub(super) fn apply_user_meta(cfg: &mut Config, key: &str, value: Option<&[u8]>) {
+pub(crate) fn apply_user_meta(cfg: &mut Config, key: &str, value: Option<&[u8]>) {
     if !Config::knows(key) {
         return;
     }
