@@ -555,6 +555,34 @@ fn device_meta_status_codes_and_refusals() {
     ] {
         assert_eq!(str_of(&m, k).as_deref(), Some(v), "{k}");
     }
+    // services/metadata-crud's golden lists them unsorted: upstream's order, newest first
+    let volatile = [
+        "storage",
+        "interfaces",
+        "sysinfo",
+        "time",
+        "pantavisor.uname",
+        "pantavisor.cpumodel",
+        "pantavisor.version",
+    ];
+    let order: Vec<&str> = m
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, _)| k.as_str())
+        .filter(|k| !volatile.contains(k))
+        .collect();
+    assert_eq!(
+        order,
+        [
+            "pantavisor.status",
+            "pantahub.claimed",
+            "pantahub.online",
+            "pantavisor.mode",
+            "pantavisor.revision",
+            "pantavisor.arch"
+        ]
+    );
     let uname = m.get("pantavisor.uname").and_then(|u| u.get("kernel.name"));
     assert_eq!(uname.and_then(|n| n.as_str()), Some("Linux"));
     let total = m.get("storage").and_then(|s| s.get("total")?.as_u64());

@@ -6,6 +6,7 @@ use super::http::JSON;
 use super::{BodySink, Caller, Method, Plan, Request, Response, Router};
 use crate::config::Config;
 use crate::device::commands::{Answer, Command, CtrAction, Daemon, Refusal, Request as Ask};
+use crate::device::meta::OwnMeta;
 use crate::drivers::{self, ModuleIndex};
 use crate::json::{self, ArrayWriter, ObjectWriter};
 use crate::state::{AutoRecovery, Container, RecoveryPolicy, RestartPolicy, State};
@@ -90,7 +91,7 @@ pub struct Ctl<'d> {
     /// Meta keys set or deleted in this wake, for the device to publish and apply.
     pub meta_changed: Vec<(MetaKind, String)>,
     /// The device's own device-meta keys (kept current by the device, not stored).
-    pub own_meta: &'d std::collections::BTreeMap<String, String>,
+    pub own_meta: &'d OwnMeta,
     pub daemons: &'d [Daemon],
     /// The BSP's modules, for the callers' manual drivers.
     pub modules: &'d ModuleIndex,
@@ -409,15 +410,14 @@ pub fn meta_json(entries: &[(String, Vec<u8>)]) -> String {
     o.finish()
 }
 
-/// The device's own device-meta keys over the store's (they are kept current).
-fn with_own(
-    mut entries: Vec<(String, Vec<u8>)>,
-    own: &std::collections::BTreeMap<String, String>,
-) -> Vec<(String, Vec<u8>)> {
-    entries.retain(|(k, _)| !own.contains_key(k));
-    entries.extend(own.iter().map(|(k, v)| (k.clone(), v.as_bytes().to_vec())));
-    entries.sort_by(|a, b| a.0.cmp(&b.0));
-    entries
+/// The device's own device-meta keys, newest first as upstream lists them, then the stored
+/// keys they do not shadow.
+fn with_own(entries: Vec<(String, Vec<u8>)>, own: &OwnMeta) -> Vec<(String, Vec<u8>)> {
+    let mine = own
+        .newest_first()
+        .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()));
+    let stored = entries.into_iter().filter(|(k, _)| own.get(k).is_none());
+    mine.chain(stored).collect()
 }
 
 fn loaded_modules() -> std::collections::HashSet<String> {
@@ -841,7 +841,7 @@ impl Ctl<'_> {
     fn meta_value(&self, store: &str, key: &str) -> Option<String> {
         let kind = if store == "device-meta" {
             if let Some(v) = self.own_meta.get(key) {
-                return Some(v.clone());
+                return Some(v.to_string());
             }
             MetaKind::Device
         } else {

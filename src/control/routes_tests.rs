@@ -873,14 +873,19 @@ fn manual_drivers_of_the_caller() {
 #[test]
 fn device_meta_own_keys_and_key_limits() {
     let (cfg, fs, st) = (Config::new(), SimFs::new(), state());
-    let own: std::collections::BTreeMap<String, String> = [
+    let mut own = crate::device::meta::OwnMeta::default();
+    for (k, v) in [
         ("pantavisor.revision", "0"),
-        ("pantavisor.status", "READY"),
         ("time", r#"{"timeval":{"tv_sec":1}}"#),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
+        ("pantavisor.status", "STARTING"),
+    ] {
+        assert!(own.set(k, v.into()));
+    }
+    assert!(!own.set("time", r#"{"timeval":{"tv_sec":1}}"#.into()));
+    assert!(
+        own.set("pantavisor.status", "READY".into()),
+        "changed, not moved"
+    );
     let mut ctl = ctl_on(&cfg, &fs, &st);
     ctl.own_meta = &own;
     let h = HOST_NAME;
@@ -897,7 +902,7 @@ fn device_meta_own_keys_and_key_limits() {
     let r = call(&mut ctl, h, Method::Get, "/device-meta", b"");
     assert_eq!(
         text(&r),
-        r#"{"mine":"x","pantavisor.revision":"0","pantavisor.status":"READY","time":{"timeval":{"tv_sec":1}}}"#
+        r#"{"pantavisor.status":"READY","time":{"timeval":{"tv_sec":1}},"pantavisor.revision":"0","mine":"x"}"#
     );
     let longest = "k".repeat(251);
     let r = call(

@@ -9,6 +9,40 @@ use crate::pvlog;
 use crate::storage::meta::MetaStore;
 use crate::supervisor::Status;
 
+/// The device's own device-meta keys in the order they were first set: upstream prepends a
+/// new key to its list, so `/device-meta` shows the newest first.
+#[derive(Debug, Default)]
+pub struct OwnMeta(Vec<(String, String)>);
+
+impl OwnMeta {
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Sets `key`; false when it already had this value.
+    pub fn set(&mut self, key: &str, value: String) -> bool {
+        match self.0.iter_mut().find(|(k, _)| k == key) {
+            Some((_, v)) if *v == value => false,
+            Some((_, v)) => {
+                *v = value;
+                true
+            }
+            None => {
+                self.0.push((key.to_string(), value));
+                true
+            }
+        }
+    }
+
+    /// Newest key first, as upstream lists them.
+    pub fn newest_first(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().rev().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+}
+
 impl Device<'_> {
     pub(super) fn meta_store(&self, kind: MetaKind) -> MetaStore<'_> {
         let dir = match kind {
@@ -88,17 +122,17 @@ impl Device<'_> {
     /// One of the device's own device-meta keys: kept in memory and in the run-time views
     /// (a tmpfs on a device), never written to storage -- `time` changes at every refresh.
     pub(super) fn set_own_meta(&mut self, key: &str, value: String) {
-        if self.devmeta.get(key) == Some(&value) {
-            return;
+        let view = value.clone();
+        if self.devmeta.set(key, value) {
+            self.publish_meta(MetaKind::Device, key, Some(view.as_bytes()));
         }
-        self.publish_meta(MetaKind::Device, key, Some(value.as_bytes()));
-        self.devmeta.insert(key.to_string(), value);
     }
 
     /// At start: what does not change while the device runs, and the revision.
     pub(super) fn init_own_meta(&mut self) {
         let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
         let dt = std::fs::read("/proc/device-tree/model").unwrap_or_default();
+        // upstream's order (metadata.c's readers), which its listing shows reversed
         let mut keys = vec![
             (
                 "pantavisor.arch",
@@ -109,18 +143,20 @@ impl Device<'_> {
                 ),
             ),
             ("pantavisor.version", env!("CARGO_PKG_VERSION").to_string()),
-            // built without a Hub client: never claimed, never online, always local
-            ("pantahub.claimed", "0".to_string()),
-            ("pantahub.online", "0".to_string()),
-            ("pantavisor.mode", "local".to_string()),
-            ("pantavisor.revision", self.rev.clone()),
         ];
-        if let Some(m) = cpu_model(&cpuinfo) {
-            keys.push(("pantavisor.cpumodel", m));
-        }
         if let Some(m) = dt_model(&dt) {
             keys.push(("pantavisor.dtmodel", m));
         }
+        if let Some(m) = cpu_model(&cpuinfo) {
+            keys.push(("pantavisor.cpumodel", m));
+        }
+        keys.extend([
+            ("pantavisor.revision", self.rev.clone()),
+            ("pantavisor.mode", "local".to_string()),
+            // built without a Hub client: never online, never claimed
+            ("pantahub.online", "0".to_string()),
+            ("pantahub.claimed", "0".to_string()),
+        ]);
         match crate::sys::host::uname() {
             Ok(u) => keys.push(("pantavisor.uname", uname_json(&u))),
             Err(e) => pvlog!(Warn, "device", "uname: {e}"),
@@ -153,16 +189,16 @@ impl Device<'_> {
             Ok(i) => self.set_own_meta("sysinfo", sysinfo_json(&i)),
             Err(e) => pvlog!(Warn, "device", "sysinfo: {e}"),
         }
+        match crate::sys::host::ifaddrs() {
+            Ok(a) => self.set_own_meta("interfaces", interfaces_json(a)),
+            Err(e) => pvlog!(Warn, "device", "getifaddrs: {e}"),
+        }
         match crate::sys::logsys::fs_size(std::path::Path::new(self.cfg.storage_mntpoint())) {
             Ok(s) => self.set_own_meta(
                 "storage",
                 storage_json(s.total, s.free, self.cfg.storage_gc_reserved()),
             ),
             Err(e) => pvlog!(Warn, "device", "statfs of the storage: {e}"),
-        }
-        match crate::sys::host::ifaddrs() {
-            Ok(a) => self.set_own_meta("interfaces", interfaces_json(a)),
-            Err(e) => pvlog!(Warn, "device", "getifaddrs: {e}"),
         }
     }
 }

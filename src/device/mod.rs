@@ -77,7 +77,7 @@ pub struct Device<'a> {
     stall_published: u64,
     /// The device's own device-meta keys (`pantavisor.*`, `time`, ...), and when the
     /// changing ones were last read.
-    devmeta: std::collections::BTreeMap<String, String>,
+    devmeta: meta::OwnMeta,
     devmeta_refreshed: u64,
 }
 
@@ -519,7 +519,7 @@ impl<'a> Device<'a> {
             };
             if store == "device-meta" {
                 if let Some(v) = self.devmeta.get(key) {
-                    return Some(v.clone());
+                    return Some(v.to_string());
                 }
             }
             s.get(key)
