@@ -6,7 +6,7 @@ use super::http::JSON;
 use super::{BodySink, Caller, Method, Plan, Request, Response, Router};
 use crate::config::Config;
 use crate::device::commands::{Answer, Command, CtrAction, Daemon, Refusal, Request as Ask};
-use crate::device::meta::OwnMeta;
+use crate::device::meta::{placeholder, OwnMeta};
 use crate::drivers::{self, ModuleIndex};
 use crate::json::{self, ArrayWriter, ObjectWriter};
 use crate::state::{AutoRecovery, Container, RecoveryPolicy, RestartPolicy, State};
@@ -837,20 +837,6 @@ impl Ctl<'_> {
             .is_ok_and(|p| crate::storage::fs::exists(self.fs, &p).unwrap_or(false))
     }
 
-    /// `${user-meta:K}` / `${device-meta:K}` of drivers.json, as the device substitutes them.
-    fn meta_value(&self, store: &str, key: &str) -> Option<String> {
-        let kind = if store == "device-meta" {
-            if let Some(v) = self.own_meta.get(key) {
-                return Some(v.to_string());
-            }
-            MetaKind::Device
-        } else {
-            MetaKind::User
-        };
-        let v = self.store(kind).get(key).ok().flatten()?;
-        Some(String::from_utf8_lossy(&v).trim().to_string())
-    }
-
     /// GET /drivers: the caller's driver aliases with type and status; `{}` for none (the
     /// host has none).
     fn drivers_get(&self, caller: &Caller) -> Response {
@@ -862,7 +848,7 @@ impl Ctl<'_> {
             return Response::new(200, JSON, b"{}".to_vec());
         }
         let loaded = loaded_modules();
-        let meta = |s: &str, k: &str| self.meta_value(s, k);
+        let meta = |s: &str, k: &str| placeholder(self.fs, self.cfg, self.own_meta, s, k);
         let fit = self.cfg.bootloader_fitconfig();
         let mut arr = ArrayWriter::new();
         for (alias, ty) in refs {
@@ -883,7 +869,7 @@ impl Ctl<'_> {
         let Some(c) = self.state.container(&caller.name) else {
             return Response::ok();
         };
-        let meta = |s: &str, k: &str| self.meta_value(s, k);
+        let meta = |s: &str, k: &str| placeholder(self.fs, self.cfg, self.own_meta, s, k);
         let fit = self.cfg.bootloader_fitconfig();
         for (alias, ty) in drivers::refs(c) {
             if ty != drivers::DriverType::Manual || name.is_some_and(|n| n != alias) {

@@ -297,6 +297,27 @@ pub fn interfaces_json(mut addrs: Vec<crate::sys::host::IfAddr>) -> String {
     o.finish()
 }
 
+/// The value of a `${user-meta:KEY}` / `${device-meta:KEY}` placeholder of drivers.json:
+/// the device's own device-meta first, then the stores.
+pub fn placeholder(
+    fs: &dyn crate::storage::fs::Fs,
+    cfg: &Config,
+    own: &OwnMeta,
+    store: &str,
+    key: &str,
+) -> Option<String> {
+    let dir = if store == "device-meta" {
+        if let Some(v) = own.get(key) {
+            return Some(v.to_string());
+        }
+        cfg.cache_devmetadir()
+    } else {
+        cfg.cache_usrmetadir()
+    };
+    let v = MetaStore::new(fs, dir.as_ref()).get(key).ok().flatten()?;
+    Some(String::from_utf8_lossy(&v).trim().to_string())
+}
+
 /// A user-meta key that names a configuration key overrides it at the `metadata` level; its
 /// deletion restores the level below. Other keys are not configuration.
 pub(crate) fn apply_user_meta(cfg: &mut Config, key: &str, value: Option<&[u8]>) {

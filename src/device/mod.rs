@@ -509,23 +509,8 @@ impl<'a> Device<'a> {
         else {
             return Ok(0);
         };
-        let usermeta = MetaStore::new(self.st.fs, self.cfg.cache_usrmetadir().as_ref());
-        let devmeta = MetaStore::new(self.st.fs, self.cfg.cache_devmetadir().as_ref());
         let meta = |store: &str, key: &str| {
-            let s = if store == "device-meta" {
-                &devmeta
-            } else {
-                &usermeta
-            };
-            if store == "device-meta" {
-                if let Some(v) = self.devmeta.get(key) {
-                    return Some(v.to_string());
-                }
-            }
-            s.get(key)
-                .ok()
-                .flatten()
-                .map(|v| String::from_utf8_lossy(&v).trim().to_string())
+            meta::placeholder(self.st.fs, self.cfg, &self.devmeta, store, key)
         };
         let plan =
             crate::drivers::for_container(&self.state, c, self.cfg.bootloader_fitconfig(), &meta);
