@@ -595,6 +595,16 @@ fn device_meta_status_codes_and_refusals() {
     // containers see them in their device-meta view
     let view = r.dir.join("run/device-meta/pantavisor.revision");
     assert_eq!(std::fs::read_to_string(&view).ok().as_deref(), Some("0"));
+    // a stored key of the same name does not hide the device's own, in GET or in the views
+    let (code, out) = r.pvcontrol(&dev, &["devmeta", "save", "pantavisor.status", "STALE"]);
+    assert_eq!(code, 0, "{out}");
+    let m = devmeta(&r, &dev).unwrap();
+    assert_eq!(str_of(&m, "pantavisor.status").as_deref(), Some("READY"));
+    let view = r.dir.join("run/device-meta/pantavisor.status");
+    assert_eq!(
+        std::fs::read_to_string(&view).ok().as_deref(),
+        Some("READY")
+    );
 
     // `time` is refreshed on the loop every PH_METADATA_DEVMETA_INTERVAL (from user-meta)
     let secs = |r: &Rig, d: &std::process::Child| {

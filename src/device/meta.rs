@@ -100,9 +100,12 @@ impl Device<'_> {
 
     /// pv-ctrl set or deleted a key: publish it, and for user-meta apply it as configuration.
     pub(super) fn meta_changed(&mut self, kind: MetaKind, key: &str) {
-        let value = self.meta_store(kind).get(key).ok().flatten();
+        let mut value = self.meta_store(kind).get(key).ok().flatten();
         if kind == MetaKind::User {
             apply_user_meta(self.cfg, key, value.as_deref());
+        } else if let Some(own) = self.devmeta.get(key) {
+            // the device's own key shadows a stored one, in the views as in GET
+            value = Some(own.as_bytes().to_vec());
         }
         self.publish_meta(kind, key, value.as_deref());
     }
