@@ -1,6 +1,8 @@
 //! User-meta and device-meta as containers see them: `<rundir>/<kind>/<key>` for mgmt
 //! containers, `<rundir>/<kind>.<c>/<rest>` for container `<c>` when the key is `<c>.<rest>`;
-//! user-meta keys that name a configuration key override it at the `metadata` level.
+//! user-meta keys that name a configuration key override it at the `metadata` level; the
+//! device's own device-meta (upstream's `pantavisor.*`, `pantahub.*`, `time`, `sysinfo`,
+//! `storage`, `interfaces`) is kept in memory and in the views, never on storage.
 use super::Device;
 use crate::config::Config;
 use crate::control::routes::MetaKind;

@@ -8,7 +8,8 @@
 //! - `probation.rs`: the health gates of an update and how the device ends;
 //! - `commands.rs`: what pv-ctrl hands the device and its admission;
 //! - `timers.rs`: typed timers owned by what armed them;
-//! - `meta.rs`: user-meta and device-meta views, configuration from user-meta;
+//! - `meta.rs`: user-meta and device-meta views, configuration from user-meta, the device's
+//!   own device-meta;
 //! - `updates.rs`: the commands' work (LOCAL_RUN, MAKE_FACTORY, GC) and the commit;
 //! - `work.rs`: slow work off the loop -- worker jobs and hooks reaped with a deadline;
 //! - `init.rs`: upstream's INIT, before the model exists, and the FATAL path.
