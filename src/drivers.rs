@@ -115,16 +115,15 @@ impl DriverType {
 /// A container's driver aliases with their type, required first, as upstream lists them.
 pub fn refs(c: &Container) -> Vec<(&str, DriverType)> {
     let d = &c.drivers;
-    let req = d
-        .required
-        .iter()
-        .map(|a| (a.as_str(), DriverType::Required));
-    let opt = d
-        .optional
-        .iter()
-        .map(|a| (a.as_str(), DriverType::Optional));
-    let man = d.manual.iter().map(|a| (a.as_str(), DriverType::Manual));
-    req.chain(opt).chain(man).collect()
+    let mut out = Vec::new();
+    for (list, t) in [
+        (&d.required, DriverType::Required),
+        (&d.optional, DriverType::Optional),
+        (&d.manual, DriverType::Manual),
+    ] {
+        out.extend(list.iter().map(|a| (a.as_str(), t)));
+    }
+    out
 }
 
 /// The modules of one alias for this device, None when `bsp/drivers.json` does not define it.

@@ -282,22 +282,25 @@ pub fn storage_json(total: u64, free: u64, reserved_pct: u8) -> String {
     o.finish()
 }
 
-/// `interfaces`: `{"<if>.<family>":[addresses]}`, interfaces by name, then family and
-/// address order as the kernel lists them.
-pub fn interfaces_json(mut addrs: Vec<crate::sys::host::IfAddr>) -> String {
-    // stable: each interface keeps the kernel's order of its addresses
-    addrs.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
-    let mut o = ObjectWriter::new();
-    let mut i = 0;
-    while let Some((name, family, _)) = addrs.get(i) {
-        let mut arr = ArrayWriter::new();
-        let mut j = i;
-        while let Some(a) = addrs.get(j).filter(|a| &a.0 == name && a.1 == *family) {
-            arr.str(&a.2);
-            j += 1;
+/// `interfaces`: `{"<if>.<family>":[addresses]}`, keys and addresses in the kernel's order.
+pub fn interfaces_json(addrs: Vec<crate::sys::host::IfAddr>) -> String {
+    let mut lists: Vec<(String, ArrayWriter)> = Vec::new();
+    for (name, family, addr) in addrs {
+        let key = format!("{name}.{family}");
+        let i = match lists.iter().position(|(k, _)| *k == key) {
+            Some(i) => i,
+            None => {
+                lists.push((key, ArrayWriter::new()));
+                lists.len() - 1
+            }
+        };
+        if let Some((_, a)) = lists.get_mut(i) {
+            a.str(&addr);
         }
-        o.raw(&format!("{name}.{family}"), &arr.finish());
-        i = j;
+    }
+    let mut o = ObjectWriter::new();
+    for (k, a) in lists {
+        o.raw(&k, &a.finish());
     }
     o.finish()
 }

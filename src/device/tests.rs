@@ -656,7 +656,7 @@ fn device_meta_values() {
             a("eth0", "ipv4", "10.0.0.3"),
             a("lo", "ipv6", "::1"),
         ]),
-        r#"{"eth0.ipv4":["10.0.0.2","10.0.0.3"],"eth0.ipv6":["fe80::1"],"eth0.mac":["02:00:00:00:00:01"],"lo.ipv4":["127.0.0.1"],"lo.ipv6":["::1"]}"#
+        r#"{"lo.ipv4":["127.0.0.1"],"eth0.ipv6":["fe80::1"],"eth0.ipv4":["10.0.0.2","10.0.0.3"],"eth0.mac":["02:00:00:00:00:01"],"lo.ipv6":["::1"]}"#
     );
     assert_eq!(interfaces_json(vec![]), "{}");
     let u = crate::sys::host::Uname {
