@@ -2,7 +2,16 @@
 //! INIT, RUN and the end that never exits PID 1 -- is `device::init`.
 use pantavisor::device::init::{self, USAGE};
 use pantavisor::state::State;
+use std::io::Write;
 use std::process::exit;
+
+/// A line on stdout; unlike println!, a closed pipe (`pantavisor --help | head -1`) is no
+/// panic (an abort, in this build).
+macro_rules! out {
+    ($($t:tt)*) => {{
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -16,13 +25,13 @@ fn main() {
     let rest = args.get(1..).unwrap_or_default();
     let code = match rest.first().map(String::as_str) {
         Some("--version") => {
-            println!("{}", version());
+            out!("{}", version());
             0
         }
         Some("check-state") => check_state(rest.get(1..).unwrap_or_default()),
         Some("pvcontrol") => pvcontrol(rest.get(1..).unwrap_or_default()),
         Some("-h") | Some("--help") => {
-            println!("{USAGE}");
+            out!("{USAGE}");
             0
         }
         _ => init::run(rest),
@@ -51,8 +60,8 @@ fn version() -> String {
     )
 }
 
-/// `check-state FILE`: 0 valid (summary on stdout), 1 invalid (one line per error on
-/// stderr), 2 usage or I/O error.
+/// `check-state FILE`: 0 valid (summary on stdout), 1 invalid or refused by this build (one
+/// line per reason on stderr), 2 usage or I/O error.
 fn check_state(args: &[String]) -> i32 {
     let [file] = args else {
         eprintln!("usage: pantavisor check-state FILE");
@@ -70,8 +79,15 @@ fn check_state(args: &[String]) -> i32 {
             for w in state.warnings() {
                 eprintln!("{file}: warning: {w}");
             }
-            println!("{file}: valid");
-            println!("{}", state.summary());
+            let refused = state.unsupported();
+            if !refused.is_empty() {
+                for r in &refused {
+                    eprintln!("{file}: refused: {r}");
+                }
+                return 1;
+            }
+            out!("{file}: valid");
+            out!("{}", state.summary());
             0
         }
         Err(errors) => {

@@ -50,10 +50,7 @@ fn version_is_one_line() {
 
 #[test]
 fn check_state_exit_codes() {
-    let o = run(&[
-        "check-state",
-        fixture("initial_state.json").to_str().unwrap(),
-    ]);
+    let o = run(&["check-state", fixture("awconnect.json").to_str().unwrap()]);
     assert_eq!(
         o.status.code(),
         Some(0),
@@ -61,10 +58,27 @@ fn check_state_exit_codes() {
         String::from_utf8_lossy(&o.stderr)
     );
     let out = String::from_utf8(o.stdout).unwrap();
+    assert!(out.contains("valid") && out.contains("awconnect"), "{out}");
+
+    // a valid state this build cannot run (dm-verity root volume, metadata on a dm-crypt
+    // disk): refused, each reason named, nothing said valid
+    let o = run(&[
+        "check-state",
+        fixture("initial_state.json").to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
     assert!(
-        out.contains("pvr-sdk") && out.contains("awconnect"),
-        "{out}"
+        o.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
     );
+    let err = String::from_utf8(o.stderr).unwrap();
+    for want in [
+        "refused: pvr-sdk: volume 'root.squashfs': handler 'dm' (dm-verity)",
+        "refused: device.json: storage 'pv--devmeta': disk 'dm-internal-secrets' (dm-crypt-versatile)",
+    ] {
+        assert!(err.contains(want), "{want} not in {err}");
+    }
 
     let t = TempDir::new("check");
     let bad = t.0.join("bad.json");
@@ -366,6 +380,130 @@ fn unsupported_bootloader_is_refused_by_the_config_and_the_device_boots() {
                 .rev
                 .as_deref(),
             Some("0")
+        );
+    }
+}
+
+/// What `pvcontrol` does before it reaches a device -- usage, `--help`, `-h`, a socket that
+/// is not there -- is upstream's `tools/pvcontrol` (run under `busybox sh`, as on devices) to
+/// the byte: stdout, stderr and exit code, for every command's usage.
+#[test]
+fn pvcontrol_usage_and_missing_socket_as_upstream() {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/upstream/tools/pvcontrol");
+    let cases: &[&[&str]] = &[
+        &["-h"],
+        &["--help"],
+        &[],
+        &["frobnicate"],
+        &["ls", "x"],
+        &["ls", "--help"],
+        &["list", "--help"],
+        &["containers"],
+        &["containers", "start"],
+        &["containers", "--help"],
+        &["groups"],
+        &["groups", "--help"],
+        &["signal"],
+        &["signal", "--help"],
+        &["cmd"],
+        &["cmd", "run"],
+        &["cmd", "run-commit"],
+        &["cmd", "defer-reboot"],
+        &["command", "--help"],
+        &["commands", "bogus"],
+        &["devmeta"],
+        &["devmeta", "save"],
+        &["devmeta", "delete"],
+        &["devmeta", "--help"],
+        &["usrmeta", "upload", "k", "v"],
+        &["usrmeta", "--help"],
+        &["buildinfo", "x"],
+        &["buildinfo", "--help"],
+        &["storage"],
+        &["storage", "--help"],
+        &["objects"],
+        &["objects", "put", "f"],
+        &["objects", "get"],
+        &["objects", "--help"],
+        &["steps"],
+        &["steps", "install"],
+        &["steps", "put", "f"],
+        &["steps", "get"],
+        &["steps", "show-progress"],
+        &["steps", "--help"],
+        &["config"],
+        &["config", "--help"],
+        &["conf"],
+        &["configuration", "--help"],
+        &["graph"],
+        &["graph", "--help"],
+        &["daemons"],
+        &["daemons", "stop"],
+        &["daemons", "--help"],
+        // valid commands: the socket is checked after the command line
+        &["ls"],
+        &["-v", "-m", "msg", "groups", "ls"],
+        &["objects", "get", "abc"],
+        &["steps", "install", "x.tgz"],
+    ];
+    let mut differ = vec![];
+    for args in cases {
+        let full: Vec<&str> = ["-s", "/nonexistent/pv-ctrl"]
+            .iter()
+            .chain(args.iter())
+            .copied()
+            .collect();
+        let theirs = Command::new("busybox")
+            .arg("sh")
+            .arg(&script)
+            .args(&full)
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .output()
+            .expect("busybox-static");
+        let ours = Command::new(BIN)
+            .arg("pvcontrol")
+            .args(&full)
+            .env_clear()
+            .output()
+            .unwrap();
+        let view = |o: &Output| {
+            (
+                o.status.code(),
+                String::from_utf8_lossy(&o.stdout).into_owned(),
+                String::from_utf8_lossy(&o.stderr).into_owned(),
+            )
+        };
+        if view(&theirs) != view(&ours) {
+            differ.push(format!(
+                "{args:?}:\n  upstream {:?}\n  ours     {:?}",
+                view(&theirs),
+                view(&ours)
+            ));
+        }
+    }
+    assert!(differ.is_empty(), "{}", differ.join("\n"));
+}
+
+/// `pvcontrol --help | head -1`: a reader that went away is no panic (print! aborts on EPIPE);
+/// the usage is still the answer, exit 0. The same for the binary's own `--help`/`--version`.
+#[test]
+fn help_survives_a_closed_stdout() {
+    for args in [&["pvcontrol", "--help"][..], &["--help"], &["--version"]] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let o = Command::new(BIN)
+            .args(args)
+            .env_clear()
+            .stdout(writer)
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
         );
     }
 }

@@ -437,7 +437,7 @@ fn pvcontrol_commands_and_exit_codes() {
         (
             503,
             &["cmd", "poweroff"],
-            255,
+            75,
             Method::Post,
             "/commands",
             br#"{"op":"POWEROFF_DEVICE","payload":""}"#,
@@ -474,7 +474,7 @@ fn pvcontrol_commands_and_exit_codes() {
         (
             507,
             &["objects", "put", obj, &sha],
-            48,
+            255,
             Method::Put,
             &format!("/objects/{sha}"),
             b"object bytes",
@@ -482,7 +482,7 @@ fn pvcontrol_commands_and_exit_codes() {
         (
             422,
             &["objects", "put", obj, &sha],
-            60,
+            255,
             Method::Put,
             &format!("/objects/{sha}"),
             b"object bytes",
@@ -515,7 +515,7 @@ fn pvcontrol_commands_and_exit_codes() {
         (
             422,
             &["steps", "put", obj, "locals/x"],
-            70,
+            255,
             Method::Put,
             "/steps/locals/x",
             b"object bytes",
@@ -523,7 +523,7 @@ fn pvcontrol_commands_and_exit_codes() {
         (
             507,
             &["steps", "put", obj, "locals/x"],
-            48,
+            255,
             Method::Put,
             "/steps/locals/x",
             b"object bytes",
@@ -560,15 +560,26 @@ fn pvcontrol_commands_and_exit_codes() {
     let paths: Vec<&str> = seen.iter().map(|r| r.1.as_str()).collect();
     assert_eq!(paths, ["/steps/locals/y", "/steps/locals/y/commitmsg"]);
     assert_eq!(seen[1].2, b"hi");
-    // usage errors, missing file, no server
-    assert_eq!(pvc(&["-s", &sock, "frobnicate"]), 255);
+    // upstream's exit codes come from its three exact error bodies, whatever the status
+    for (status, msg, code) in [
+        (507, "Not enough disk space available", 48),
+        (422, "Object has bad checksum", 60),
+        (422, "State verification has failed", 70),
+    ] {
+        set(status, msg);
+        assert_eq!(pvc(&["-s", &sock, "objects", "put", obj, &sha]), code);
+    }
+    // usage errors (1), missing file, no server (1); a step name is the device's to check
+    assert_eq!(pvc(&["-s", &sock, "frobnicate"]), 1);
+    set(400, "nope");
     assert_eq!(pvc(&["-s", &sock, "steps", "put", obj, "notlocal"]), 255);
+    assert_eq!(last().1, "/steps/notlocal");
     assert_eq!(
         pvc(&["-s", &sock, "objects", "put", "/nonexistent", &sha]),
         255
     );
     let gone = srv.dir.join("gone").to_str().unwrap().to_string();
-    assert_eq!(pvc(&["-s", &gone, "ls"]), 255);
+    assert_eq!(pvc(&["-s", &gone, "ls"]), 1);
     // autodetection picks the first candidate that is a socket
     let cands = ["/nonexistent/pv-ctrl", obj, sock.as_str()];
     assert_eq!(client::find_socket(&cands), Some(srv.path.clone()));

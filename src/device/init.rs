@@ -281,6 +281,12 @@ fn init_and_run(args: Args, pid1: bool, storage: &mut Option<String>) -> Result<
         Ok(Boot::Run { trying }) => {
             init_logs(&config, &booted);
             let state = update::load_state(&st, &booted).map_err(Fatal::State)?;
+            state.log_warnings();
+            // An update like this one is refused at admission; a booted one (the factory
+            // revision) runs what it can, and says what it cannot.
+            for r in state.unsupported() {
+                pvlog!(Error, "state", "revision {booted}: {r}");
+            }
             let device = Device::new(&mut config, &st, bl.as_ref(), &booted, state, trying)
                 .map_err(Fatal::Device)?;
             Ok(device.run())

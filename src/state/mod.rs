@@ -352,6 +352,55 @@ impl State {
         &self.warnings
     }
 
+    /// What this build cannot run, one line each naming the key: volume handlers (`dm:` =
+    /// dm-verity) on bsp and container images, and storage volumes on a disk (explicit or the
+    /// default one: dm-crypt and volume disks). The device refuses such a revision at admission
+    /// (WONTGO) rather than try it, and `check-state` reports it, since starting it would fail.
+    pub fn unsupported(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let handler = |owner: &str, image: &model::ImageRef, out: &mut Vec<String>| {
+            if let Some(h) = &image.handler {
+                let what = if h == "dm" { " (dm-verity)" } else { "" };
+                out.push(format!(
+                    "{owner}: volume '{}': handler '{h}'{what} is not supported by this build",
+                    image.path
+                ));
+            }
+        };
+        if let Some(b) = &self.bsp {
+            let images = b.modules.iter().chain(b.firmware.iter());
+            for i in images.chain(b.modules_by_release.iter().map(|(_, i)| i)) {
+                handler("bsp", i, &mut out);
+            }
+        }
+        let default_disk = self.disks.iter().find(|d| d.default).map(|d| &d.name);
+        let on_disk = |owner: &str, s: &StorageVolume, out: &mut Vec<String>| {
+            if let Some(d) = s.disk.as_ref().or(default_disk) {
+                let kind = self
+                    .disk(d)
+                    .map(|d| format!(" ({})", d.disk_type.as_str()))
+                    .unwrap_or_default();
+                out.push(format!(
+                    "{owner}: storage '{}': disk '{d}'{kind} is not supported by this build",
+                    s.name
+                ));
+            }
+        };
+        // device.json volumes hold pantavisor's own data (e.g. its metadata on a crypt disk)
+        for s in &self.volumes {
+            on_disk("device.json", s, &mut out);
+        }
+        for c in &self.containers {
+            for v in c.root_volume.iter().chain(c.volumes.iter()) {
+                handler(&c.name, &v.image, &mut out);
+            }
+            for s in &c.storage {
+                on_disk(&c.name, s, &mut out);
+            }
+        }
+        out
+    }
+
     /// Log every warning (source "state").
     pub fn log_warnings(&self) {
         for w in &self.warnings {

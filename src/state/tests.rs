@@ -719,6 +719,39 @@ fn volumes_handlers_and_kinds() {
     );
 }
 
+/// What this build refuses to run (check-state exits 1, an update is WONTGO): every handler,
+/// every storage volume on a disk (named, or the default one), device.json volumes on a disk;
+/// a disk nothing uses and plain volumes are fine.
+#[test]
+fn unsupported_names_handlers_and_disk_volumes() {
+    let plain = ok(&doc(&format!(
+        r#"{},"device.json":{{"groups":[{{"name":"g"}}],"disks":[{{"name":"x","type":"dm-crypt-dcp"}}]}}"#,
+        run(
+            "a",
+            r#""root-volume":"root.squashfs","storage":{"d":{"persistence":"permanent"}}"#
+        )
+    )));
+    assert_eq!(plain.unsupported(), Vec::<String>::new());
+
+    let s = ok(&doc(&format!(
+        r#"{},{},"device.json":{{"groups":[{{"name":"g"}}],"disks":[{{"name":"x","type":"dm-crypt-dcp","default":"yes"}}],"volumes":{{"pv--usrmeta":{{"persistence":"permanent","disk":"x"}}}}}}"#,
+        run(
+            "a",
+            r#""root-volume":"dm:root.squashfs","volumes":["odd:v.img"]"#
+        ),
+        run("b", r#""storage":{"d":{"persistence":"permanent"}}"#),
+    )));
+    assert_eq!(
+        s.unsupported(),
+        [
+            "device.json: storage 'pv--usrmeta': disk 'x' (dm-crypt-dcp) is not supported by this build",
+            "a: volume 'root.squashfs': handler 'dm' (dm-verity) is not supported by this build",
+            "a: volume 'v.img': handler 'odd' is not supported by this build",
+            "b: storage 'd': disk 'x' (dm-crypt-dcp) is not supported by this build",
+        ]
+    );
+}
+
 #[test]
 fn other_container_fields() {
     let s = ok(&doc(&run(

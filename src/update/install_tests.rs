@@ -65,3 +65,23 @@ fn a_failed_prepare_is_refused_with_wontgo_and_the_boot_env_untouched() {
         Err(Refused::Wontgo(..))
     ));
 }
+
+#[test]
+fn a_state_this_build_cannot_run_is_refused_at_admission() {
+    let fs = SimFs::new();
+    let st = Storage::new(&fs, "/s");
+    st.init_layout().unwrap();
+    let img = b"squashfs".to_vec();
+    let raw = format!(
+        r##"{{"#spec":"pantavisor-service-system@1","a/root.squashfs":"{}","a/run.json":{{"name":"a","type":"lxc","root-volume":"dm:root.squashfs"}}}}"##,
+        sha256_hex(&img)
+    );
+    st.put_object(&sha256_hex(&img), &img).unwrap();
+    stage(&st, "1", raw.as_bytes()).unwrap();
+    let r = admit(&st, "1", 10).unwrap();
+    assert!(
+        matches!(&r, Err(Refused::Wontgo(m, why)) if *m == msg::BAD_STATE && why.contains("handler 'dm' (dm-verity)")),
+        "{r:?}"
+    );
+    assert_eq!(st.read_progress("1").unwrap().status, Status::Wontgo);
+}

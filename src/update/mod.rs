@@ -197,6 +197,10 @@ pub fn admit(
             return wontgo(st, rev, msg::BAD_STATE, why.join("; ")).map(Err);
         }
     };
+    let refused = state.unsupported();
+    if !refused.is_empty() {
+        return wontgo(st, rev, msg::BAD_STATE, refused.join("; ")).map(Err);
+    }
     for (key, sha) in state.objects() {
         if !st.has_object(sha)? {
             let why = format!("object {sha} of {key} is not in the object store");

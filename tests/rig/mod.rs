@@ -204,16 +204,16 @@ impl Rig {
             .unwrap_or_default()
     }
 
-    /// `pantavisor pvcontrol -s <socket> ARGS` run in the device's PID namespace: (exit, stdout).
+    /// `pantavisor pvcontrol -s <socket> ARGS` run in the device's PID namespace: (exit,
+    /// stdout then stderr, where an error answer is shown as upstream's pvcontrol does).
     pub fn pvcontrol(&self, device: &Child, args: &[&str]) -> (i32, String) {
         let Some(mut cmd) = self.pvcontrol_cmd(device, args) else {
             return (-1, String::new());
         };
         let out = cmd.output().unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-        )
+        let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.push_str(&String::from_utf8_lossy(&out.stderr));
+        (out.status.code().unwrap_or(-1), text)
     }
 
     /// The `pvcontrol` command line of [`Rig::pvcontrol`], to run as one likes; None when
