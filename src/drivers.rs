@@ -93,6 +93,88 @@ pub fn for_container(
     .collect()
 }
 
+/// How a container names a driver alias (upstream's driver types).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DriverType {
+    Required,
+    Optional,
+    /// Loaded and unloaded only when the container asks (PUT /drivers/...).
+    Manual,
+}
+
+impl DriverType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DriverType::Required => "REQUIRED",
+            DriverType::Optional => "OPTIONAL",
+            DriverType::Manual => "MANUAL",
+        }
+    }
+}
+
+/// A container's driver aliases with their type, required first, as upstream lists them.
+pub fn refs(c: &Container) -> Vec<(&str, DriverType)> {
+    let d = &c.drivers;
+    let mut out = Vec::new();
+    for (list, t) in [
+        (&d.required, DriverType::Required),
+        (&d.optional, DriverType::Optional),
+        (&d.manual, DriverType::Manual),
+    ] {
+        out.extend(list.iter().map(|a| (a.as_str(), t)));
+    }
+    out
+}
+
+/// The modules of one alias for this device, None when `bsp/drivers.json` does not define it.
+pub fn alias_modules(
+    state: &State,
+    alias: &str,
+    fitconfig: Option<&str>,
+    meta: &dyn Fn(&str, &str) -> Option<String>,
+) -> Option<Vec<ModuleLoad>> {
+    let def = state.drivers()?.alias(alias, fitconfig)?;
+    Some(
+        def.modules
+            .iter()
+            .filter_map(|e| parse_entry(&substitute(e, meta)))
+            .collect(),
+    )
+}
+
+/// The names of the loaded modules in /proc/modules.
+pub fn loaded_modules(proc_modules: &str) -> std::collections::HashSet<String> {
+    proc_modules
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .map(normalize)
+        .collect()
+}
+
+/// An alias's status: UNKNOWN when undefined, LOADED when all its modules are.
+pub fn alias_status(
+    mods: Option<&[ModuleLoad]>,
+    loaded: &std::collections::HashSet<String>,
+) -> &'static str {
+    match mods {
+        None => "UNKNOWN",
+        Some(m) if m.iter().all(|m| loaded.contains(&m.name)) => "LOADED",
+        Some(_) => "UNLOADED",
+    }
+}
+
+/// Unloads an alias's modules, last loaded first; the first failure is returned.
+pub fn unload(mods: &[ModuleLoad]) -> Result<(), String> {
+    for m in mods.iter().rev() {
+        match crate::sys::power::delete_module(&m.name) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+            Err(e) => return Err(format!("module {}: {e}", m.name)),
+        }
+    }
+    Ok(())
+}
+
 /// `modules.dep` of a modules tree: module name -> (path, dependencies' paths).
 #[derive(Debug, Default)]
 pub struct ModuleIndex {

@@ -76,3 +76,26 @@ fn required_and_optional_drivers_from_the_fixture() {
         }
     }
 }
+
+/// GET /drivers: an alias is LOADED when all its modules are in /proc/modules, UNKNOWN when
+/// drivers.json does not define it.
+#[test]
+fn alias_status_from_proc_modules() {
+    let loaded = loaded_modules(
+        "mac80211 1024 1 cfg80211, Live 0x0\ncfg80211 2048 2 - Live 0x0\nbtusb 10 0 - Live 0x0\n",
+    );
+    let m = |n: &str| ModuleLoad {
+        name: n.into(),
+        params: String::new(),
+    };
+    assert_eq!(alias_status(None, &loaded), "UNKNOWN");
+    assert_eq!(
+        alias_status(Some(&[m("cfg80211"), m("mac80211")]), &loaded),
+        "LOADED"
+    );
+    assert_eq!(
+        alias_status(Some(&[m("cfg80211"), m("iwlwifi")]), &loaded),
+        "UNLOADED"
+    );
+    assert_eq!(alias_status(Some(&[]), &loaded), "LOADED");
+}

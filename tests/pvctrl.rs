@@ -504,3 +504,234 @@ fn full_storage_answers_507_and_keeps_nothing() {
     assert_eq!(still.as_deref(), Some("STARTED"));
     assert_eq!(end, End::PowerOff);
 }
+
+/// The devmeta of a device as pvcontrol shows it, parsed.
+fn devmeta(r: &Rig, dev: &std::process::Child) -> Option<pantavisor::json::Value> {
+    let (code, out) = r.pvcontrol(dev, &["devmeta", "ls"]);
+    (code == 0)
+        .then(|| pantavisor::json::parse_str(&out, Default::default()).ok())
+        .flatten()
+}
+
+fn str_of(v: &pantavisor::json::Value, k: &str) -> Option<String> {
+    Some(v.get(k)?.as_str()?.to_string())
+}
+
+/// Issues 3, 4, 6, 12 on one device, as upstream's control/basic-endpoints, status-codes and
+/// services/daemons tests see it: device-meta has upstream's keys (revision, status, arch,
+/// mode, Hub state, and `time`/`sysinfo`/`storage`/`interfaces` kept current), the revision
+/// follows a live update; drivers, daemons, wakelocks and the SSH commands answer upstream's
+/// codes; `cmd run` of a revision never put leaves nothing; a meta key the store cannot hold
+/// is a 400 naming no path; the factory revision shows upstream's progress.
+#[test]
+fn device_meta_status_codes_and_refusals() {
+    let _g = SERIAL.lock();
+    let desc = |motd: &str| {
+        format!(
+            r#"{{"containers":{{"mgr":{{"rootfs":"rootfs","cmd":{f},"group":"platform"}},"web":{{"rootfs":"rootfs","cmd":{f},"group":"app","roles":["nobody"],"config":{{"etc/motd":"{motd}"}}}}}}}}"#,
+            f = sh(FOREVER)
+        )
+    };
+    let mut sweep = rig::CgroupSweep::default();
+    let mut r = Rig::new("devmeta", &desc("v1"));
+    sweep.0 = r.cgroup.clone();
+    let mut dev = r.boot();
+    let ready = r.wait(&mut dev, Duration::from_secs(20), &|r, d| {
+        devmeta(r, d).is_some_and(|m| str_of(&m, "pantavisor.status").as_deref() == Some("READY"))
+    });
+    if !ready {
+        let end = finish(&mut dev);
+        panic!("not READY in device-meta ({end:?}); log:\n{}", r.log());
+    }
+    // what upstream's golden shows of basic-endpoints, less what it deletes as volatile
+    let m = devmeta(&r, &dev).unwrap();
+    for (k, v) in [
+        ("pantahub.claimed", "0"),
+        ("pantahub.online", "0"),
+        ("pantavisor.arch", "x86_64/64/EL"),
+        ("pantavisor.mode", "local"),
+        ("pantavisor.revision", "0"),
+        ("pantavisor.status", "READY"),
+        ("pantavisor.version", env!("CARGO_PKG_VERSION")),
+    ] {
+        assert_eq!(str_of(&m, k).as_deref(), Some(v), "{k}");
+    }
+    // services/metadata-crud's golden lists them unsorted: upstream's order, newest first
+    let volatile = [
+        "storage",
+        "interfaces",
+        "sysinfo",
+        "time",
+        "pantavisor.uname",
+        "pantavisor.cpumodel",
+        "pantavisor.version",
+    ];
+    let order: Vec<&str> = m
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, _)| k.as_str())
+        .filter(|k| !volatile.contains(k))
+        .collect();
+    assert_eq!(
+        order,
+        [
+            "pantavisor.status",
+            "pantahub.claimed",
+            "pantahub.online",
+            "pantavisor.mode",
+            "pantavisor.revision",
+            "pantavisor.arch"
+        ]
+    );
+    let uname = m.get("pantavisor.uname").and_then(|u| u.get("kernel.name"));
+    assert_eq!(uname.and_then(|n| n.as_str()), Some("Linux"));
+    let total = m.get("storage").and_then(|s| s.get("total")?.as_u64());
+    assert!(total.is_some_and(|t| t > 0), "storage: {total:?}");
+    assert!(m
+        .get("sysinfo")
+        .and_then(|s| s.get("uptime")?.as_u64())
+        .is_some());
+    assert!(m.get("interfaces").and_then(|i| i.as_object()).is_some());
+    // containers see them in their device-meta view
+    let view = r.dir.join("run/device-meta/pantavisor.revision");
+    assert_eq!(std::fs::read_to_string(&view).ok().as_deref(), Some("0"));
+    // a stored key of the same name does not hide the device's own, in GET or in the views
+    let (code, out) = r.pvcontrol(&dev, &["devmeta", "save", "pantavisor.status", "STALE"]);
+    assert_eq!(code, 0, "{out}");
+    let m = devmeta(&r, &dev).unwrap();
+    assert_eq!(str_of(&m, "pantavisor.status").as_deref(), Some("READY"));
+    let view = r.dir.join("run/device-meta/pantavisor.status");
+    assert_eq!(
+        std::fs::read_to_string(&view).ok().as_deref(),
+        Some("READY")
+    );
+
+    // `time` is refreshed on the loop every PH_METADATA_DEVMETA_INTERVAL (from user-meta)
+    let secs = |r: &Rig, d: &std::process::Child| {
+        devmeta(r, d).and_then(|m| m.get("time")?.get("timeval")?.get("tv_sec")?.as_u64())
+    };
+    let t0 = secs(&r, &dev).unwrap();
+    let (code, out) = r.pvcontrol(
+        &dev,
+        &["usrmeta", "save", "PH_METADATA_DEVMETA_INTERVAL", "1"],
+    );
+    assert_eq!(code, 0, "{out}");
+    let ticked = r.wait(&mut dev, Duration::from_secs(15), &|r, d| {
+        secs(r, d).is_some_and(|t| t > t0)
+    });
+    assert!(ticked, "device-meta time not refreshed");
+
+    // issue 4: upstream's status codes (control/status-codes, services/daemons)
+    let code_of = |r: &Rig, d: &std::process::Child, m: &str, p: &str, b: &str| {
+        r.http(d, m, p, b).map(|h| (h.code, h.body))
+    };
+    for p in ["/drivers/load", "/drivers/unload"] {
+        assert_eq!(
+            code_of(&r, &dev, "PUT", p, "").map(|c| c.0),
+            Some(200),
+            "{p}"
+        );
+    }
+    assert_eq!(
+        code_of(&r, &dev, "GET", "/drivers", ""),
+        Some((200, "{}".into()))
+    );
+    assert_eq!(
+        code_of(
+            &r,
+            &dev,
+            "PUT",
+            "/daemons/nonexistent-daemon",
+            r#"{"action":"stop"}"#
+        )
+        .map(|c| c.0),
+        Some(404)
+    );
+    assert_eq!(
+        code_of(&r, &dev, "GET", "/daemons", ""),
+        Some((200, r#"[{"name":"hwrngd","pid":0,"respawn":true}]"#.into()))
+    );
+    let wl = code_of(&r, &dev, "GET", "/wakelocks", "").unwrap();
+    assert!(
+        wl.0 == 200 && wl.1.starts_with(r#"{"mode":"disabled","count":0,"#),
+        "{wl:?}"
+    );
+    // from inside containers, where the caller matters: mgmt mgr may, nobody web may not
+    // the device names a container caller by its cgroup: without cgroup v2 there is none
+    let cg = r.cgroup.clone().expect("cgroup v2 (containers' callers)");
+    let procs = |c: &str| Some(cg.join("lxc").join(c).join("cgroup.procs"));
+    let pid = harness::device_pid(&dev).unwrap();
+    let from = |c: &str, m: &str, p: &str| {
+        rig::http_as(pid, procs(c).as_deref(), &r.socket, m, p, "").map(|h| (h.code, h.body))
+    };
+    assert_eq!(from("mgr", "GET", "/drivers"), Some((200, "{}".into())));
+    assert_eq!(from("mgr", "PUT", "/drivers/load").map(|c| c.0), Some(200));
+    assert_eq!(from("web", "PUT", "/drivers/load").map(|c| c.0), Some(403));
+    // a platform container's ready signal: upstream's 500 (its goal is STARTED)
+    let sig = rig::http_as(
+        pid,
+        procs("mgr").as_deref(),
+        &r.socket,
+        "POST",
+        "/signal",
+        r#"{"type":"ready","payload":""}"#,
+    );
+    assert_eq!(sig.map(|h| h.code), Some(500));
+    // ENABLE_SSH / DISABLE_SSH set PV_DEBUG_SSH at the command level, one command at a time
+    let ssh = |r: &Rig, d: &mut std::process::Child, op: &str, want: &str| {
+        let (code, out) = r.pvcontrol(d, &["cmd", op]);
+        assert_eq!(code, 0, "{op}: {out}");
+        r.wait(d, Duration::from_secs(10), &|r, d| {
+            let (_, out) = r.pvcontrol(d, &["conf", "ls"]);
+            out.contains(&format!(
+                r#"{{"key":"PV_DEBUG_SSH","value":"{want}","modified":"command"}}"#
+            ))
+        })
+    };
+    assert!(ssh(&r, &mut dev, "enable-ssh", "1"), "enable-ssh");
+    assert!(ssh(&r, &mut dev, "disable-ssh", "0"), "disable-ssh");
+    let (code, out) = r.pvcontrol(&dev, &["cmd", "defer-reboot", "120"]);
+    assert_eq!(code, 0, "{out}");
+
+    // issue 6: a revision never put is refused and nothing of it is made
+    let (code, out) = r.pvcontrol(&dev, &["cmd", "run", "locals/nonexistent"]);
+    assert_eq!(code, 255, "{out}");
+    assert!(out.contains("Revision does not exist"), "{out}");
+    assert!(!r.storage.join("trails/locals/nonexistent").exists());
+    let (code, steps) = r.pvcontrol(&dev, &["steps", "ls"]);
+    assert_eq!(code, 0);
+    assert!(!steps.contains("nonexistent"), "{steps}");
+    // the factory revision, as upstream's golden shows it
+    assert!(
+        steps.contains(r#"{"status":"DONE","status-msg":"Factory revision","progress":100"#),
+        "{steps}"
+    );
+
+    // issue 12: a key the store cannot hold is a 400, and no answer names a host path
+    let long = "k".repeat(255);
+    let a = r
+        .http(&dev, "PUT", &format!("/user-meta/{long}"), "v")
+        .unwrap();
+    assert_eq!(
+        (a.code, a.body.as_str()),
+        (400, r#"{"Error":"Bad meta key"}"#)
+    );
+
+    // issue 3: the revision follows a live update (only web's config changes)
+    let rev = "locals/live";
+    let (objects, state) = r.make_revision("live", &desc("v2"));
+    r.upload(&dev, &objects, &state, rev);
+    let (code, out) = r.pvcontrol(&dev, &["cmd", "run", rev]);
+    assert_eq!(code, 0, "{out}");
+    let switched = r.wait(&mut dev, Duration::from_secs(30), &|r, d| {
+        devmeta(r, d).is_some_and(|m| str_of(&m, "pantavisor.revision").as_deref() == Some(rev))
+    });
+    let end = finish(&mut dev);
+    assert!(
+        switched,
+        "revision not {rev} in device-meta ({end:?}); log:\n{}",
+        r.log_of(rev)
+    );
+    assert_eq!(end, End::PowerOff);
+}

@@ -115,7 +115,7 @@ macro_rules! key_table {
         }
 
         impl Key {
-            /// Every key, in table order (alphabetical, as upstream lists them).
+            /// Every key, in table order: upstream's `config.c` order, which `/config2` lists.
             pub const ALL: &'static [Key] = &[$(Key::$id,)*];
 
             pub fn def(self) -> &'static KeyDef {
@@ -149,8 +149,8 @@ key_table! {
     PH_CREDS_SECRET: Str, NONE, PH | OEM;
     PH_CREDS_TYPE: Str, Some("builtin"), PH | OEM;
     PH_FACTORY_AUTOTOK: Str, NONE, PH | OEM;
-    PH_LIBEVENT_HTTP_RETRIES: Int, Some("1"), PH | OEM | META;
     PH_LIBEVENT_HTTP_TIMEOUT: Duration, Some("60"), PH | OEM | META;
+    PH_LIBEVENT_HTTP_RETRIES: Int, Some("1"), PH | OEM | META;
     PH_METADATA_DEVMETA_INTERVAL: Duration, Some("10"), PH | OEM | META;
     PH_METADATA_USRMETA_INTERVAL: Duration, Some("5"), PH | OEM | META;
     PH_ONLINE_REQUEST_THRESHOLD: Int, Some("0"), PH | OEM | META;
@@ -159,13 +159,14 @@ key_table! {
     PH_UPDATER_NETWORK_TIMEOUT: Duration, Some("120"), PH | OEM | META;
     PH_UPDATER_TRANSFER_MAX_COUNT: Int, Some("5"), PH | OEM | META;
     PV_BOOTLOADER_FITCONFIG: Str, NONE, PV;
-    PV_BOOTLOADER_MTD_ENV: Str, Some("pv-env"), PV;
+    // unset as upstream shows it (`(null)`); the MTD code falls back to `pv-env`
+    PV_BOOTLOADER_MTD_ENV: Str, NONE, PV;
     PV_BOOTLOADER_MTD_ONLY: Bool, Some("0"), PV;
     PV_BOOTLOADER_TYPE: Enum(BOOTLOADERS), Some("uboot"), PV;
     PV_BOOTLOADER_UBOOTAB_A_NAME: Str, Some("fitA"), PV;
     PV_BOOTLOADER_UBOOTAB_B_NAME: Str, Some("fitB"), PV;
-    PV_BOOTLOADER_UBOOTAB_ENV_BAK_NAME: Str, NONE, PV;
     PV_BOOTLOADER_UBOOTAB_ENV_NAME: Str, NONE, PV;
+    PV_BOOTLOADER_UBOOTAB_ENV_BAK_NAME: Str, NONE, PV;
     PV_BOOTLOADER_UBOOTAB_ENV_OFFSET: Int, Some("0"), PV;
     PV_BOOTLOADER_UBOOTAB_ENV_SIZE: Size, Some("0"), PV;
     PV_CACHE_DEVMETADIR: Str, Some("/storage/cache/devmeta"), PV;
@@ -185,9 +186,9 @@ key_table! {
     PV_LIBTHTTP_CERTSDIR: Str, Some("/certs"), PV;
     PV_LIBTHTTP_LOG_LEVEL: Int, Some("3"), PV | OEM | META;
     PV_LOG_AUTO_DEVLOG: Bool, Some("1"), PV | OEM;
-    PV_LOG_BUF_NITEMS: Int, Some("128"), PV | OEM;
     PV_LOG_CAPTURE: Bool, Some("1"), PV | OEM;
     PV_LOG_CAPTURE_DMESG: Bool, Some("1"), PV | OEM;
+    PV_LOG_BUF_NITEMS: Int, Some("128"), PV | OEM;
     PV_LOG_DIR: Str, Some("/storage/logs/"), PV;
     PV_LOG_DIR_MAXSIZE: SizeOrPercent, Some("0"), PV | OEM | META;
     PV_LOG_EVENTS: Bool, Some("1"), PV | OEM | CMD;
@@ -221,21 +222,20 @@ key_table! {
     PV_SECUREBOOT_OEM_TRUSTSTORE: Str, Some("ca-oem-certificates"), PV;
     PV_SECUREBOOT_TRUSTSTORE: Str, Some("ca-certificates"), PV;
     PV_STORAGE_DEVICE: Str, NONE, PV;
-    PV_STORAGE_FIRMWARE_VOL: Bool, Some("0"), PV;
     PV_STORAGE_FSTYPE: Str, NONE, PV;
     PV_STORAGE_GC_KEEP_FACTORY: Bool, Some("0"), PV | OEM | META;
     PV_STORAGE_GC_RESERVED: Percent, Some("5"), PV | OEM | META;
-    PV_STORAGE_GC_THRESHOLD: Percent, Some("0"), PV | OEM | META;
     PV_STORAGE_GC_THRESHOLD_DEFERTIME: Duration, Some("600"), PV | OEM | META;
+    PV_STORAGE_GC_THRESHOLD: Percent, Some("0"), PV | OEM | META;
     // Passed as is to the tmpfs `size=` option (which also takes `%`).
     PV_STORAGE_LOGTEMPSIZE: Str, NONE, PV;
     PV_STORAGE_MNTPOINT: Str, NONE, PV;
     PV_STORAGE_MNTTYPE: Str, NONE, PV;
+    PV_STORAGE_FIRMWARE_VOL: Bool, Some("0"), PV;
     PV_STORAGE_PHCONFIG_VOL: Bool, Some("0"), PV;
     PV_STORAGE_WAIT: Duration, Some("5"), PV;
     PV_SYSTEM_APPARMOR_PROFILES: Str, NONE, PV;
     PV_SYSTEM_CONFDIR: Str, Some("/configs"), PV;
-    PV_SYSTEM_DISKSDIR: Str, Some("/run/pantavisor/disks"), PV;
     PV_SYSTEM_DRIVERS_LOAD_EARLY_AUTO: Bool, Some("0"), PV;
     PV_SYSTEM_ETCDIR: Str, Some("/etc"), PV;
     PV_SYSTEM_ETCPANTAVISORDIR: Str, Some("/etc/pantavisor"), PV;
@@ -247,6 +247,7 @@ key_table! {
     PV_SYSTEM_MEDIADIR: Str, Some("/media"), PV;
     PV_SYSTEM_MOUNT_SECURITYFS: Bool, Some("0"), PV;
     PV_SYSTEM_RUNDIR: Str, Some("/pv"), PV;
+    PV_SYSTEM_DISKSDIR: Str, Some("/run/pantavisor/disks"), PV;
     PV_SYSTEM_USRDIR: Str, Some("/usr"), PV;
     PV_UPDATER_COMMIT_DELAY: Duration, Some("25"), PV | OEM | META;
     PV_UPDATER_GOALS_TIMEOUT: Duration, Some("120"), PV | OEM | META;

@@ -999,7 +999,7 @@ impl Config {
         self.get_bool(Key::PV_BOOTLOADER_MTD_ONLY)
     }
     pub fn bootloader_mtd_env(&self) -> &str {
-        self.text(Key::PV_BOOTLOADER_MTD_ENV)
+        self.get_str(Key::PV_BOOTLOADER_MTD_ENV).unwrap_or("pv-env")
     }
     pub fn bootloader_fitconfig(&self) -> Option<&str> {
         self.get_str(Key::PV_BOOTLOADER_FITCONFIG)

@@ -26,7 +26,7 @@ const DEFAULTS_7_2: &[(Key, Option<&str>)] = &[
     (Key::PV_STORAGE_FIRMWARE_VOL, Some("0")),
     (Key::PV_BOOTLOADER_TYPE, Some("uboot")),
     (Key::PV_BOOTLOADER_MTD_ONLY, Some("0")),
-    (Key::PV_BOOTLOADER_MTD_ENV, Some("pv-env")),
+    (Key::PV_BOOTLOADER_MTD_ENV, None),
     (Key::PV_BOOTLOADER_FITCONFIG, None),
     (Key::PV_BOOTLOADER_UBOOTAB_A_NAME, Some("fitA")),
     (Key::PV_BOOTLOADER_UBOOTAB_B_NAME, Some("fitB")),

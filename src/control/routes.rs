@@ -5,7 +5,9 @@
 use super::http::JSON;
 use super::{BodySink, Caller, Method, Plan, Request, Response, Router};
 use crate::config::Config;
-use crate::device::commands::{Answer, Command, CtrAction, Refusal, Request as Ask};
+use crate::device::commands::{Answer, Command, CtrAction, Daemon, Refusal, Request as Ask};
+use crate::device::meta::{placeholder, OwnMeta};
+use crate::drivers::{self, ModuleIndex};
 use crate::json::{self, ArrayWriter, ObjectWriter};
 use crate::state::{AutoRecovery, Container, RecoveryPolicy, RestartPolicy, State};
 use crate::storage::fs::Fs;
@@ -52,6 +54,8 @@ const NO_SPACE: &str = "Not enough disk space available";
 const BAD_OBJECT_NAME: &str = "Object name is not a sha256";
 const BAD_REV_NAME: &str = "Bad revision name";
 const BAD_STATE: &str = "Parser: State JSON has bad format";
+const NO_REVISION: &str = "Revision does not exist";
+const DAEMON_UNKNOWN: &str = "Daemon not found";
 
 /// One container as the API shows it.
 #[derive(Clone, Debug)]
@@ -87,6 +91,11 @@ pub struct Ctl<'d> {
     pub dev: &'d mut dyn DeviceApi,
     /// Meta keys set or deleted in this wake, for the device to publish and apply.
     pub meta_changed: Vec<(MetaKind, String)>,
+    /// The device's own device-meta keys (kept current by the device, not stored).
+    pub own_meta: &'d OwnMeta,
+    pub daemons: &'d [Daemon],
+    /// The BSP's modules, for the callers' manual drivers.
+    pub modules: &'d ModuleIndex,
     /// A GC runs or is queued: uploads wait, so no fresh object is collected before its step
     /// names it (and a GC waits for the uploads under way: [`uploads_in_flight`]).
     pub storage_busy: bool,
@@ -106,7 +115,11 @@ pub enum Route {
     Meta(MetaKind, Option<String>),
     Buildinfo,
     Drivers,
+    /// `/drivers[/{alias}]/load|unload`: the caller's manual drivers (all, or one).
+    DriverAction(Option<String>, bool),
     Daemons,
+    Daemon(String),
+    Wakelocks,
     XconnectGraph,
     /// `/objects` (None) or `/objects/{sha}`.
     Objects(Option<String>),
@@ -156,7 +169,13 @@ pub fn route(segments: &[String]) -> Option<Route> {
         ["device-meta", k] => Route::Meta(MetaKind::Device, Some(k.to_string())),
         ["buildinfo"] => Route::Buildinfo,
         ["drivers"] => Route::Drivers,
+        ["drivers", a @ ("load" | "unload")] => Route::DriverAction(None, *a == "load"),
+        ["drivers", n, a @ ("load" | "unload")] => {
+            Route::DriverAction(Some(n.to_string()), *a == "load")
+        }
         ["daemons"] => Route::Daemons,
+        ["daemons", n] => Route::Daemon(n.to_string()),
+        ["wakelocks"] => Route::Wakelocks,
         ["xconnect-graph"] => Route::XconnectGraph,
         ["objects"] => Route::Objects(None),
         ["objects", sha] => Route::Objects(Some(sha.to_string())),
@@ -471,13 +490,17 @@ pub fn groups_json(state: &State, ctrs: &[CtrView]) -> String {
     arr.finish()
 }
 
-/// GET /user-meta, /device-meta: values that are valid JSON are embedded raw, the
-/// others as JSON strings.
+/// GET /user-meta, /device-meta: values that are a JSON object or array are embedded raw,
+/// the others (numbers and `true` too, as upstream's `pv_json_is_valid`) as JSON strings.
 pub fn meta_json(entries: &[(String, Vec<u8>)]) -> String {
     let mut o = ObjectWriter::new();
     for (k, v) in entries {
+        let structured = |t: &str| {
+            json::parse_str(t, json::Limits::default())
+                .is_ok_and(|v| v.as_object().is_some() || v.as_array().is_some())
+        };
         match std::str::from_utf8(v) {
-            Ok(text) if json::parse_str(text, json::Limits::default()).is_ok() => {
+            Ok(text) if structured(text) => {
                 o.raw(k, text.trim());
             }
             _ => {
@@ -485,6 +508,58 @@ pub fn meta_json(entries: &[(String, Vec<u8>)]) -> String {
             }
         };
     }
+    o.finish()
+}
+
+/// The device's own device-meta keys, newest first as upstream lists them, then the stored
+/// keys they do not shadow.
+fn with_own(entries: Vec<(String, Vec<u8>)>, own: &OwnMeta) -> Vec<(String, Vec<u8>)> {
+    let mine = own
+        .newest_first()
+        .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()));
+    let stored = entries.into_iter().filter(|(k, _)| own.get(k).is_none());
+    mine.chain(stored).collect()
+}
+
+fn loaded_modules() -> std::collections::HashSet<String> {
+    drivers::loaded_modules(&std::fs::read_to_string("/proc/modules").unwrap_or_default())
+}
+
+/// GET /daemons.
+pub fn daemons_json(daemons: &[Daemon]) -> String {
+    let mut arr = ArrayWriter::new();
+    for d in daemons {
+        let mut o = ObjectWriter::new();
+        o.str("name", d.name)
+            .num("pid", i64::from(d.pid))
+            .bool("respawn", d.respawn);
+        arr.raw(&o.finish());
+    }
+    arr.finish()
+}
+
+/// GET /wakelocks: upstream's power-management state. This device does no suspend
+/// management: mode `disabled` (wakelock calls are no-ops), nothing held.
+pub fn wakelocks_json() -> String {
+    let mut held = ObjectWriter::new();
+    for scope in [
+        "boot",
+        "update",
+        "update_check",
+        "devmeta",
+        "usrmeta",
+        "shutdown",
+        "debug_shell",
+        "poll",
+    ] {
+        held.bool(scope, false);
+    }
+    let mut o = ObjectWriter::new();
+    o.str("mode", "disabled").uint("count", 0);
+    for flag in ["degraded", "autosleep", "settling", "polling", "run_window"] {
+        o.bool(flag, false);
+    }
+    o.raw("held", &held.finish());
     o.finish()
 }
 
@@ -693,8 +768,11 @@ impl Ctl<'_> {
         // the ops upstream answers without queueing anything
         match op.as_str() {
             "UPDATE_METADATA" | "GO_REMOTE" => return Response::error(409, NO_HUB),
-            "ENABLE_SSH" | "DISABLE_SSH" | "DEFER_REBOOT" => {
-                return Response::error(409, "Debug shell is not available in this build")
+            "DEFER_REBOOT" if !self.cfg.debug_shell() => {
+                return Response::error(
+                    409,
+                    "Cannot do this operation when debug shell is not active",
+                )
             }
             "UNCLAIM" => return Response::new(204, JSON, Vec::new()),
             "TRY_ONCE" | "LOCAL_APPLY" | "XCONNECT_GRAPH" => return Response::ok(),
@@ -715,6 +793,9 @@ impl Ctl<'_> {
                 Ask::Power(p, why)
             }
             "LOCAL_RUN" | "LOCAL_RUN_COMMIT" if valid_revision(&payload) => {
+                if !self.has_state(&payload) {
+                    return Response::error(404, NO_REVISION);
+                }
                 Ask::Command(Command::LocalRun {
                     rev: payload,
                     commit: op == "LOCAL_RUN_COMMIT",
@@ -732,9 +813,14 @@ impl Ctl<'_> {
                 if rev == "0" {
                     return Response::error(409, "Revision 0 is already the factory revision");
                 }
+                if !self.has_state(&rev) {
+                    return Response::error(404, NO_REVISION);
+                }
                 Ask::Command(Command::MakeFactory { rev })
             }
             "RUN_GC" => Ask::Command(Command::RunGc),
+            "ENABLE_SSH" | "DISABLE_SSH" => Ask::Command(Command::DebugSsh(op == "ENABLE_SSH")),
+            "DEFER_REBOOT" => Ask::Command(Command::DeferReboot(payload)),
             _ => return Response::error(400, COMMAND_BAD),
         };
         answer(self.dev.request(request))
@@ -752,6 +838,23 @@ impl Ctl<'_> {
             _ => return Response::error(400, CONTAINER_BAD),
         };
         answer(self.dev.request(Ask::Container(name.to_string(), action)))
+    }
+
+    /// PUT /daemons/{name}: `{"action":"start"|"stop"}`; an unknown daemon is a 404 first.
+    fn daemon_put(&mut self, name: &str, body: &[u8]) -> Response {
+        if !self.daemons.iter().any(|d| d.name == name) {
+            return Response::error(404, DAEMON_UNKNOWN);
+        }
+        let action = json::parse(body, json::Limits::default())
+            .ok()
+            .and_then(|v| v.get("action")?.as_str().map(str::to_string));
+        let start = match action.as_deref() {
+            Some("start") => true,
+            Some("stop") => false,
+            // upstream answers 200 and does nothing for another action
+            _ => return Response::ok(),
+        };
+        answer(self.dev.request(Ask::Daemon(name.to_string(), start)))
     }
 
     /// POST /storage/gc: answered `{"reclaimed":N}` once the GC ran (off the loop).
@@ -792,10 +895,93 @@ impl Ctl<'_> {
     }
 
     fn meta_get(&self, kind: MetaKind) -> Response {
-        match self.store(kind).list() {
-            Ok(entries) => Response::json(200, meta_json(&entries)),
-            Err(e) => internal(&e),
+        let mut entries = match self.store(kind).list() {
+            Ok(entries) => entries,
+            Err(e) => return internal(&e),
+        };
+        if kind == MetaKind::Device {
+            entries = with_own(entries, self.own_meta);
         }
+        Response::json(200, meta_json(&entries))
+    }
+
+    /// Does revision `rev` have a state JSON (a LOCAL_RUN or MAKE_FACTORY may name it)?
+    fn has_state(&self, rev: &str) -> bool {
+        let st = self.storage();
+        st.state_path(rev)
+            .is_ok_and(|p| crate::storage::fs::exists(self.fs, &p).unwrap_or(false))
+    }
+
+    /// GET /drivers: the caller's driver aliases with type and status; `{}` for none (the
+    /// host has none).
+    fn drivers_get(&self, caller: &Caller) -> Response {
+        let Some(c) = self.state.container(&caller.name) else {
+            return Response::new(200, JSON, b"{}".to_vec());
+        };
+        let refs = drivers::refs(c);
+        if refs.is_empty() {
+            return Response::new(200, JSON, b"{}".to_vec());
+        }
+        let loaded = loaded_modules();
+        let meta = |s: &str, k: &str| placeholder(self.fs, self.cfg, self.own_meta, s, k);
+        let fit = self.cfg.bootloader_fitconfig();
+        let mut arr = ArrayWriter::new();
+        for (alias, ty) in refs {
+            let mods = drivers::alias_modules(self.state, alias, fit, &meta);
+            let mut o = ObjectWriter::new();
+            o.str("name", alias)
+                .str("type", ty.as_str())
+                .str("status", drivers::alias_status(mods.as_deref(), &loaded));
+            arr.raw(&o.finish());
+        }
+        Response::json(200, arr.finish())
+    }
+
+    /// PUT /drivers[/{alias}]/load|unload: the caller's manual drivers (upstream: a name
+    /// that is not one of them does nothing). A load that fails is a 400; unloads are tried
+    /// and logged.
+    fn drivers_put(&self, caller: &Caller, name: Option<&str>, load: bool) -> Response {
+        let Some(c) = self.state.container(&caller.name) else {
+            return Response::ok();
+        };
+        let meta = |s: &str, k: &str| placeholder(self.fs, self.cfg, self.own_meta, s, k);
+        let fit = self.cfg.bootloader_fitconfig();
+        for (alias, ty) in drivers::refs(c) {
+            if ty != drivers::DriverType::Manual || name.is_some_and(|n| n != alias) {
+                continue;
+            }
+            let mods = drivers::alias_modules(self.state, alias, fit, &meta).unwrap_or_default();
+            let res = if load {
+                drivers::load_for(self.modules, &c.name, &[(alias.to_string(), mods, true)])
+                    .map(|_| ())
+            } else if drivers::alias_status(Some(&mods), &loaded_modules()) == "LOADED" {
+                // as upstream: only an alias whose modules are all in
+                drivers::unload(&mods)
+            } else {
+                continue;
+            };
+            match res {
+                Ok(()) => crate::pvlog!(
+                    Info,
+                    "drivers",
+                    "container {}: manual driver {alias} {}",
+                    c.name,
+                    if load { "loaded" } else { "unloaded" }
+                ),
+                Err(e) if load => {
+                    crate::pvlog!(Error, "drivers", "{e}");
+                    let what = if name.is_some() { "driver" } else { "drivers" };
+                    return Response::error(400, &format!("Error loading {what}"));
+                }
+                Err(e) => crate::pvlog!(
+                    Warn,
+                    "drivers",
+                    "container {}: manual driver {alias}: {e}",
+                    c.name
+                ),
+            }
+        }
+        Response::ok()
     }
 
     fn meta_put(&mut self, kind: MetaKind, key: &str, body: &[u8]) -> Response {
@@ -837,15 +1023,20 @@ pub fn refused(r: &Refusal) -> Response {
         Refusal::UpdateActive => {
             Response::error(503, UPDATE_BUSY).with_header("Retry-After", "600".into())
         }
-        Refusal::NoBootEnv(why) => Response::error(
-            409,
-            &format!("Cannot read the boot env, so what must be kept is unknown: {why}"),
-        ),
+        Refusal::NoBootEnv(why) => {
+            // the detail names host paths: the log has it, the caller may be a container
+            crate::pvlog!(Error, "ctrl", "boot env: {why}");
+            Response::error(
+                409,
+                "Cannot read the boot env, so what must be kept is unknown",
+            )
+        }
         Refusal::FactoryInUse => Response::error(
             409,
             "Revision 0 is in use (running, committed or tried): it is the rollback point",
         ),
         Refusal::UnknownContainer => Response::error(404, CONTAINER_UNKNOWN),
+        Refusal::UnknownDaemon => Response::error(404, DAEMON_UNKNOWN),
         Refusal::NotOurs => Response::error(403, CONTAINER_NOT_OURS),
         Refusal::BadStatus => Response::error(400, CONTAINER_STATE),
         Refusal::SignalUnexpected => Response::error(500, SIGNAL_UNEXPECTED),
@@ -906,9 +1097,15 @@ impl Router for Ctl<'_> {
                 "text/plain",
                 format!("pantavisor {}\n", env!("CARGO_PKG_VERSION")).into_bytes(),
             )),
-            // no driver of the caller is tracked yet: upstream's answer for none
-            (Route::Drivers, Method::Get) => Plan::Reply(Response::new(200, JSON, b"{}".to_vec())),
-            (Route::Daemons, Method::Get) => Plan::Reply(Response::json(200, "[]".into())),
+            (Route::Drivers, Method::Get) => Plan::Reply(self.drivers_get(&req.caller)),
+            (Route::DriverAction(name, load), Method::Put) => {
+                Plan::Reply(self.drivers_put(&req.caller, name.as_deref(), load))
+            }
+            (Route::Daemons, Method::Get) => {
+                Plan::Reply(Response::json(200, daemons_json(self.daemons)))
+            }
+            (Route::Daemon(_), Method::Put) => Plan::Buffer(MAX_JSON),
+            (Route::Wakelocks, Method::Get) => Plan::Reply(Response::json(200, wakelocks_json())),
             // built without pv-xconnect
             (Route::XconnectGraph, Method::Get) => {
                 Plan::Reply(Response::error(404, "xconnect is not available"))
@@ -948,6 +1145,7 @@ impl Router for Ctl<'_> {
             Some(Route::Signal) => self.signal(&req.caller, &body),
             Some(Route::Commands) => self.command(&body),
             Some(Route::Container(name)) => self.container_put(&name, &body),
+            Some(Route::Daemon(name)) => self.daemon_put(&name, &body),
             Some(Route::Meta(kind, Some(k))) => self.meta_put(kind, &k, &body),
             Some(Route::Step(rev, StepPart::Commitmsg)) => self.commitmsg_put(&rev, &body),
             _ => Response::error(400, BAD_METHOD),

@@ -153,7 +153,7 @@ fn privileges_routes_and_json_shapes() {
     );
     assert_eq!(
         text(&call(&mut ctl, HOST_NAME, Method::Get, "/daemons", b"")),
-        "[]"
+        r#"[{"name":"hwrngd","pid":0,"respawn":true}]"#
     );
 }
 
@@ -358,8 +358,19 @@ fn ctl_on<'a>(cfg: &'a Config, fs: &'a dyn Fs, st: &'a State) -> Ctl<'a> {
         rev: "1",
         dev: Box::leak(Box::new(Rec)),
         meta_changed: vec![],
+        own_meta: Box::leak(Box::default()),
+        daemons: Box::leak(crate::device::commands::daemons().into_boxed_slice()),
+        modules: Box::leak(Box::default()),
         storage_busy: false,
     }
+}
+
+/// Revision `rev` with a state JSON in the storage of `fs`.
+fn put_state(cfg: &Config, fs: &dyn Fs, rev: &str) {
+    let st = Storage::new(fs, cfg.storage_mntpoint());
+    let p = st.state_path(rev).unwrap();
+    crate::storage::fs::create_dir_all(fs, p.parent().unwrap()).unwrap();
+    crate::storage::fs::write_atomic(fs, &p, MINI.as_bytes()).unwrap();
 }
 
 /// The same, with streamed bodies on `fs` too.
@@ -644,7 +655,30 @@ fn post_cmd(ctl: &mut Ctl, body: &str) -> Response {
 #[test]
 fn update_commands_are_handed_to_the_device_and_its_refusals_answered() {
     let (cfg, fs, st) = (Config::new(), SimFs::new(), state());
+    for rev in ["locals/a", "locals/b", "1"] {
+        put_state(&cfg, &fs, rev);
+    }
     let mut ctl = ctl_on(&cfg, &fs, &st);
+    // issue 6: a revision never put is refused here, so nothing of it is made
+    for op in ["LOCAL_RUN", "LOCAL_RUN_COMMIT", "MAKE_FACTORY"] {
+        let r = post_cmd(
+            &mut ctl,
+            &format!(r#"{{"op":"{op}","payload":"locals/nonexistent"}}"#),
+        );
+        assert_eq!(
+            (r.status, text(&r)),
+            (404, r#"{"Error":"Revision does not exist"}"#.into()),
+            "{op}"
+        );
+    }
+    assert!(asked().is_empty());
+    assert!(!crate::storage::fs::exists(
+        &fs,
+        &Storage::new(&fs, cfg.storage_mntpoint())
+            .trail_dir("locals/nonexistent")
+            .unwrap()
+    )
+    .unwrap());
     // no revision name: bad format
     let r = post_cmd(&mut ctl, r#"{"op":"LOCAL_RUN","payload":"../x"}"#);
     assert_eq!(r.status, 400);
@@ -695,6 +729,8 @@ fn update_commands_are_handed_to_the_device_and_its_refusals_answered() {
             .into_iter()
             .collect();
         assert_eq!(r.headers, want, "{refusal:?}");
+        // issue 12: no host detail (a path) reaches the caller
+        assert!(!text(&r).contains("uboot.txt"), "{}", text(&r));
     }
     refuse(None);
     asked();
@@ -713,8 +749,6 @@ fn commands_without_a_hub_or_a_debug_shell() {
     for (op, code) in [
         ("GO_REMOTE", 409),
         ("UPDATE_METADATA", 409),
-        ("ENABLE_SSH", 409),
-        ("DEFER_REBOOT", 409),
         ("UNCLAIM", 204),
         ("TRY_ONCE", 200),
         ("LOCAL_APPLY", 200),
@@ -723,6 +757,172 @@ fn commands_without_a_hub_or_a_debug_shell() {
         assert_eq!(r.status, code, "{op}");
     }
     assert!(asked().is_empty());
+    // queued as upstream queues them (one command slot: 503 while busy)
+    for (op, payload) in [
+        ("ENABLE_SSH", ""),
+        ("DISABLE_SSH", ""),
+        ("DEFER_REBOOT", "120"),
+    ] {
+        let r = post_cmd(
+            &mut ctl,
+            &format!(r#"{{"op":"{op}","payload":"{payload}"}}"#),
+        );
+        assert_eq!(r.status, 200, "{op}");
+    }
+    assert_eq!(
+        asked(),
+        vec![
+            Ask::Command(Command::DebugSsh(true)),
+            Ask::Command(Command::DebugSsh(false)),
+            Ask::Command(Command::DeferReboot("120".into())),
+        ]
+    );
+    // DEFER_REBOOT without a debug shell: upstream's 409
+    let mut cfg = Config::new();
+    cfg.set(crate::config::Level::PvConfFile, "PV_DEBUG_SHELL", "0")
+        .unwrap();
+    let mut ctl = ctl_on(&cfg, &fs, &st);
+    let r = post_cmd(&mut ctl, r#"{"op":"DEFER_REBOOT","payload":"120"}"#);
+    assert_eq!(r.status, 409);
+    assert!(asked().is_empty());
+}
+
+/// Issue 4: drivers, daemons and wakelocks as upstream's status-codes and daemons tests
+/// assert them.
+#[test]
+fn drivers_daemons_and_wakelocks() {
+    let (cfg, fs, st) = (Config::new(), SimFs::new(), state());
+    let mut ctl = ctl_on(&cfg, &fs, &st);
+    let h = HOST_NAME;
+    for path in [
+        "/drivers/load",
+        "/drivers/unload",
+        "/drivers/x/load",
+        "/drivers/x/unload",
+    ] {
+        // the host and mgr have no manual drivers: nothing to do, 200
+        for who in [h, "mgr"] {
+            let r = call(&mut ctl, who, Method::Put, path, b"");
+            assert_eq!(r.status, 200, "{who} {path}: {}", text(&r));
+        }
+        assert_eq!(call(&mut ctl, h, Method::Get, path, b"").status, 400);
+    }
+    let r = call(
+        &mut ctl,
+        h,
+        Method::Put,
+        "/daemons/nonexistent-daemon",
+        br#"{"action":"stop"}"#,
+    );
+    assert_eq!(
+        (r.status, text(&r)),
+        (404, r#"{"Error":"Daemon not found"}"#.into())
+    );
+    assert!(asked().is_empty());
+    let put = |ctl: &mut Ctl, action: &str| {
+        let body = format!(r#"{{"action":"{action}"}}"#);
+        call(ctl, h, Method::Put, "/daemons/hwrngd", body.as_bytes())
+    };
+    assert_eq!(put(&mut ctl, "stop").status, 200);
+    assert_eq!(asked(), vec![Ask::Daemon("hwrngd".into(), false)]);
+    refuse(Some(Refusal::UnknownDaemon));
+    let r = put(&mut ctl, "start");
+    assert_eq!(r.status, 404);
+    refuse(None);
+    asked();
+    let r = call(&mut ctl, h, Method::Get, "/wakelocks", b"");
+    assert_eq!(
+        (r.status, text(&r)),
+        (200, r#"{"mode":"disabled","count":0,"degraded":false,"autosleep":false,"settling":false,"polling":false,"run_window":false,"held":{"boot":false,"update":false,"update_check":false,"devmeta":false,"usrmeta":false,"shutdown":false,"debug_shell":false,"poll":false}}"#.into())
+    );
+}
+
+/// A container's manual drivers: listed with type and status; loading one that drivers.json
+/// does not define is upstream's 400.
+#[test]
+fn manual_drivers_of_the_caller() {
+    let d = r##"{"#spec":"pantavisor-service-system@1","bsp/run.json":{"linux":"k","initrd":"i"},"bsp/drivers.json":{"#spec":"driver-aliases@1","all":{"wifi":["pv_test_no_such_module debug=${user-meta:wifi.debug}"]}},"mgr/run.json":{"name":"mgr","type":"lxc","drivers":{"required":["nope"],"manual":["wifi","ghost"]}}}"##;
+    let st = State::parse(d.as_bytes()).unwrap();
+    let (cfg, fs) = (Config::new(), SimFs::new());
+    let mut ctl = ctl_on(&cfg, &fs, &st);
+    let r = call(&mut ctl, "mgr", Method::Get, "/drivers", b"");
+    assert_eq!(
+        text(&r),
+        r#"[{"name":"nope","type":"REQUIRED","status":"UNKNOWN"},{"name":"wifi","type":"MANUAL","status":"UNLOADED"},{"name":"ghost","type":"MANUAL","status":"UNKNOWN"}]"#
+    );
+    // the empty module index has no such module: the load fails
+    let r = call(&mut ctl, "mgr", Method::Put, "/drivers/load", b"");
+    assert_eq!(
+        (r.status, text(&r)),
+        (400, r#"{"Error":"Error loading drivers"}"#.into())
+    );
+    let r = call(&mut ctl, "mgr", Method::Put, "/drivers/wifi/load", b"");
+    assert_eq!(
+        (r.status, text(&r)),
+        (400, r#"{"Error":"Error loading driver"}"#.into())
+    );
+    // a required driver is not the caller's to load
+    let r = call(&mut ctl, "mgr", Method::Put, "/drivers/nope/load", b"");
+    assert_eq!(r.status, 200);
+    // nothing of them is loaded: an unload has nothing to remove
+    let r = call(&mut ctl, "mgr", Method::Put, "/drivers/unload", b"");
+    assert_eq!(r.status, 200);
+}
+
+/// Device-meta shows the device's own keys over what containers stored; issue 12: a key the
+/// store cannot hold (its crash-safe write adds `.tmp`) is a 400 naming no host path.
+#[test]
+fn device_meta_own_keys_and_key_limits() {
+    let (cfg, fs, st) = (Config::new(), SimFs::new(), state());
+    let mut own = crate::device::meta::OwnMeta::default();
+    for (k, v) in [
+        ("pantavisor.revision", "0"),
+        ("time", r#"{"timeval":{"tv_sec":1}}"#),
+        ("pantavisor.status", "STARTING"),
+    ] {
+        assert!(own.set(k, v.into()));
+    }
+    assert!(!own.set("time", r#"{"timeval":{"tv_sec":1}}"#.into()));
+    assert!(
+        own.set("pantavisor.status", "READY".into()),
+        "changed, not moved"
+    );
+    let mut ctl = ctl_on(&cfg, &fs, &st);
+    ctl.own_meta = &own;
+    let h = HOST_NAME;
+    for (k, v) in [("pantavisor.status", "STALE"), ("mine", "x")] {
+        let r = call(
+            &mut ctl,
+            h,
+            Method::Put,
+            &format!("/device-meta/{k}"),
+            v.as_bytes(),
+        );
+        assert_eq!(r.status, 200);
+    }
+    let r = call(&mut ctl, h, Method::Get, "/device-meta", b"");
+    assert_eq!(
+        text(&r),
+        r#"{"pantavisor.status":"READY","time":{"timeval":{"tv_sec":1}},"pantavisor.revision":"0","mine":"x"}"#
+    );
+    let longest = "k".repeat(251);
+    let r = call(
+        &mut ctl,
+        h,
+        Method::Put,
+        &format!("/user-meta/{longest}"),
+        b"v",
+    );
+    assert_eq!(r.status, 200, "{}", text(&r));
+    for n in [252, 255, 300] {
+        let key = "k".repeat(n);
+        let r = call(&mut ctl, h, Method::Put, &format!("/user-meta/{key}"), b"v");
+        assert_eq!(
+            (r.status, text(&r)),
+            (400, r#"{"Error":"Bad meta key"}"#.into()),
+            "{n}"
+        );
+    }
 }
 
 #[test]
@@ -815,7 +1015,11 @@ fn config_views_and_storage_gc() {
     refuse(Some(Refusal::NoBootEnv("no uboot.txt".into())));
     let r = call(&mut ctl, HOST_NAME, Method::Post, "/storage/gc", b"");
     assert_eq!(r.status, 409);
-    assert!(text(&r).contains("no uboot.txt"), "{}", text(&r));
+    // issue 12: the detail (host paths) is the log's, not the caller's
+    assert_eq!(
+        text(&r),
+        r#"{"Error":"Cannot read the boot env, so what must be kept is unknown"}"#
+    );
     refuse(Some(Refusal::UpdateActive));
     let r = call(&mut ctl, HOST_NAME, Method::Post, "/storage/gc", b"");
     assert_eq!(r.status, 503);
@@ -825,4 +1029,32 @@ fn config_views_and_storage_gc() {
         call(&mut ctl, HOST_NAME, Method::Get, "/storage/gc", b"").status,
         400
     );
+}
+/// core/legacy-config-overload: the /config view of its command line and environment, and a
+/// legacy alias saved as user-meta (the device applies it: device/meta.rs); the values its
+/// golden shows that do not come from upstream's shipped config files.
+#[test]
+fn legacy_config_view_as_upstream_golden() {
+    let mut cfg = Config::new();
+    cfg.apply_text(
+        crate::config::Level::PvConfFile,
+        "pantavisor.config",
+        "PV_SYSTEM_INIT_MODE=appengine\nPV_LOG_LEVEL=4\n",
+    );
+    cfg.apply_cmdline("pv_policy=test ph_creds.port=43 ph_metadata.devmeta.interval=15");
+    cfg.apply_env([("PV_DEBUG_SSH".to_string(), "0".to_string())]);
+    let (fs, st) = (SimFs::new(), state());
+    let text = ctl_on(&cfg, &fs, &st).config_json();
+    let v = json::parse_str(&text, Default::default()).unwrap();
+    let raw = |k: &str| v.get(k).map(|x| x.raw(&text).to_string());
+    assert_eq!(raw("system.init.mode").as_deref(), Some("2"));
+    assert_eq!(raw("creds.host").as_deref(), Some(r#""api.pantahub.com""#));
+    assert_eq!(raw("policy").as_deref(), Some(r#""test""#));
+    assert_eq!(raw("creds.port").as_deref(), Some("43"));
+    assert_eq!(raw("metadata.devmeta.interval").as_deref(), Some("15"));
+    assert_eq!(raw("debug.ssh").as_deref(), Some("false"));
+    assert_eq!(raw("log.level").as_deref(), Some("4"));
+    crate::device::meta::apply_user_meta(&mut cfg, "log.level", Some(b"5"));
+    let text = ctl_on(&cfg, &fs, &st).config_json();
+    assert!(text.contains(r#""log.level":5"#), "{text}");
 }

@@ -23,6 +23,10 @@ pub enum Command {
         rev: String,
     },
     RunGc,
+    /// ENABLE_SSH (true) / DISABLE_SSH (false): PV_DEBUG_SSH at the command level.
+    DebugSsh(bool),
+    /// DEFER_REBOOT with the new debug-shell timeout.
+    DeferReboot(String),
 }
 
 /// A user's action on a `restart_policy: container` container.
@@ -44,6 +48,8 @@ pub enum Request {
     Power(Power, String),
     /// POST /storage/gc: run now, answer what was reclaimed.
     Gc,
+    /// PUT /daemons/{name}: start (true) or stop (false).
+    Daemon(String, bool),
 }
 
 /// Why a request was refused; pv-ctrl turns it into upstream's status and message.
@@ -58,6 +64,7 @@ pub enum Refusal {
     /// Revision 0 is running, committed or tried: it is the rollback point (409).
     FactoryInUse,
     UnknownContainer,
+    UnknownDaemon,
     /// Not a `restart_policy: container` container (403).
     NotOurs,
     /// The action is not possible in the container's status (400).
@@ -69,6 +76,26 @@ pub enum Refusal {
         no_space: bool,
         reason: String,
     },
+}
+
+/// A helper process of upstream's daemon table, as `/daemons` lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Daemon {
+    pub name: &'static str,
+    /// 0: not running (upstream's value for a daemon never spawned).
+    pub pid: i32,
+    pub respawn: bool,
+}
+
+/// Upstream's daemon table for this build: `hwrngd` (built without pv-xconnect and its D-Bus
+/// system bus). This device spawns no rngd, so its pid stays 0; `respawn` is the flag
+/// PUT /daemons toggles, as upstream keeps it for a daemon its init mode does not run.
+pub fn daemons() -> Vec<Daemon> {
+    vec![Daemon {
+        name: "hwrngd",
+        pid: 0,
+        respawn: true,
+    }]
 }
 
 /// What an admitted request answers.
@@ -103,7 +130,8 @@ impl Model {
                 self.end(p, &why, &mut fx);
             }
             Request::Command(c) => {
-                self.admit(false)?;
+                // upstream refuses only updates, power and UNCLAIM while an update is on
+                self.admit(matches!(c, Command::DebugSsh(_) | Command::DeferReboot(_)))?;
                 fx.push(Effect::Log(Level::Info, format!("command queued: {c:?}")));
                 self.command = Some(c);
             }
@@ -111,6 +139,18 @@ impl Model {
                 // the GC runs on the worker: nothing else is admitted until it ends
                 self.admit(false)?;
                 self.phase = Phase::Command;
+            }
+            Request::Daemon(name, start) => {
+                let d = self
+                    .daemons
+                    .iter_mut()
+                    .find(|d| d.name == name)
+                    .ok_or(Refusal::UnknownDaemon)?;
+                d.respawn = start;
+                fx.push(Effect::Log(
+                    Level::Info,
+                    format!("daemon {name}: respawn {start} (not spawned by this device)"),
+                ));
             }
         }
         Ok((Answer::Ok, fx))

@@ -8,14 +8,15 @@
 //! - `probation.rs`: the health gates of an update and how the device ends;
 //! - `commands.rs`: what pv-ctrl hands the device and its admission;
 //! - `timers.rs`: typed timers owned by what armed them;
-//! - `meta.rs`: user-meta and device-meta views, configuration from user-meta;
+//! - `meta.rs`: user-meta and device-meta views, configuration from user-meta, the device's
+//!   own device-meta;
 //! - `updates.rs`: the commands' work (LOCAL_RUN, MAKE_FACTORY, GC) and the commit;
 //! - `work.rs`: slow work off the loop -- worker jobs and hooks reaped with a deadline;
 //! - `init.rs`: upstream's INIT, before the model exists, and the FATAL path.
 pub mod commands;
 pub mod containers;
 pub mod init;
-mod meta;
+pub(crate) mod meta;
 pub mod model;
 pub mod probation;
 pub mod timers;
@@ -75,6 +76,10 @@ pub struct Device<'a> {
     hook_queue: VecDeque<(hooks::Op, hooks::Env)>,
     /// The loop's longest handling, as last published.
     stall_published: u64,
+    /// The device's own device-meta keys (`pantavisor.*`, `time`, ...), and when the
+    /// changing ones were last read.
+    devmeta: meta::OwnMeta,
+    devmeta_refreshed: u64,
 }
 
 impl<'a> Device<'a> {
@@ -137,6 +142,8 @@ impl<'a> Device<'a> {
             hook: None,
             hook_queue: VecDeque::new(),
             stall_published: 0,
+            devmeta: Default::default(),
+            devmeta_refreshed: 0,
         })
     }
 
@@ -145,6 +152,7 @@ impl<'a> Device<'a> {
         // before any container is mounted: they only see sockets that exist then
         self.bind_ctrl();
         self.publish_all_meta();
+        self.init_own_meta();
         self.mount_bsp();
         self.timers.arm(&mut self.lp, Timer::Tick, TICK_MS);
         // before any container starts, and bounded by the hook timeout
@@ -352,6 +360,7 @@ impl<'a> Device<'a> {
                         // directory within its budget from here too
                         crate::logs::maintain();
                         self.publish_stall();
+                        self.refresh_own_meta_due(EventLoop::now_ms());
                     }
                     _ => {}
                 }
@@ -427,6 +436,7 @@ impl<'a> Device<'a> {
             })
             .collect();
         let storage_busy = self.gc.is_some() || self.m.command == Some(Command::RunGc);
+        let daemons = self.m.daemons.clone();
         let pending = self.pending();
         let mut front = Front {
             m: &mut self.m,
@@ -449,6 +459,9 @@ impl<'a> Device<'a> {
             rev: &self.rev,
             dev: &mut front,
             meta_changed: Vec::new(),
+            own_meta: &self.devmeta,
+            daemons: &daemons,
+            modules: &self.modules,
             storage_busy,
         };
         server.handle(&mut self.lp, w, &mut ctl);
@@ -497,18 +510,8 @@ impl<'a> Device<'a> {
         else {
             return Ok(0);
         };
-        let usermeta = MetaStore::new(self.st.fs, self.cfg.cache_usrmetadir().as_ref());
-        let devmeta = MetaStore::new(self.st.fs, self.cfg.cache_devmetadir().as_ref());
         let meta = |store: &str, key: &str| {
-            let s = if store == "device-meta" {
-                &devmeta
-            } else {
-                &usermeta
-            };
-            s.get(key)
-                .ok()
-                .flatten()
-                .map(|v| String::from_utf8_lossy(&v).trim().to_string())
+            meta::placeholder(self.st.fs, self.cfg, &self.devmeta, store, key)
         };
         let plan =
             crate::drivers::for_container(&self.state, c, self.cfg.bootloader_fitconfig(), &meta);

@@ -48,6 +48,8 @@ pub struct Model {
     pub rollback: bool,
     /// The command pv-ctrl queued, run when nothing else is under way.
     pub command: Option<Command>,
+    /// What `/daemons` lists.
+    pub daemons: Vec<super::commands::Daemon>,
     /// A live update: the containers it replaces, to stop before the new state is adopted.
     pub switch: Option<Vec<String>>,
     pub commit_delay_s: u64,
@@ -143,6 +145,7 @@ impl Model {
             live: false,
             rollback: false,
             command: None,
+            daemons: super::commands::daemons(),
             switch: None,
             commit_delay_s,
             grace_ms,

@@ -579,3 +579,104 @@ fn timer_tokens_round_trip_and_stay_clear_of_pv_ctrl() {
     assert!(super::timers::is_ctrl(super::timers::CTRL + 3));
     assert_eq!(Timer::from_token(super::timers::CTRL), None);
 }
+
+/// PUT /daemons: the flag of a known daemon, 404 for another; ENABLE_SSH is taken while an
+/// update is on (upstream refuses only updates, power and UNCLAIM then), a reboot is not.
+#[test]
+fn daemons_and_ssh_commands() {
+    let mut m = model(vec![], 1, true);
+    assert_eq!(
+        m.request(Request::Daemon("nonexistent-daemon".into(), false))
+            .unwrap_err(),
+        Refusal::UnknownDaemon
+    );
+    m.request(Request::Daemon("hwrngd".into(), false)).unwrap();
+    assert!(!m.daemons[0].respawn);
+    assert_eq!(m.daemons[0].pid, 0, "never spawned here");
+    m.request(Request::Daemon("hwrngd".into(), true)).unwrap();
+    assert!(m.daemons[0].respawn);
+    assert!(m.update_active());
+    assert_eq!(
+        m.request(Request::Power(Power::Reboot, "x".into()))
+            .unwrap_err(),
+        Refusal::UpdateActive
+    );
+    let (a, _) = m
+        .request(Request::Command(Command::DebugSsh(true)))
+        .unwrap();
+    assert_eq!(a, Answer::Ok);
+    assert_eq!(m.command, Some(Command::DebugSsh(true)));
+    // one command slot
+    assert_eq!(
+        m.request(Request::Command(Command::DeferReboot("60".into())))
+            .unwrap_err(),
+        Refusal::Busy
+    );
+}
+
+/// Device-meta renderings, as upstream's metadata.c writes them.
+#[test]
+fn device_meta_values() {
+    use super::meta::*;
+    assert_eq!(arch("x86_64", 64, true), "x86_64/64/EL");
+    assert_eq!(arch("mips", 32, false), "mips/32/EB");
+    let cpuinfo = "processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Intel(R) Xeon(R) CPU @ 2.20GHz\nstepping\t: 0\nmodel name\t: second\n";
+    assert_eq!(
+        cpu_model(cpuinfo).as_deref(),
+        Some("Intel(R) Xeon(R) CPU @ 2.20GHz")
+    );
+    assert_eq!(cpu_model("processor\t: 0\nmodel\t\t: 5\n"), None);
+    assert_eq!(
+        dt_model(b"Raspberry Pi 4 Model B\0").as_deref(),
+        Some("Raspberry Pi 4 Model B")
+    );
+    assert_eq!(dt_model(b""), None);
+    assert_eq!(
+        time_json(1_700_000_000, 42),
+        r#"{"timeval":{"tv_sec":1700000000,"tv_usec":42},"timezone":{"tz_minuteswest":0,"tz_dsttime":0}}"#
+    );
+    // 5% of 1000 reserved; free beyond it
+    assert_eq!(
+        storage_json(1000, 300, 5),
+        r#"{"total":1000,"free":300,"reserved":50,"real_free":250}"#
+    );
+    assert_eq!(
+        storage_json(1000, 10, 5),
+        r#"{"total":1000,"free":10,"reserved":50,"real_free":0}"#
+    );
+    // no overflow on a huge disk
+    assert!(storage_json(u64::MAX, 0, 100).contains(&format!(r#""reserved":{}"#, u64::MAX)));
+    let a = |n: &str, f: &'static str, v: &str| (n.to_string(), f, v.to_string());
+    assert_eq!(
+        interfaces_json(vec![
+            a("lo", "ipv4", "127.0.0.1"),
+            a("eth0", "ipv6", "fe80::1"),
+            a("eth0", "ipv4", "10.0.0.2"),
+            a("eth0", "mac", "02:00:00:00:00:01"),
+            a("eth0", "ipv4", "10.0.0.3"),
+            a("lo", "ipv6", "::1"),
+        ]),
+        r#"{"lo.ipv4":["127.0.0.1"],"eth0.ipv6":["fe80::1"],"eth0.ipv4":["10.0.0.2","10.0.0.3"],"eth0.mac":["02:00:00:00:00:01"],"lo.ipv6":["::1"]}"#
+    );
+    assert_eq!(interfaces_json(vec![]), "{}");
+    let u = crate::sys::host::Uname {
+        sysname: "Linux".into(),
+        release: "6.1.0".into(),
+        version: "#1 SMP".into(),
+        nodename: "dev".into(),
+        machine: "x86_64".into(),
+    };
+    assert_eq!(
+        uname_json(&u),
+        r##"{"kernel.name":"Linux","kernel.release":"6.1.0","kernel.version":"#1 SMP","node.name":"dev","machine":"x86_64"}"##
+    );
+    let s = sysinfo_json(&crate::sys::host::SysInfo {
+        uptime: 5,
+        mem_unit: 1,
+        ..Default::default()
+    });
+    assert!(
+        s.starts_with(r#"{"uptime":5,"loads.0":0,"#) && s.ends_with(r#""mem_unit":1}"#),
+        "{s}"
+    );
+}

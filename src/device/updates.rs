@@ -67,6 +67,24 @@ impl Device<'_> {
                 }
             },
             Command::LocalRun { rev, commit } => self.local_run(&rev, commit),
+            Command::DebugSsh(on) => {
+                // as upstream: until reboot; no SSH server runs here to start or stop
+                let v = if on { "1" } else { "0" };
+                // the command level is open to PV_DEBUG_SSH (config/keys.rs): it cannot refuse
+                let _ = self
+                    .cfg
+                    .set(crate::config::Level::Command, "PV_DEBUG_SSH", v);
+                pvlog!(Info, "config", "PV_DEBUG_SSH={v} by command");
+                Some(Outcome::Done)
+            }
+            Command::DeferReboot(t) => {
+                pvlog!(
+                    Info,
+                    "device",
+                    "DEFER_REBOOT {t}: no debug shell holds a reboot on this device"
+                );
+                Some(Outcome::Done)
+            }
             Command::MakeFactory { rev } => {
                 if self.make_factory(&rev) {
                     self.local_run("0", true)
@@ -124,8 +142,13 @@ impl Device<'_> {
     /// re-hash) on the worker; [`Device::prepared`] goes on from there. Every refusal is
     /// recorded in the revision's progress. None: the command goes on off the loop.
     fn local_run(&mut self, rev: &str, force_reboot: bool) -> Option<Outcome> {
-        if self.st.trail_dir(rev).is_err() {
-            pvlog!(Error, "update", "LOCAL_RUN: bad revision name {rev:?}");
+        let has_state = self
+            .st
+            .state_path(rev)
+            .is_ok_and(|p| crate::storage::fs::exists(self.st.fs, &p).unwrap_or(false));
+        if !has_state {
+            // before the capture, which would make `trails/<rev>/.pv` of a revision never put
+            pvlog!(Error, "update", "LOCAL_RUN: no revision {rev:?}");
             return Some(Outcome::Done);
         }
         self.capture_rev(rev, true);
@@ -263,6 +286,7 @@ impl Device<'_> {
         self.state = state;
         self.rev = rev;
         crate::logs::set_revision(&self.rev);
+        self.set_own_meta("pantavisor.revision", self.rev.clone());
         if let Err(e) = self.st.set_current(&self.rev) {
             pvlog!(Error, "update", "{e}");
         }

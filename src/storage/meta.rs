@@ -11,10 +11,11 @@ pub struct MetaStore<'a> {
 }
 
 /// A key is a file name: not empty, not `.`/`..`, no `/`, no NUL or control characters,
-/// not ending in `.tmp` (the in-flight suffix), at most 255 bytes.
+/// not ending in `.tmp` (the in-flight suffix), at most 251 bytes (NAME_MAX less that suffix,
+/// which the crash-safe write adds).
 pub fn valid_key(key: &str) -> bool {
     !key.is_empty()
-        && key.len() <= 255
+        && key.len() <= 255 - ".tmp".len()
         && key != "."
         && key != ".."
         && !key.ends_with(".tmp")

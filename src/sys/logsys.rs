@@ -25,6 +25,8 @@ pub fn boottime_secs() -> io::Result<u64> {
 pub struct FsSize {
     /// total size in bytes (blocks times fragment size)
     pub total: u64,
+    /// free bytes (`f_bfree`: root's reserve included, as upstream's `storage` device-meta)
+    pub free: u64,
     pub tmpfs: bool,
 }
 
@@ -53,6 +55,7 @@ pub fn fs_size(path: &Path) -> io::Result<FsSize> {
     let blocks = u64::try_from(st.f_blocks).unwrap_or(0);
     Ok(FsSize {
         total: blocks.saturating_mul(unit),
+        free: u64::try_from(st.f_bfree).unwrap_or(0).saturating_mul(unit),
         tmpfs: i64::try_from(st.f_type).unwrap_or(0) == TMPFS_MAGIC,
     })
 }

@@ -48,6 +48,18 @@ pub fn finit_module(f: &std::fs::File) -> io::Result<()> {
     finit_module_params(f, "")
 }
 
+/// delete_module(2) of a module by name (O_NONBLOCK, as `modprobe -r`).
+pub fn delete_module(name: &str) -> io::Result<()> {
+    let name =
+        std::ffi::CString::new(name).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: a NUL-terminated module name that outlives the call.
+    let r = unsafe { libc::syscall(libc::SYS_delete_module, name.as_ptr(), libc::O_NONBLOCK) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// finit_module(2) with a module parameter string (`name=value ...`).
 pub fn finit_module_params(f: &std::fs::File, params: &str) -> io::Result<()> {
     use std::os::fd::AsRawFd;

@@ -417,6 +417,20 @@ pub fn http_in(
     path: &str,
     body: &str,
 ) -> Option<Http> {
+    http_as(device_pid, None, socket, method, path, body)
+}
+
+/// [`http_in`] from the cgroup whose `cgroup.procs` is `cgroup_procs` (a container's: the
+/// device names a caller by its cgroup), joined before it connects.
+pub fn http_as(
+    device_pid: i32,
+    cgroup_procs: Option<&Path>,
+    socket: &Path,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> Option<Http> {
+    let join = "import os, sys\nif sys.argv[5]: open(sys.argv[5], 'w').write(str(os.getpid()))\n";
     let out = Command::new("nsenter")
         .args([
             "-t",
@@ -424,10 +438,11 @@ pub fn http_in(
             "-p",
             "python3",
             "-c",
-            HTTP_CLIENT,
+            &format!("{join}{HTTP_CLIENT}"),
         ])
         .arg(socket)
         .args([method, path, body])
+        .arg(cgroup_procs.unwrap_or(Path::new("")))
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
         .output()
         .ok()?;
