@@ -529,6 +529,13 @@ impl Response {
     }
 
     /// `{"Error":"<msg>"}`.
+    /// A 500: the detail (paths of the host's storage) goes to the log, not to the caller,
+    /// which may be a container.
+    pub fn internal(e: &dyn std::fmt::Display) -> Response {
+        crate::pvlog!(Error, "ctrl", "{e}");
+        Response::error(500, "Internal error, see the device log")
+    }
+
     pub fn error(status: u16, msg: &str) -> Response {
         let mut body = String::from("{\"Error\":");
         crate::json::escape_str(msg, &mut body);

@@ -223,15 +223,8 @@ fn storage_error(e: &storage::Error) -> Response {
     if e.is_no_space() {
         Response::error(507, NO_SPACE)
     } else {
-        internal(&e)
+        Response::internal(&e)
     }
-}
-
-/// A 500: the detail (paths of the host's storage) goes to the log, not to the caller, which
-/// may be a container.
-fn internal(e: &dyn std::fmt::Display) -> Response {
-    crate::pvlog!(Error, "ctrl", "{e}");
-    Response::error(500, "Internal error, see the device log")
 }
 
 fn not_found(e: &std::io::Error) -> bool {
@@ -404,7 +397,7 @@ fn stage_step(st: &Storage, rev: &str, body: &[u8]) -> Response {
             Response::error(422, &format!("{BAD_STATE}: {}", errors.join("; ")))
         }
         Err(update::Error::Storage(e)) => storage_error(&e),
-        Err(e) => internal(&e),
+        Err(e) => Response::internal(&e),
     }
 }
 
@@ -616,12 +609,12 @@ impl Ctl<'_> {
             }
             Ok(_) => {}
             Err(e) if not_found(&e) => return Response::error(404, NOT_FOUND),
-            Err(e) => return internal(&e),
+            Err(e) => return Response::internal(&e),
         }
         match self.fs.read(&path) {
             Ok(data) => Response::new(200, "application/octet-stream", data),
             Err(e) if not_found(&e) => Response::error(404, NOT_FOUND),
-            Err(e) => internal(&e),
+            Err(e) => Response::internal(&e),
         }
     }
 
@@ -709,7 +702,7 @@ impl Ctl<'_> {
         match self.fs.read(&path) {
             Ok(data) => Response::new(200, ctype, data),
             Err(e) if not_found(&e) => Response::error(404, NOT_FOUND),
-            Err(e) => internal(&e),
+            Err(e) => Response::internal(&e),
         }
     }
 
@@ -728,7 +721,7 @@ impl Ctl<'_> {
         match crate::storage::fs::exists(self.fs, &dir) {
             Ok(true) => {}
             Ok(false) => return Response::error(404, NOT_FOUND),
-            Err(e) => return internal(&e),
+            Err(e) => return Response::internal(&e),
         }
         let res = path
             .parent()
@@ -897,7 +890,7 @@ impl Ctl<'_> {
     fn meta_get(&self, kind: MetaKind) -> Response {
         let mut entries = match self.store(kind).list() {
             Ok(entries) => entries,
-            Err(e) => return internal(&e),
+            Err(e) => return Response::internal(&e),
         };
         if kind == MetaKind::Device {
             entries = with_own(entries, self.own_meta);
@@ -990,7 +983,7 @@ impl Ctl<'_> {
                 self.meta_changed.push((kind, key.to_string()));
                 Response::ok()
             }
-            Err(e) => internal(&e),
+            Err(e) => Response::internal(&e),
         }
     }
 
@@ -1001,7 +994,7 @@ impl Ctl<'_> {
                 Response::ok()
             }
             Ok(false) => Response::error(404, kind.missing()),
-            Err(e) => internal(&e),
+            Err(e) => Response::internal(&e),
         }
     }
 }
@@ -1041,7 +1034,7 @@ pub fn refused(r: &Refusal) -> Response {
         Refusal::BadStatus => Response::error(400, CONTAINER_STATE),
         Refusal::SignalUnexpected => Response::error(500, SIGNAL_UNEXPECTED),
         Refusal::Storage { no_space: true, .. } => Response::error(507, NO_SPACE),
-        Refusal::Storage { reason, .. } => internal(reason),
+        Refusal::Storage { reason, .. } => Response::internal(reason),
     }
 }
 

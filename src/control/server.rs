@@ -699,7 +699,7 @@ impl Conn {
         if let Some((path, len)) = resp.file.clone() {
             match std::fs::File::open(&path) {
                 Ok(f) => self.tail = Some((f, len)),
-                Err(e) => resp = Response::error(500, &format!("open {}: {e}", path.display())),
+                Err(e) => resp = Response::internal(&format!("open {}: {e}", path.display())),
             }
         }
         if !keep {
