@@ -125,8 +125,7 @@ impl Value {
 
     /// Any number whose value is finite as an f64 ("1e999" is not).
     pub fn as_f64(&self) -> Option<f64> {
-        let f: f64 = self.number_text()?.parse().ok()?;
-        f.is_finite().then_some(f)
+        parse_f64(self.number_text()?)
     }
 
     /// JSON type name, for error messages.
@@ -582,3 +581,122 @@ fn duplicate_key(members: &[(String, Value)]) -> Option<&str> {
 
 #[cfg(test)]
 mod tests;
+
+/// A decimal number ("2", "+1.5", ".5", "-2.5e3") as a finite f64, without core's float parser
+/// (its tables are ~15 KB of the binary for upstream's one float, `backoff_factor`). Exact, as
+/// `str::parse::<f64>` is, for up to 15 significant digits and a power of ten within 10^±22;
+/// beyond that within a few ulps. Overflow ("1e999"), "inf" and "nan" are None.
+pub fn parse_f64(s: &str) -> Option<f64> {
+    let b = s.as_bytes();
+    let mut i = usize::from(matches!(b.first(), Some(b'+' | b'-')));
+    let (mut m, mut exp, mut digits) = (0u64, 0i64, 0);
+    let mut point = false;
+    while let Some(&c) = b.get(i) {
+        match c {
+            b'0'..=b'9' => {
+                digits += 1;
+                // Digits past u64's 19 only scale the value.
+                if m < 1_000_000_000_000_000_000 {
+                    m = m * 10 + u64::from(c - b'0');
+                    exp -= i64::from(point);
+                } else {
+                    exp += i64::from(!point);
+                }
+            }
+            b'.' if !point => point = true,
+            _ => break,
+        }
+        i += 1;
+    }
+    if digits == 0 {
+        return None;
+    }
+    if let Some(b'e' | b'E') = b.get(i) {
+        let t = &s[i + 1..];
+        let neg = t.starts_with('-');
+        let t = t.strip_prefix(['+', '-']).unwrap_or(t);
+        if t.is_empty() || !t.bytes().all(|c| c.is_ascii_digit()) {
+            return None;
+        }
+        // Saturate: anything past 10^±99999 is 0 or overflow alike.
+        let e = t.parse::<i64>().unwrap_or(99_999).min(99_999);
+        exp += if neg { -e } else { e };
+        i = b.len();
+    }
+    if i != b.len() {
+        return None;
+    }
+    let mut f = if m == 0 {
+        0.0
+    } else {
+        scale10(m as f64, exp.clamp(-999, 999) as i32)
+    };
+    if b[0] == b'-' {
+        f = -f;
+    }
+    f.is_finite().then_some(f)
+}
+
+/// Writes `v` as `{}` of an f64 does (plain decimal, no exponent, "2" for 2.0), without core's
+/// float formatter (~10 KB): the shortest form for any value parsed from up to 15 significant
+/// digits, else rounded to 15 significant digits.
+pub fn write_f64(out: &mut String, mut v: f64) {
+    if v.is_sign_negative() {
+        out.push('-');
+        v = -v;
+    }
+    if !v.is_finite() {
+        out.push_str(if v.is_nan() { "NaN" } else { "inf" });
+        return;
+    }
+    if v == 0.0 {
+        out.push('0');
+        return;
+    }
+    // Scale into [10^14, 10^15): 15 significant digits; `dot` = digits before the point.
+    let mut dot: i32 = 15;
+    let mut x = v;
+    while x >= 1e15 {
+        x /= 10.0;
+        dot += 1;
+    }
+    while x < 1e14 {
+        x *= 10.0;
+        dot -= 1;
+    }
+    let s = 15 - dot;
+    x = scale10(v, s);
+    let mut n = (x + 0.5) as u64;
+    if n >= 1_000_000_000_000_000 {
+        n /= 10;
+        dot += 1;
+    }
+    let digits = n.to_string();
+    let digits = digits.trim_end_matches('0');
+    let len = digits.len() as i32;
+    if dot <= 0 {
+        out.push_str("0.");
+        (0..-dot).for_each(|_| out.push('0'));
+        out.push_str(digits);
+    } else if dot >= len {
+        out.push_str(digits);
+        (0..dot - len).for_each(|_| out.push('0'));
+    } else {
+        let (a, b) = digits.split_at(dot as usize);
+        out.push_str(a);
+        out.push('.');
+        out.push_str(b);
+    }
+}
+
+/// `f * 10^e`, dividing for negative `e`: 10^k for k <= 22 is exact, so that rounds once; the
+/// split keeps 10^k itself finite down to subnormal results.
+fn scale10(f: f64, e: i32) -> f64 {
+    let k = e.unsigned_abs().min(300) as i32;
+    let rest = e.unsigned_abs() as i32 - k;
+    if e < 0 {
+        f / 10f64.powi(k) / 10f64.powi(rest)
+    } else {
+        f * 10f64.powi(k) * 10f64.powi(rest)
+    }
+}

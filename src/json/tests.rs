@@ -381,3 +381,61 @@ fn value_count_is_a_lower_bound_of_the_values_parsed() {
         );
     }
 }
+
+#[test]
+fn numbers_parse_and_print_as_core_does_for_up_to_15_digits() {
+    use super::{parse_f64, write_f64};
+    let cases = [
+        "0",
+        "-0",
+        "1",
+        "2",
+        "1.5",
+        "+1.5",
+        ".5",
+        "5.",
+        "1.e2",
+        "0.1",
+        "0.3",
+        "2.25",
+        "1e3",
+        "1E-3",
+        "-2500.0",
+        "123456789012345",
+        "1.23456789012345",
+        "0.000000123",
+        "1e22",
+        "1e-22",
+        "0.0000001",
+        "1e20",
+        "007.50",
+        "1.0000000000000000000000001",
+    ];
+    for c in cases {
+        let want: f64 = c.parse().unwrap();
+        assert_eq!(parse_f64(c).map(f64::to_bits), Some(want.to_bits()), "{c}");
+        let mut got = String::new();
+        write_f64(&mut got, want);
+        assert_eq!(got, want.to_string(), "{c}");
+    }
+    // Past 10^±22 the value is within a few ulps and prints the same 15 digits.
+    for c in [
+        "12345e-30",
+        "9.87654321e200",
+        "1e300",
+        "1e-300",
+        "100000000000000000000000",
+    ] {
+        let want: f64 = c.parse().unwrap();
+        let got = parse_f64(c).unwrap();
+        assert!(((got - want) / want).abs() < 1e-15, "{c}: {got} vs {want}");
+        let mut s = String::new();
+        write_f64(&mut s, got);
+        assert_eq!(s, want.to_string(), "{c}");
+    }
+    for bad in [
+        "", "-", ".", "e5", "1e", "1e+", "1.5x", "1..5", "inf", "nan", "1e999", "--1", "1 ",
+    ] {
+        assert_eq!(parse_f64(bad), None, "{bad:?}");
+    }
+}

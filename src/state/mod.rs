@@ -566,15 +566,21 @@ fn render_image(i: &ImageRef) -> String {
 }
 
 fn render_recovery(ar: &AutoRecovery) -> String {
-    format!(
-        "{}(max_retries={} retry_delay={}s backoff_factor={} stable_timeout={}s backoff={})",
+    use fmt::Write as _;
+    let mut s = format!(
+        "{}(max_retries={} retry_delay={}s backoff_factor=",
         ar.policy.as_str(),
         ar.max_retries,
         ar.retry_delay,
-        ar.backoff_factor,
+    );
+    crate::json::write_f64(&mut s, ar.backoff_factor);
+    let _ = write!(
+        s,
+        " stable_timeout={}s backoff={})",
         ar.stable_timeout,
         ar.backoff_policy.render()
-    )
+    );
+    s
 }
 
 #[cfg(test)]

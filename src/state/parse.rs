@@ -129,7 +129,7 @@ impl<'a> Obj<'a> {
         let v = self.get(f)?;
         let n = match &v.kind {
             Kind::Number(_) => v.as_f64(),
-            Kind::String(s) => s.parse::<f64>().ok().filter(|x| x.is_finite()),
+            Kind::String(s) => crate::json::parse_f64(s),
             _ => None,
         }
         .filter(|x| *x >= 0.0);
@@ -1209,7 +1209,7 @@ fn assign_groups(drafts: &mut [Draft], parts: &Parts, ctx: &mut Ctx) {
                 .filter(|d| unassigned(d))
                 .map(|d| d.c.name.clone())
                 .collect();
-            names.sort();
+            crate::sort(&mut names);
             let root_taken = drafts.iter().any(|d| d.c.group == "root");
             let first = if root_taken {
                 None
