@@ -1057,7 +1057,7 @@ fn copy_tree(src: &Path, dst: &Path, depth: u32) -> Result<(), (PathBuf, io::Err
             .map_err(er(src))?
             .filter_map(|e| e.ok().map(|e| e.file_name()))
             .collect();
-        names.sort();
+        crate::sort(&mut names);
         for n in names {
             copy_tree(&src.join(&n), &dst.join(&n), depth + 1)?;
         }

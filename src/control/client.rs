@@ -619,7 +619,7 @@ impl Client<'_> {
             .flatten()
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .collect();
-        names.sort();
+        crate::sort(&mut names);
         for sha in names.iter().filter(|n| !have.contains(n)) {
             let src = objects.join(sha).display().to_string();
             let _ = self.upload(&format!("/objects/{}", seg(sha)), &src);

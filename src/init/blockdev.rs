@@ -91,7 +91,7 @@ pub fn find(spec: &DeviceSpec, sys_block: &Path, dev_dir: &Path) -> Option<PathB
         .ok()?
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
         .collect();
-    names.sort();
+    crate::sort(&mut names);
     names
         .into_iter()
         .map(|n| dev_dir.join(n))

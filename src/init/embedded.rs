@@ -129,7 +129,7 @@ pub fn load_early_modules(dir: &Path) -> usize {
                         .collect()
                 })
                 .unwrap_or_default();
-            v.sort();
+            crate::sort(&mut v);
             v
         }
     };

@@ -573,7 +573,7 @@ fn duplicate_key(members: &[(String, Value)]) -> Option<&str> {
         return None;
     }
     let mut keys: Vec<&str> = members.iter().map(|(k, _)| k.as_str()).collect();
-    keys.sort_unstable();
+    crate::sort(&mut keys);
     keys.windows(2)
         .find(|w| w.first() == w.get(1))
         .and_then(|w| w.first().copied())

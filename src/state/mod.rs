@@ -524,7 +524,7 @@ impl State {
         }
         let mut shas: Vec<&str> = self.objects().map(|(_, sha)| sha).collect();
         let objects = shas.len();
-        shas.sort_unstable();
+        crate::sort(&mut shas);
         shas.dedup();
         let _ = writeln!(s, "objects: {objects} ({} distinct sha256)", shas.len());
         let jsons: Vec<&str> = self.jsons().map(|(k, _)| k).collect();

@@ -95,7 +95,7 @@ impl Fs for RealFs {
                 names.push(n);
             }
         }
-        names.sort();
+        crate::sort(&mut names);
         Ok(names)
     }
     fn read_link(&self, path: &Path) -> io::Result<PathBuf> {

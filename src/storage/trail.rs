@@ -329,13 +329,12 @@ impl<'a> Storage<'a> {
 
     /// The objects a state names, for GC's in-flight protection.
     pub fn state_objects(state: &State) -> BTreeSet<String> {
-        state
-            .entries()
-            .iter()
-            .filter_map(|e| match &e.value {
-                EntryValue::Object { sha } if valid_sha(sha) => Some(sha.clone()),
-                _ => None,
-            })
-            .collect()
+        // Inserted one by one: collecting into a BTreeSet sorts first, with its own sort code.
+        let mut set = BTreeSet::new();
+        set.extend(state.entries().iter().filter_map(|e| match &e.value {
+            EntryValue::Object { sha } if valid_sha(sha) => Some(sha.clone()),
+            _ => None,
+        }));
+        set
     }
 }

@@ -162,7 +162,7 @@ impl Hooks {
             })
             .map(|e| e.path())
             .collect();
-        hooks.sort();
+        crate::sort(&mut hooks);
         hooks
     }
 

@@ -23,13 +23,15 @@ fn changed_keys(old: &State, new: &State) -> Vec<String> {
             (None, None) => String::new(),
         })
     };
-    let keys: BTreeSet<&str> = old
-        .entries()
-        .iter()
-        .chain(new.entries())
-        .filter(|e| e.expanded())
-        .map(|e| e.key.as_str())
-        .collect();
+    // Inserted one by one: collecting into a BTreeSet sorts first, with its own sort code.
+    let mut keys = BTreeSet::new();
+    keys.extend(
+        old.entries()
+            .iter()
+            .chain(new.entries())
+            .filter(|e| e.expanded())
+            .map(|e| e.key.as_str()),
+    );
     keys.into_iter()
         .filter(|k| value(old, k) != value(new, k))
         .map(str::to_string)
