@@ -534,6 +534,9 @@ fn auto_recovery_parsing_and_inheritance() {
         backoff_policy: BackoffPolicy::Duration(600),
     };
     assert_eq!(s.group("app").unwrap().auto_recovery, Some(group_ar));
+    assert!(s.summary().contains(
+        " auto_recovery=always(max_retries=3 retry_delay=2s backoff_factor=1.5 stable_timeout=20s"
+    ));
     let eff = |n: &str| s.effective_auto_recovery(s.container(n).unwrap());
     let own = eff("own");
     assert_eq!(own.policy, RecoveryPolicy::OnFailure);
