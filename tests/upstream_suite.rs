@@ -18,6 +18,7 @@
 //! drops below the README's ratchet ("upstream pvtests ratchet: N"). Arguments filter tests by
 //! substring (then the ratchet is not applied). `harness = false`: the lines print live.
 mod harness;
+mod rig;
 mod support;
 
 use std::io::Write;
@@ -98,7 +99,27 @@ struct Setup {
     script: PathBuf,
 }
 
-fn setup_of(dir: &Path) -> Result<Setup, String> {
+/// A section (`[name]` up to the next) of tests/upstream/appengine.config, its placeholders
+/// filled in for the device in `work`.
+fn appengine(section: &str, work: &Path) -> String {
+    let text = std::fs::read_to_string(Path::new(ROOT).join("tests/upstream/appengine.config"))
+        .unwrap_or_default();
+    let mut out = String::new();
+    let mut inside = false;
+    for line in text.lines() {
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            inside = name == section;
+        } else if inside && !line.starts_with('#') {
+            out += &line
+                .replace("@STORAGE@", &work.join("storage").display().to_string())
+                .replace("@WORK@", &work.display().to_string());
+            out.push('\n');
+        }
+    }
+    out
+}
+
+fn setup_of(dir: &Path, work: &Path) -> Result<Setup, String> {
     let path = dir.join("test.json");
     let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     let v = pantavisor::json::parse_str(&text, Default::default())
@@ -110,15 +131,20 @@ fn setup_of(dir: &Path) -> Result<Setup, String> {
             .unwrap_or_default()
             .to_string()
     };
-    let env = str_of(s, "env")
+    // appengine's environment first: the test's own keys override it
+    let env = appengine("env", work)
         .split_whitespace()
+        .chain(str_of(s, "env").split_whitespace())
         .filter_map(|kv| kv.split_once('='))
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-    let config = match str_of(s, "pantavisor.config") {
-        c if c.is_empty() => String::new(),
-        c => std::fs::read_to_string(dir.join(&c)).map_err(|e| format!("{c}: {e}"))?,
-    };
+    let config = appengine("pantavisor.config", work)
+        + &match str_of(s, "pantavisor.config") {
+            c if c.is_empty() => String::new(),
+            c => std::fs::read_to_string(dir.join(&c)).map_err(|e| format!("{c}: {e}"))?,
+        }
+        + "\n"
+        + &appengine("device", work);
     let cs = s
         .get("containers")
         .ok_or("test.json: no setup.containers")?;
@@ -230,21 +256,29 @@ fn boot(
     Device { pid, thread }
 }
 
+/// Powers the device off as the harness does (SIGINT); one that has not ended 30 s later is
+/// killed, so a device that hangs in its shutdown fails its test instead of the tier.
+fn power_off(dev: &Device) {
+    let signal = |sig: &str| {
+        let pid = dev.pid.load(Ordering::SeqCst);
+        if pid > 0 {
+            let _ = Command::new("kill")
+                .args([sig, &pid.to_string()])
+                .stderr(Stdio::null())
+                .status();
+        }
+    };
+    signal("-INT");
+    let t = Instant::now();
+    while !dev.thread.is_finished() && t.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    signal("-KILL");
+}
+
 /// `pvcontrol ARGS` from the host side, entered into the device's PID namespace.
 fn pvcontrol(pid: i32, socket: &Path, args: &[&str]) -> Option<String> {
-    let out = Command::new("nsenter")
-        .args([
-            "-t",
-            &pid.to_string(),
-            "-p",
-            harness::BIN,
-            "pvcontrol",
-            "-s",
-        ])
-        .arg(socket)
-        .args(args)
-        .output()
-        .ok()?;
+    let out = rig::pvcontrol_in(pid, socket, args).output().ok()?;
     out.status
         .success()
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
@@ -293,6 +327,7 @@ fn make_tester(work: &Path, setup: &Setup, cgroup: Option<&Path>) -> Result<Path
         "run",
         "home",
         "exports",
+        "storage",
         "upstream",
         "standins",
         "overlay/up",
@@ -318,7 +353,7 @@ fn make_tester(work: &Path, setup: &Setup, cgroup: Option<&Path>) -> Result<Path
         ("nc", "/usr/bin/nc.openbsd"),
         ("pvcontrol", "/standins/pv-exec"),
         ("pvcurl", "/standins/pv-exec"),
-        ("pventer", "/standins/pv-exec"),
+        ("pventer", "/standins/pventer"),
         ("pvr", "/standins/pvr"),
         ("lxc-info", "/standins/lxc-info"),
     ] {
@@ -357,6 +392,7 @@ mount -t tmpfs tmpfs {r}/run
 mkdir -p {r}/run/pantavisor/pv
 mount --bind {w}/run {r}/run/pantavisor/pv
 mount --bind {w}/exports {r}/exports
+mount --bind {w}/storage {r}/storage
 mount -t tmpfs tmpfs {r}/home
 mount -t tmpfs tmpfs {r}/tmp
 mkdir -p {r}{w}/storage
@@ -370,12 +406,12 @@ exec chroot {r} /pvbin/sh /pvtest/test.sh
 }
 
 fn run_one(id: &str, dir: &Path, installed: &Path) -> Outcome {
-    let setup = match setup_of(dir) {
+    let slug = id.replace('/', "-");
+    let work = std::env::temp_dir().join(format!("pv-up-{slug}-{}", std::process::id()));
+    let setup = match setup_of(dir, &work) {
         Ok(s) => s,
         Err(e) => return Outcome::Fail(format!("setup: {e}")),
     };
-    let slug = id.replace('/', "-");
-    let work = std::env::temp_dir().join(format!("pv-up-{slug}-{}", std::process::id()));
     let files = harness::make_device(
         &work,
         &format!("pv-up-{slug}"),
@@ -383,6 +419,11 @@ fn run_one(id: &str, dir: &Path, installed: &Path) -> Outcome {
         &setup.config,
         &prepare,
     );
+    let ph = files.storage.join("config/pantahub.config");
+    let _ = std::fs::create_dir_all(files.storage.join("config"));
+    if let Err(e) = std::fs::write(&ph, appengine("pantahub.config", &work)) {
+        return Outcome::Fail(format!("{}: {e}", ph.display()));
+    }
     let mut bl = harness::Bootloader::new(&files.storage, &files.config);
     bl.cgroup = files.cgroup.clone();
     let outcome = match make_tester(&work, &setup, files.cgroup.as_deref()) {
@@ -395,12 +436,7 @@ fn run_one(id: &str, dir: &Path, installed: &Path) -> Outcome {
                 r.join("pvtest/device.pid"),
             );
             let o = exercise(id, dir, &work, &r, &setup, &dev, installed);
-            let pid = dev.pid.load(Ordering::SeqCst);
-            if pid > 0 {
-                let _ = Command::new("kill")
-                    .args(["-INT", &pid.to_string()])
-                    .status();
-            }
+            power_off(&dev);
             let boots = dev.thread.join().unwrap_or_default();
             match boots.last() {
                 Some((_, harness::End::PowerOff)) | None => o,
@@ -486,6 +522,7 @@ fn exercise(
     let cmp = Command::new(Path::new(ROOT).join("tests/upstream/normalize.py"))
         .arg(dir.join("output"))
         .arg(&transcript)
+        .arg(id)
         .output();
     let Ok(cmp) = cmp else {
         return Outcome::Fail("tests/upstream/normalize.py did not run".into());
@@ -586,10 +623,16 @@ fn main() {
         let _ = std::io::stdout().flush();
     }
     let _ = std::fs::remove_dir_all(&installed);
-    println!(
+    let line = format!(
         "upstream pvtests: {pass} of {} pass ({} s)",
         chosen.len(),
         t0.elapsed().as_secs()
+    );
+    println!("{line}");
+    // for scripts/test's summary (this tier's lines are far up in cargo test's output)
+    let _ = std::fs::write(
+        Path::new(ROOT).join("target/upstream-pvtests.txt"),
+        line + "\n",
     );
     if filters.is_empty() {
         match ratchet() {
