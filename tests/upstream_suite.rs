@@ -73,37 +73,71 @@ fn exception(test: &str) -> Option<&'static str> {
         .map(|(_, why)| *why)
 }
 
-/// What a container tarball of a test.json is replaced by: a pvmk description fragment,
-/// `("bsp", ..)` for the board support package or `("merge", path)` for a real pvr export.
-/// pvr-sdk sees the device's storage at /storage, as upstream's does (on-demand-gc looks).
+/// The groups of upstream's bsp build (its device.json), as `pvcontrol groups ls` shows them.
+const GROUPS: &str = r#"[{"name":"data","status_goal":"MOUNTED","restart_policy":"system"},
+  {"name":"root","status_goal":"STARTED","restart_policy":"system"},
+  {"name":"platform","status_goal":"STARTED","restart_policy":"system"},
+  {"name":"app","status_goal":"STARTED","restart_policy":"container",
+   "auto_recovery":{"max_retries":5,"stable_timeout":30,"backoff_policy":"reboot"}}]"#;
+
+/// A signature's shape (`_sigs/*.json`); secureboot is disabled where these stand-ins are used.
+const SIG: &str = r##"{"#spec":"pvs@2","protected":"stand-in","signature":"stand-in"}"##;
+
+/// What a container tarball of a test.json is replaced by, as pvmk description parts:
+/// `("bsp", ..)`, `("groups", ..)`, `("extra", "\"key\":value")`, `("merge", path)` for a real
+/// pvr export, `(container, ..)`. The keys are those of upstream's builds (the state's keys
+/// and its 6 objects in runtime/steps-rw and control/basic-endpoints; but appengine's bsp has
+/// no kernel.img, which a standalone device needs: normalize.py); pvr-sdk sees the device's storage at /storage, as upstream's does (on-demand-gc
+/// looks), and has a dm-verity manifest that its run.json does not use.
 fn stand_in(
     tarball: &str,
     common: &Path,
     storage: &Path,
-) -> Result<(&'static str, String), String> {
+) -> Result<Vec<(&'static str, String)>, String> {
     // roles/group/restart_policy as `pvcontrol ls` shows them in the goldens
     let init = r#""rootfs":"rootfs","status_goal":"STARTED""#;
+    let extra = |key: &str, v: &str| ("extra", format!("{key:?}:{v}"));
     Ok(match tarball {
-        "bsp.tgz" => (
-            "bsp",
-            r#"{"modules":"bsp/modules","firmware":"bsp/firmware"}"#.into(),
-        ),
-        "pvr-sdk.tgz" => (
-            "pvr-sdk",
-            format!(
-                r#"{{{init},"group":"platform","restart_policy":"system","roles":["mgmt"],"exports":["/usr/bin","/www/cgi-bin"],"lxc":["lxc.mount.entry = {} storage none bind,rw,create=dir 0 0"]}}"#,
-                storage.display()
+        "bsp.tgz" => vec![
+            ("bsp", r#"{"modules":"bsp/modules"}"#.into()),
+            ("groups", GROUPS.into()),
+            extra("bsp/src.json", "{}"),
+            extra("_sigs/bsp.json", SIG),
+        ],
+        "pvr-sdk.tgz" => vec![
+            (
+                "pvr-sdk",
+                format!(
+                    r#"{{{init},"group":"platform","restart_policy":"system","roles":["mgmt"],"exports":["/usr/bin","/www/cgi-bin"],"lxc":["lxc.mount.entry = {} storage none bind,rw,create=dir 0 0"]}}"#,
+                    storage.display()
+                ),
             ),
-        ),
-        "pv-example-app.tgz" => (
+            extra("pvr-sdk/src.json", "{}"),
+            extra("pvr-sdk/pvpkg.json", "{}"),
+            extra("_config/pvr-sdk/etc/pvr-sdk/config.json", "{}"),
+            extra("_sigs/pvr-sdk.json", SIG),
+            extra(
+                "pvr-sdk/root.squashfs.docker-digest",
+                r#""stand-in digest""#,
+            ),
+            extra("pvr-sdk/root.squashfs.hash", r#""stand-in hash tree""#),
+            extra(
+                "pvr-sdk/_dm/root.squashfs.json",
+                r#"{"type":"dm-verity","data_device":"root.squashfs","hash_device":"root.squashfs.hash","root_hash":"0000000000000000000000000000000000000000000000000000000000000000"}"#,
+            ),
+        ],
+        "pv-example-app.tgz" => vec![(
             "pv-example-app",
             format!(r#"{{{init},"group":"app","restart_policy":"container"}}"#),
-        ),
-        "pv-example-norole.tgz" => ("pv-example-norole", format!(r#"{{{init},"roles":[]}}"#)),
-        t if common.join("tarballs").join(t).is_file() => (
+        )],
+        "pv-example-norole.tgz" => vec![("pv-example-norole", format!(r#"{{{init},"roles":[]}}"#))],
+        t if common.join("tarballs").join(t).is_file() => vec![(
             "merge",
-            common.join("tarballs").join(t).display().to_string(),
-        ),
+            format!(
+                "{:?}",
+                common.join("tarballs").join(t).display().to_string()
+            ),
+        )],
         t => return Err(format!("no stand-in for container tarball {t}")),
     })
 }
@@ -168,7 +202,7 @@ fn setup_of(dir: &Path, work: &Path) -> Result<Setup, String> {
         .get("containers")
         .ok_or("test.json: no setup.containers")?;
     let common = upstream().join("pvtests/local/common");
-    let (mut bsp, mut ctrs, mut merge) = (None, vec![], vec![]);
+    let mut parts: Vec<(&str, String)> = vec![];
     for t in cs
         .get("tarballs")
         .and_then(|t| t.as_array())
@@ -176,17 +210,33 @@ fn setup_of(dir: &Path, work: &Path) -> Result<Setup, String> {
     {
         let name = t.as_str().unwrap_or_default();
         let base = name.rsplit('/').next().unwrap_or(name);
-        match stand_in(base, &common, &work.join("storage"))? {
-            ("bsp", d) => bsp = Some(d),
-            ("merge", p) => merge.push(format!("{p:?}")),
-            (n, d) => ctrs.push(format!("{n:?}:{d}")),
+        parts.extend(stand_in(base, &common, &work.join("storage"))?);
+    }
+    let join = |kind: &str| {
+        parts
+            .iter()
+            .filter(|(k, _)| *k == kind)
+            .map(|(_, v)| v.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let ctrs: Vec<String> = parts
+        .iter()
+        .filter(|(k, _)| !["bsp", "groups", "extra", "merge"].contains(k))
+        .map(|(k, v)| format!("{k:?}:{v}"))
+        .collect();
+    let mut description = format!(
+        r#"{{"containers":{{{}}},"extra":{{{}}},"merge":[{}]"#,
+        ctrs.join(","),
+        join("extra"),
+        join("merge")
+    );
+    for kind in ["bsp", "groups"] {
+        if parts.iter().any(|(k, _)| *k == kind) {
+            description += &format!(r#","{kind}":{}"#, join(kind));
         }
     }
-    let mut description = format!(r#"{{"containers":{{{}}}"#, ctrs.join(","));
-    if let Some(b) = bsp {
-        description += &format!(r#","bsp":{b}"#);
-    }
-    description += &format!(r#","merge":[{}]}}"#, merge.join(","));
+    description.push('}');
     Ok(Setup {
         env,
         cmdline: str_of(s, "cmdline"),
@@ -586,7 +636,17 @@ fn exercise(
                 k.join(format!("{}.transcript", id.replace('/', "_"))),
             );
         }
-        Outcome::Fail(text)
+        // the head of the diff; the whole transcript with PV_UPSTREAM_KEEP
+        const HEAD: usize = 40;
+        let lines: Vec<&str> = text.lines().collect();
+        let mut shown = lines[..lines.len().min(HEAD)].join("\n");
+        if lines.len() > HEAD {
+            shown += &format!(
+                "\n... {} more lines (PV_UPSTREAM_KEEP=DIR keeps the transcript)",
+                lines.len() - HEAD
+            );
+        }
+        Outcome::Fail(shown)
     }
 }
 

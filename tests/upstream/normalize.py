@@ -25,10 +25,16 @@ RULES = [
     ("init mode", re.compile(r'^(\s*"value": )"standalone"'), r'\1"appengine"'),
 ]
 
-# (why, test, pattern, replacement): the first matching line of that test's transcript only
+# (why, test, pattern, replacement or DROP): the first matching line of that test's transcript
 FIRST = [
     # `config ls`'s system.init.mode as a number: standalone 1, appengine 2
     ("init mode", "core/legacy-config-overload", re.compile(r"^1$"), "2"),
+    # appengine's bsp has no kernel.img; the namespace tier's standalone device needs one (a
+    # placeholder object): one key and one object more than the goldens'
+    ("kernel.img", "runtime/steps-rw", re.compile(r'^  "bsp/kernel\.img",$'), DROP),
+    ("kernel.img", "control/basic-endpoints", re.compile(r"^object count: 7$"), "object count: 6"),
+    ("kernel.img", "control/basic-endpoints-curl", re.compile(r"^object count: 7$"), "object count: 6"),
+    ("kernel.img", "runtime/objects-crud", re.compile(r"^7$"), "6"),
 ]
 
 
@@ -57,7 +63,10 @@ def first_only(lines, test):
             continue
         for i, line in enumerate(lines):
             if pat.search(line):
-                lines[i] = pat.sub(rep, line)
+                if rep is DROP:
+                    del lines[i]
+                else:
+                    lines[i] = pat.sub(rep, line)
                 changed += 1
                 break
     return changed
