@@ -256,8 +256,8 @@ const ASSETS: &str = r#"{"containers":{
   "pvr-sdk_ready":{"rootfs":"rootfs","status_goal":"READY","group":"platform","restart_policy":"system","roles":["mgmt"]}}}"#;
 
 /// The busybox rootfs additions of the stand-ins: an init that waits for SIGTERM (the
-/// lifecycle scripts sed the `lxc.init.cmd = /sbin/init` line), the exported dirs, and the
-/// bsp's modules and firmware trees beside the rootfs.
+/// lifecycle scripts sed the `lxc.init.cmd = /sbin/init` line), the exported dirs, the tools
+/// pventer runs inside, a pv-ctrl client, and the bsp's modules tree beside the rootfs.
 fn prepare(rootfs: &Path) {
     let mk = |p: &Path| std::fs::create_dir_all(p).expect("mkdir");
     // what the scripts run inside containers through pventer
@@ -275,11 +275,8 @@ fn prepare(rootfs: &Path) {
         "#!/bin/sh\ntrap 'exit 0' TERM\nwhile :; do sleep 1; done\n",
     )
     .expect("init");
-    Command::new("chmod")
-        .args(["755"])
-        .arg(&init)
-        .status()
-        .expect("chmod");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&init, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     // the pv-ctrl client of the assets' containers (`pvcontrol signal ready`)
     std::fs::copy(rig::static_pantavisor(), rootfs.join("bin/pv")).expect("static pantavisor");
     let top = rootfs.parent().expect("rootfs parent");
@@ -287,8 +284,6 @@ fn prepare(rootfs: &Path) {
     let modules = top.join("bsp/modules").join(release.trim());
     mk(&modules);
     std::fs::write(modules.join("modules.dep"), "").expect("modules.dep");
-    mk(&top.join("bsp/firmware"));
-    std::fs::write(top.join("bsp/firmware/README"), "stand-in firmware\n").expect("fw");
 }
 
 /// How one test went.
@@ -566,7 +561,14 @@ fn exercise(
 ) -> Outcome {
     let socket = work.join("run/pv-ctrl");
     if let Err(e) = wait_ready(dev, &socket, Duration::from_secs(60)) {
-        return Outcome::Fail(e);
+        // the last boot's FATAL line says why, if there is one
+        let last = (1..)
+            .map(|n| work.join(format!("consoles/boot-{n}.log")))
+            .take_while(|p| p.exists())
+            .last();
+        let console = last.and_then(|p| std::fs::read_to_string(p).ok());
+        let fatal = console.and_then(|c| harness::fatal_line(&c));
+        return Outcome::Fail(fatal.map_or(e.clone(), |f| format!("{e}: {f}")));
     }
     // upstream's setup_test ends with a synchronous GC
     let _ = pvcontrol(dev.pid.load(Ordering::SeqCst), &socket, &["storage", "gc"]);
