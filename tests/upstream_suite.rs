@@ -696,7 +696,15 @@ fn main() {
         .filter(|t| filters.is_empty() || filters.iter().any(|f| t.contains(f.as_str())))
         .collect();
     if chosen.is_empty() && !filters.is_empty() {
+        println!("upstream pvtests: none matches {filters:?}");
         return;
+    }
+    let check = Command::new(Path::new(ROOT).join("tests/upstream/normalize.py"))
+        .arg("--self-test")
+        .output();
+    if !check.as_ref().is_ok_and(|o| o.status.success()) {
+        eprintln!("upstream pvtests: tests/upstream/normalize.py --self-test failed: {check:?}");
+        std::process::exit(1);
     }
     // upstream installs utils.in/common.in as plain copies named utils/common
     let installed = std::env::temp_dir().join(format!("pv-up-pvtest-{}", std::process::id()));

@@ -3,6 +3,7 @@
 comparable. Each rule names why it exists; everything not named here must match byte for byte.
 
     normalize.py GOLDEN TRANSCRIPT TEST   prints what the rules changed and a diff; exit 0 when equal
+    normalize.py --self-test              checks the rules on examples (the runner does, first)
 """
 import difflib, re, sys
 
@@ -110,5 +111,27 @@ def main():
     return 1
 
 
+def self_test():
+    """Each rule does what it says, and nothing else: a real difference survives."""
+    golden = ["+ pvcontrol ls\r", "\x1b[32m[]\x1b[0m\r", '    "value": "/var/pantavisor/storage/logs",\r',
+              '    "value": "appengine",', '    "value": "(null)",']
+    device = ["[]", '    "value": "/tmp/pv-up-core-x-12/storage/logs",', '    "value": "standalone",',
+              '    "value": "(null)",']
+    g, gc = normalize(golden)
+    d, dc = normalize(device)
+    assert g == d and (gc, dc) == (3, 2), (g, d, gc, dc)
+    assert normalize(['  "value": "standalone-ish"'])[0] != normalize(['  "value": "appengine-ish"'])[0]
+    block = '[\n  {\n    "name": "hwrngd",\n    "pid": 0,\n    "respawn": true\n  },\n  {\n    "name": "x"\n  }\n]\n'
+    text = block
+    for _, pat in BLOCKS:
+        text = pat.sub("", text)
+    assert text == '[\n  {\n    "name": "x"\n  }\n]\n', text
+    lines = ["1", "1"]
+    assert first_only(lines, "core/legacy-config-overload") == 1 and lines == ["2", "1"], lines
+    lines = ["1"]
+    assert first_only(lines, "control/status-codes") == 0 and lines == ["1"], lines
+    return 0
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(self_test() if sys.argv[1:] == ["--self-test"] else main())
