@@ -514,6 +514,11 @@ fn run_one(id: &str, dir: &Path, installed: &Path) -> Outcome {
     if let Err(e) = std::fs::write(&ph, appengine("pantahub.config", &work)) {
         return Outcome::Fail(format!("{}: {e}", ph.display()));
     }
+    let policy = work.join("etc/pantavisor/policies/test.config");
+    let _ = std::fs::create_dir_all(work.join("etc/pantavisor/policies"));
+    if let Err(e) = std::fs::write(&policy, appengine("policies/test.config", &work)) {
+        return Outcome::Fail(format!("{}: {e}", policy.display()));
+    }
     let mut bl = harness::Bootloader::new(&files.storage, &files.config);
     bl.cgroup = files.cgroup.clone();
     let outcome = match make_tester(&work, &setup, files.cgroup.as_deref()) {

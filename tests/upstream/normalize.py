@@ -20,7 +20,7 @@ RULES = [
     ("device paths", re.compile(r"/tmp/pv-up-[^/\"\s]*/storage"), "/var/pantavisor/storage"),
     ("device paths", re.compile(r"/tmp/pv-up-[^/\"\s]*/run\b"), "/run/pantavisor/pv"),
     ("device paths", re.compile(r"/tmp/pv-up-[^/\"\s]*/writable"), "/var/run/pv/writable"),
-    ("device paths", re.compile(r"/tmp/pv-up-[^/\"\s]*/(exports|volumes)"), r"/\1"),
+    ("device paths", re.compile(r"/tmp/pv-up-[^/\"\s]*/(exports|volumes|etc)"), r"/\1"),
     ("device paths", re.compile(r"/tmp/pv-up-[^/\"\s]*/(configs|media|disks)"), r"/run/pantavisor/\1"),
     # the namespace tier boots in standalone mode, the goldens' device in appengine mode
     ("init mode", re.compile(r'^(\s*"value": )"standalone"'), r'\1"appengine"'),
