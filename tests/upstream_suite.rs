@@ -8,7 +8,8 @@
 //! pantavisor.config. The script runs as upstream's tester does, in a private mount namespace
 //! rooted in a directory of its own (`tester/`): host `/usr`, `/etc`, `/dev`, `/sys`, a private
 //! `/tmp`, `/home` and `/run`, the device's pv-ctrl at `/run/pantavisor/pv`, upstream's
-//! `utils`/`common` installed at `/usr/share/pantavisor/pvtest`, and a PATH of busybox applets,
+//! `utils`/`common` installed at `/usr/share/pantavisor/pvtest`, upstream's pvtests at `/work`
+//! (where its tester keeps them: `/work/local/<area>/<test>`), and a PATH of busybox applets,
 //! host jq/curl/nc and the stand-ins of `tests/upstream/`. pvcontrol, pvcurl and pventer enter
 //! the device's PID namespace and the control container's cgroup per call (`pv-exec`), so the
 //! device names the caller `pvr-sdk` (SO_PEERCRED + /proc/<pid>/cgroup) and the script itself
@@ -408,6 +409,7 @@ fn make_tester(work: &Path, setup: &Setup, cgroup: Option<&Path>) -> Result<Path
         "home",
         "exports",
         "storage",
+        "work",
         "upstream",
         "standins",
         "overlay/up",
@@ -477,6 +479,7 @@ mount -t overlay overlay -o lowerdir=/usr,upperdir={r}/overlay/up,workdir={r}/ov
 mkdir -p {r}/usr/share/pantavisor/pvtest
 cp {installed}/utils {installed}/common {r}/usr/share/pantavisor/pvtest/
 mount --bind -o ro {up} {r}/upstream
+mount --bind -o ro {up}/pvtests {r}/work
 mount --bind -o ro {standins} {r}/standins
 mount -t tmpfs tmpfs {r}/run
 mkdir -p {r}/run/pantavisor/pv
