@@ -219,19 +219,11 @@ impl Rig {
     /// The `pvcontrol` command line of [`Rig::pvcontrol`], to run as one likes; None when
     /// the device is gone.
     pub fn pvcontrol_cmd(&self, device: &Child, args: &[&str]) -> Option<Command> {
-        let pid = harness::device_pid(device)?;
-        let mut cmd = Command::new("nsenter");
-        cmd.args([
-            "-t",
-            &pid.to_string(),
-            "-p",
-            harness::BIN,
-            "pvcontrol",
-            "-s",
-        ])
-        .arg(&self.socket)
-        .args(args);
-        Some(cmd)
+        Some(pvcontrol_in(
+            harness::device_pid(device)?,
+            &self.socket,
+            args,
+        ))
     }
 
     /// Polls `until` every 50 ms for at most `limit`; false if the device ended or time ran out.
@@ -276,6 +268,23 @@ impl Drop for Rig {
             &support::assert_nothing_left,
         );
     }
+}
+
+/// `pantavisor pvcontrol -s <socket> ARGS` entered into the PID namespace of the device whose
+/// host PID is `device_pid`.
+pub fn pvcontrol_in(device_pid: i32, socket: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new("nsenter");
+    cmd.args([
+        "-t",
+        &device_pid.to_string(),
+        "-p",
+        harness::BIN,
+        "pvcontrol",
+        "-s",
+    ])
+    .arg(socket)
+    .args(args);
+    cmd
 }
 
 /// Stops a device still running (SIGINT) and returns how it ended.
