@@ -201,7 +201,7 @@ mgr:
     assert_eq!(end, End::PowerOff);
     // the non-mgmt container may not list, but may signal
     assert!(
-        app_out.contains(r#"{"Error":"Request not sent from mgmt platform"}"#),
+        app_out.contains(r#"{"Error":"Request not sent from a mgmt platform"}"#),
         "{app_out}"
     );
     assert!(app_out.contains("ls=255"), "{app_out}");

@@ -581,11 +581,11 @@ fn cases(m: &Material) -> Vec<Case> {
         // a non-mgmt container may not list; a mgmt one may
         case("", &["ls"])
             .from("app")
-            .fails(255, r#"{"Error":"Request not sent from mgmt platform"}"#),
+            .fails(255, r#"{"Error":"Request not sent from a mgmt platform"}"#),
         case("", &["ls"]).from("alpha").shows(r#""name":"alpha""#),
         case("", &["usrmeta", "save", "h2.app", "x"])
             .from("app")
-            .fails(255, r#"{"Error":"Request not sent from mgmt platform"}"#),
+            .fails(255, r#"{"Error":"Request not sent from a mgmt platform"}"#),
         Case {
             same_stderr: false,
             ..case("", &["-v", "groups", "ls"]).check(|_, o| {

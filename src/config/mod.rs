@@ -516,6 +516,8 @@ fn normalize(ty: Type, has_default: bool, v: &str) -> Result<String, String> {
             Some(n) => Ok(n.to_string()),
             None => Err(format!("one of {}", names.join(", "))),
         },
+        // upstream's own mask as a number (its appengine environment has `196`), kept as given
+        Type::Outputs if t.parse::<u8>().is_ok() => Ok(t.to_string()),
         Type::Outputs => {
             let mut out = String::new();
             for tok in t.split(',').map(str::trim).filter(|s| !s.is_empty()) {
@@ -537,6 +539,9 @@ fn normalize(ty: Type, has_default: bool, v: &str) -> Result<String, String> {
 
 /// Upstream's log output mask: bit `1 << position in LOG_OUTPUTS`, plus `update` (128) always.
 pub fn log_outputs_mask(list: &str) -> u16 {
+    if let Ok(mask) = list.parse::<u8>() {
+        return u16::from(mask);
+    }
     list.split(',')
         .filter_map(|t| LOG_OUTPUTS.iter().position(|n| *n == t.trim()))
         .fold(1 << 7, |m, p| m | (1 << p))

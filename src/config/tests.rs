@@ -1057,6 +1057,11 @@ fn enums_and_outputs() {
         Some("filetree,stdout_direct,stdout.containers")
     );
     assert_eq!(c.log_server_outputs(), 4 | 64 | 16 | 128);
+    // upstream's appengine environment gives the mask itself; shown as given, as upstream does
+    c.set(Level::Env, "PV_LOG_SERVER_OUTPUTS", "196").unwrap();
+    assert_eq!(c.get(Key::PV_LOG_SERVER_OUTPUTS), Some("196"));
+    assert_eq!(c.log_server_outputs(), 128 | 64 | 4);
+    assert!(c.set(Level::Env, "PV_LOG_SERVER_OUTPUTS", "256").is_err());
     c.set(Level::Env, "PV_LOG_SERVER_OUTPUTS", "nullsink")
         .unwrap();
     assert_eq!(c.log_server_outputs(), 1 | 128);

@@ -1059,7 +1059,7 @@ mod tests {
             (503, r#"{"Error":"Not enough disk space available"}"#, 48),
             (
                 403,
-                r#"{"Error":"Request not sent from mgmt platform"}"#,
+                r#"{"Error":"Request not sent from a mgmt platform"}"#,
                 255,
             ),
         ];

@@ -35,7 +35,7 @@ pub const GC_WAIT_MS: u64 = 600_000;
 /// Largest commit message (upstream's limit).
 pub const MAX_COMMITMSG: u64 = 256;
 
-const NOT_MGMT: &str = "Request not sent from mgmt platform";
+const NOT_MGMT: &str = "Request not sent from a mgmt platform";
 const UNKNOWN_CALLER: &str = "Internal error, unknown caller";
 const BAD_METHOD: &str = "Method not supported for this endpoint";
 const SIGNAL_UNEXPECTED: &str = "Signal not expected from this platform";

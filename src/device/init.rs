@@ -252,6 +252,11 @@ fn init_and_run(args: Args, pid1: bool, storage: &mut Option<String>) -> Result<
     let fs = RealFs;
     let st = Storage::new(&fs, &root);
     st.init_layout().map_err(Fatal::StorageLayout)?;
+    // the Hub's level: PH_* keys the device keeps on its storage (absent until a Hub writes it)
+    let ph = Path::new(&root).join("config/pantahub.config");
+    if let Ok(text) = std::fs::read_to_string(&ph) {
+        config.apply_text(Level::PhConfFile, "pantahub.config", &text);
+    }
     let bl = bootloader::for_type(
         config.get_str(Key::PV_BOOTLOADER_TYPE).unwrap_or("uboot"),
         Path::new(&root),
@@ -282,6 +287,7 @@ fn init_and_run(args: Args, pid1: bool, storage: &mut Option<String>) -> Result<
             init_logs(&config, &booted);
             let state = update::load_state(&st, &booted).map_err(Fatal::State)?;
             state.log_warnings();
+            apply_oem_config(&mut config, &st, &booted);
             // An update like this one is refused at admission; a booted one (the factory
             // revision) runs what it can, and says what it cannot.
             for r in state.unsupported() {
@@ -406,5 +412,16 @@ mod tests {
             Some("locals/a")
         );
         assert_eq!(cmdline_value("pv_revx=1 pv_try=2", "pv_rev"), None);
+    }
+}
+
+/// The OEM level: `<PV_OEM_NAME>/<PV_POLICY or default>.config` of the revision being started,
+/// read from its checked-out trail (a changed one is a reboot update, so boot time is when).
+fn apply_oem_config(config: &mut Config, st: &Storage, rev: &str) {
+    let (Some(file), Ok(trail)) = (config.oem_config_file(), st.trail_dir(rev)) else {
+        return;
+    };
+    if let Ok(text) = std::fs::read_to_string(trail.join(&file)) {
+        config.apply_text(Level::Oem, &file, &text);
     }
 }
