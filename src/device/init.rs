@@ -355,6 +355,17 @@ fn wait_forever() -> ! {
     }
 }
 
+/// The OEM level: `<PV_OEM_NAME>/<PV_POLICY or default>.config` of the revision being started,
+/// read from its checked-out trail (a changed one is a reboot update, so boot time is when).
+fn apply_oem_config(config: &mut Config, st: &Storage, rev: &str) {
+    let (Some(file), Ok(trail)) = (config.oem_config_file(), st.trail_dir(rev)) else {
+        return;
+    };
+    if let Ok(text) = std::fs::read_to_string(trail.join(&file)) {
+        config.apply_text(Level::Oem, &file, &text);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -412,16 +423,5 @@ mod tests {
             Some("locals/a")
         );
         assert_eq!(cmdline_value("pv_revx=1 pv_try=2", "pv_rev"), None);
-    }
-}
-
-/// The OEM level: `<PV_OEM_NAME>/<PV_POLICY or default>.config` of the revision being started,
-/// read from its checked-out trail (a changed one is a reboot update, so boot time is when).
-fn apply_oem_config(config: &mut Config, st: &Storage, rev: &str) {
-    let (Some(file), Ok(trail)) = (config.oem_config_file(), st.trail_dir(rev)) else {
-        return;
-    };
-    if let Ok(text) = std::fs::read_to_string(trail.join(&file)) {
-        config.apply_text(Level::Oem, &file, &text);
     }
 }
