@@ -109,8 +109,12 @@ pub enum Queue {
     Proceed { retries: u32 },
 }
 
+/// A local run of a fresh step (NEW) goes straight to install, as upstream's (its progress
+/// ends with `retries` 0); each time processing starts again after it began (a crash
+/// interrupted it) counts one retry, so a revision that keeps failing ends.
 pub fn queue(p: Option<&Progress>, max_retries: u64) -> Queue {
-    let retries = p.map_or(0, |p| p.retries).saturating_add(1);
+    let began = p.is_some_and(|p| p.status != Status::New);
+    let retries = p.map_or(0, |p| p.retries).saturating_add(u32::from(began));
     match p {
         Some(p) if p.status.is_final() => Queue::Final(p.status),
         _ if u64::from(retries) >= max_retries => Queue::TooManyRetries { retries },

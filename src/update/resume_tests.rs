@@ -131,12 +131,16 @@ mod queue_and_interrupted {
     }
 
     #[test]
-    fn a_fresh_upload_is_queued_with_its_first_retry() {
+    fn a_fresh_upload_is_queued_without_a_retry_and_a_resumed_one_counts_one() {
         assert_eq!(
             queue(Some(&p(Status::New, 0)), 10),
+            Queue::Proceed { retries: 0 }
+        );
+        assert_eq!(queue(None, 10), Queue::Proceed { retries: 0 });
+        assert_eq!(
+            queue(Some(&p(Status::Queued, 0)), 10),
             Queue::Proceed { retries: 1 }
         );
-        assert_eq!(queue(None, 10), Queue::Proceed { retries: 1 });
     }
 
     #[test]
