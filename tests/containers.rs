@@ -658,7 +658,7 @@ fn clear_errors_and_nothing_leaked() {
     let r = run("errors");
     assert!(
         r.stderr
-            .contains("ERROR\t -- [container]: container noexec: exec /nonexistent"),
+            .contains("WARN\t -- [container]: container noexec: exec /nonexistent"),
         "{}",
         r.stderr
     );

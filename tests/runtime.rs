@@ -174,7 +174,9 @@ fn declared_groups_start_in_order_and_a_goal_timeout_still_unblocks_later_groups
         (1.8..4.0).contains(&waited),
         "second group started {waited:.2} s after the first (timeout 2 s)"
     );
-    assert!(r.log("0").contains("not reached in time"));
+    assert!(r
+        .log("0")
+        .contains("platform 'bbb' status goal timed out after waiting for more than 2 secs"));
 }
 
 #[test]

@@ -4,7 +4,7 @@
 //! Level masks follow upstream `config.c` (`PV`, `PH`, `OEM`, `RUN` groups) and, for keys newer
 //! than the stored `config.c`, the Levels table of upstream `docs/reference/pantavisor-configuration.md`.
 //! Deliberate differences: the command level is only open to the keys the doc table marks
-//! (`PV_DEBUG_SSH` via ENABLE/DISABLE_SSH, `PV_LOG_EVENTS`), not to every `RUN` key; the kernel
+//! (`PV_DEBUG_SSH` via ENABLE/DISABLE_SSH), not to every `RUN` key; the kernel
 //! command line is one level for PV and PH keys (the prefix used only changes the level's name).
 use super::Level;
 
@@ -191,12 +191,10 @@ key_table! {
     PV_LOG_BUF_NITEMS: Int, Some("128"), PV | OEM;
     PV_LOG_DIR: Str, Some("/storage/logs/"), PV;
     PV_LOG_DIR_MAXSIZE: SizeOrPercent, Some("0"), PV | OEM | META;
-    PV_LOG_EVENTS: Bool, Some("1"), PV | OEM | CMD;
     PV_LOG_FILETREE_TIMESTAMP_FORMAT: Str, NONE, PV | OEM | META;
     PV_LOG_HYSTERESIS_FACTOR: Int, Some("4"), PV | OEM | META;
     PV_LOG_LEVEL: Int, Some("0"), PV | OEM | META;
     PV_LOG_LOGGERS: Bool, Some("1"), PV | OEM;
-    PV_LOG_MAXSIZE: Size, Some("2097152"), PV | OEM | META;
     PV_LOG_PUSH: Bool, Some("1"), PV | OEM | META;
     PV_LOG_ROTATE_FACTOR: Int, Some("5"), PV | OEM | META;
     PV_LOG_SERVER_OUTPUTS: Outputs, Some("filetree"), PV | OEM | META;
@@ -213,8 +211,6 @@ key_table! {
     PV_POLICY: Name, NONE, bit(Level::PvConfFile) | bit(Level::Cmdline) | bit(Level::Env);
     // Optional power management; only the mode is known here (upstream's code defaults).
     PV_POWER_MODE: Str, Some("locks"), PV;
-    // Read by the remount helper from its environment (doc: env and bootargs only).
-    PV_REMOUNT_POLICY: Name, NONE, bit(Level::Cmdline) | bit(Level::Env);
     PV_REVISION_RETRIES: Int, Some("10"), PV | OEM | META;
     PV_SECUREBOOT_CHECKSUM: Bool, Some("1"), PV;
     PV_SECUREBOOT_HANDLERS: Bool, Some("1"), PV;
@@ -315,7 +311,6 @@ pub static ALIASES: &[(&str, Key)] = &[
     ),
     ("log.level", Key::PV_LOG_LEVEL),
     ("log.loggers", Key::PV_LOG_LOGGERS),
-    ("log.maxsize", Key::PV_LOG_MAXSIZE),
     ("log.push", Key::PV_LOG_PUSH),
     ("log.server.outputs", Key::PV_LOG_SERVER_OUTPUTS),
     (

@@ -902,18 +902,14 @@ impl Config {
         }
     }
 
-    /// For `/config2`: (key, effective value, level name) of every key, then the sysctl keys.
-    /// A `None` value prints as `(null)`.
-    pub fn entries(&self) -> impl Iterator<Item = (&str, Option<&str>, &'static str)> + '_ {
-        let keys = Key::ALL.iter().map(move |&k| {
+    /// For `/config2`: (key, effective value, level name) of every key of the table. A `None`
+    /// value prints as `(null)`. The sysctl keys are not listed: upstream writes them to
+    /// /proc/sys as it reads them and keeps no entry (`sysctls()` has them).
+    pub fn entries(&self) -> impl Iterator<Item = (&'static str, Option<&str>, &'static str)> + '_ {
+        Key::ALL.iter().map(move |&k| {
             let (level, ph, v) = self.effective(k);
             (k.def().name, v, level_name(level, ph))
-        });
-        let sysctls = self.sysctls.iter().filter_map(|s| {
-            let (level, v) = s.slots.top()?;
-            Some((&*s.key, Some(v), level_name(level, s.slots.ph_cmdline)))
-        });
-        keys.chain(sysctls)
+        })
     }
 
     /// For the legacy `/config`: (alias, typed value) of every key that has a dotted alias.

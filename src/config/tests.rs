@@ -74,7 +74,6 @@ const DEFAULTS_7_2: &[(Key, Option<&str>)] = &[
     ),
     (Key::PV_OEM_NAME, None),
     (Key::PV_POLICY, None),
-    (Key::PV_REMOUNT_POLICY, None),
     (Key::PV_NET_BRDEV, Some("lxcbr0")),
     (Key::PV_NET_BRADDRESS4, Some("10.0.3.1")),
     (Key::PV_NET_BRMASK4, Some("255.255.255.0")),
@@ -412,10 +411,6 @@ fn disallowed_level_is_ignored_with_warning() {
     assert!(c.set(Level::Default, "PV_LOG_LEVEL", "5").is_err());
     assert!(c.set(Level::Oem, "PV_SYSTEM_RUNDIR", "/x").is_err());
     assert_eq!(c.log_level(), 0);
-    // The remount policy is read from the environment only (and the command line).
-    assert!(c.set(Level::PvConfFile, "PV_REMOUNT_POLICY", "ro").is_err());
-    c.apply_env([("PV_REMOUNT_POLICY".into(), "ro".into())]);
-    assert_eq!(c.get(Key::PV_REMOUNT_POLICY), Some("ro"));
     // Args may set anything (upstream sets these directly from the invocation).
     c.set(Level::Args, "PV_SYSTEM_INIT_MODE", "standalone")
         .unwrap();
@@ -737,8 +732,9 @@ fn size_parsing() {
         );
     }
     assert_eq!(c.log_dir_maxsize(), SizeLimit::Bytes(32 << 20));
-    c.set(Level::PvConfFile, "PV_LOG_MAXSIZE", "4M").unwrap();
-    assert_eq!(c.get_int(Key::PV_LOG_MAXSIZE), 4 << 20);
+    c.set(Level::PvConfFile, "PV_BOOTLOADER_UBOOTAB_ENV_SIZE", "4M")
+        .unwrap();
+    assert_eq!(c.get_int(Key::PV_BOOTLOADER_UBOOTAB_ENV_SIZE), 4 << 20);
 }
 
 #[test]
@@ -776,7 +772,7 @@ fn duration_parsing() {
 }
 
 #[test]
-fn sysctl_keys_are_dynamic_and_listed() {
+fn sysctl_keys_are_dynamic_and_applied_not_listed() {
     let mut c = Config::new();
     let text = "PV_SYSCTL_NET_IPV4_IP_FORWARD=1\nsysctl.vm.swappiness=10\n\
                 PV_SYSCTL_KERNEL_CORE_PATTERN=core\npv_sysctl_fs_file-max=100000";
@@ -809,9 +805,12 @@ fn sysctl_keys_are_dynamic_and_listed() {
         find("PV_SYSCTL_KERNEL_PRINTK").and_then(|s| s.path),
         Some("kernel/printk")
     );
-    assert!(c
-        .entries()
-        .any(|e| e == ("PV_SYSCTL_VM_SWAPPINESS", Some("10"), "pv conf file")));
+    assert_eq!(
+        find("PV_SYSCTL_VM_SWAPPINESS").map(|s| (s.value, s.level)),
+        Some(("10", "pv conf file"))
+    );
+    // applied, not listed in /config2 (as upstream)
+    assert!(!c.entries().any(|e| e.0.starts_with("PV_SYSCTL_")));
     assert!(warned(
         &mut c,
         &["'sysctl.vm.swappiness' as 'PV_SYSCTL_VM_SWAPPINESS'"]
@@ -874,7 +873,7 @@ fn entries_for_config2() {
         .unwrap();
     c.apply_cmdline("ph_creds_type=ext-tpm pv_secureboot_mode=audit");
     let all: Vec<_> = c.entries().collect();
-    assert_eq!(all.len(), Key::ALL.len() + 1);
+    assert_eq!(all.len(), Key::ALL.len());
     let get = |k: &str| all.iter().find(|e| e.0 == k).map(|e| (e.1, e.2));
     assert_eq!(get("PV_LOG_LEVEL"), Some((Some("4"), "pv conf file")));
     assert_eq!(get("PH_CREDS_ID"), Some((Some("abc"), "ph conf file")));

@@ -361,9 +361,10 @@ impl Engine {
 
     /// Mounts the container's volumes (status MOUNTED). Already mounted for `rev`: nothing.
     pub fn mount(&mut self, rev: &str, state: &State, name: &str) -> Result<(), Error> {
-        // every failure is logged here, once: the device only counts it
+        // every failure is logged here, once, as a WARN (the engine's detail, as LXC's own log
+        // has it upstream); the device logs its verdict at ERROR
         self.mount_volumes(rev, state, name)
-            .inspect_err(|e| pvlog!(Error, "container", "{e}"))
+            .inspect_err(|e| pvlog!(Warn, "container", "{e}"))
     }
 
     fn mount_volumes(&mut self, rev: &str, state: &State, name: &str) -> Result<(), Error> {
@@ -424,12 +425,12 @@ impl Engine {
 
     /// Starts the container of `rev` (mounting its volumes first when needed) and returns the
     /// init's pid once it exec'd (STARTED). On failure everything this call did is undone, the
-    /// volumes are unmounted, and the error is logged (once, here: callers do not log it again)
-    /// and returned.
+    /// volumes are unmounted, and the error is logged (once, here, as a WARN: callers do not log
+    /// it again) and returned.
     pub fn start(&mut self, rev: &str, state: &State, name: &str) -> Result<i32, Error> {
         if self.find(name).is_some_and(|i| i.run.is_some()) {
             let e = Error::invalid(name, "start", rev, "already running");
-            pvlog!(Error, "container", "{e}");
+            pvlog!(Warn, "container", "{e}");
             return Err(e);
         }
         self.mount(rev, state, name)?;
@@ -457,7 +458,7 @@ impl Engine {
                 Ok(pid)
             }
             Err(e) => {
-                pvlog!(Error, "container", "{e}");
+                pvlog!(Warn, "container", "{e}");
                 if let Some(i) = self.find_mut(name) {
                     i.status = Status::Mounted;
                 }

@@ -132,7 +132,11 @@ impl Model {
             Request::Command(c) => {
                 // upstream refuses only updates, power and UNCLAIM while an update is on
                 self.admit(matches!(c, Command::DebugSsh(_) | Command::DeferReboot(_)))?;
-                fx.push(Effect::Log(Level::Info, format!("command queued: {c:?}")));
+                fx.push(Effect::Log(
+                    Level::Info,
+                    "device",
+                    format!("command queued: {c:?}"),
+                ));
                 self.command = Some(c);
             }
             Request::Gc => {
@@ -149,6 +153,7 @@ impl Model {
                 d.respawn = start;
                 fx.push(Effect::Log(
                     Level::Info,
+                    "device",
                     format!("daemon {name}: respawn {start} (not spawned by this device)"),
                 ));
             }
@@ -166,6 +171,7 @@ impl Model {
             Action::Become(Status::Ready) => {
                 fx.push(Effect::Log(
                     Level::Info,
+                    "device",
                     format!("container {name}: READY (signalled)"),
                 ));
                 Ok(())
@@ -204,6 +210,7 @@ impl Model {
         }
         fx.push(Effect::Log(
             Level::Info,
+            "device",
             format!("container {name}: {action:?} asked"),
         ));
         match action {

@@ -255,6 +255,7 @@ impl Model {
                 self.transition(i, Event::RetryNow);
                 fx.push(Effect::Log(
                     Level::Info,
+                    "device",
                     format!("container {name}: restarting now (retry {retries})"),
                 ));
             }
@@ -262,6 +263,7 @@ impl Model {
                 self.transition(i, Event::RetryLater);
                 fx.push(Effect::Log(
                     Level::Info,
+                    "device",
                     format!("container {name}: restarting in {delay} s (retry {retries})"),
                 ));
                 fx.push(Effect::Arm(Timer::Retry(run), delay.saturating_mul(1000)));
@@ -270,6 +272,7 @@ impl Model {
                 c.recovery_failed = true;
                 fx.push(Effect::Log(
                     Level::Error,
+                    "device",
                     format!(
                         "container {name}: retries exhausted, left stopped (backoff_policy never)"
                     ),
@@ -314,12 +317,13 @@ impl Model {
                     && c.status >= Status::Starting
                 {
                     c.timed_out = true;
+                    let secs = self.group_timeouts.get(c.group).copied().unwrap_or(0);
                     fx.push(Effect::Log(
-                        Level::Warn,
+                        Level::Error,
+                        "platforms",
                         format!(
-                            "container {}: status goal {} not reached in time",
-                            c.name,
-                            c.goal.as_str()
+                            "platform '{}' status goal timed out after waiting for more than {secs} secs",
+                            c.name
                         ),
                     ));
                 }

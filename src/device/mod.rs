@@ -309,8 +309,9 @@ impl<'a> Device<'a> {
                 None
             }
             Effect::Fail { container, why } => {
+                // the verdict was logged at ERROR in upstream's words (Model::failed)
                 pvlog!(
-                    Error,
+                    Info,
                     "update",
                     "revision {}: container {container}: {why}",
                     self.rev
@@ -330,8 +331,8 @@ impl<'a> Device<'a> {
                 self.publish_status(s);
                 None
             }
-            Effect::Log(level, line) => {
-                crate::logs::log(level, "device", format_args!("{line}"));
+            Effect::Log(level, src, line) => {
+                crate::logs::log(level, src, format_args!("{line}"));
                 None
             }
         }

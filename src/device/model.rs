@@ -126,7 +126,9 @@ pub enum Effect {
     Adopt,
     /// Publish the revision status (device-meta `pantavisor.status`).
     Publish(Status),
-    Log(Level, String),
+    /// A line of pantavisor's log from this source (upstream's `src`: the update's captured
+    /// ERROR lines name it).
+    Log(Level, &'static str, String),
 }
 
 impl Model {

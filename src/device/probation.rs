@@ -108,6 +108,25 @@ impl Model {
     /// A container failed for good: an update on probation rolls back (ERROR recorded, then
     /// a reboot the bootloader falls back from), a steady device reboots.
     pub(super) fn failed(&mut self, name: &str, why: &'static str, fx: &mut Vec<Effect>) {
+        // upstream's verdict lines: the ERROR lines an update's progress `logs` carry
+        if why == msg::GOAL_TIMEOUT {
+            fx.push(Effect::Log(
+                Level::Error,
+                "controller",
+                "timed out before all goals were met. Rolling back...".into(),
+            ));
+        } else {
+            fx.push(Effect::Log(
+                Level::Error,
+                "state",
+                format!("platform '{name}' is not running"),
+            ));
+            fx.push(Effect::Log(
+                Level::Error,
+                "controller",
+                "a platform did not work as expected. Tearing down...".into(),
+            ));
+        }
         if self.on_probation() {
             fx.push(Effect::Fail {
                 container: name.to_string(),
@@ -135,7 +154,11 @@ impl Model {
         } else {
             "powering off"
         };
-        fx.push(Effect::Log(Level::Info, format!("{what} ({why})")));
+        fx.push(Effect::Log(
+            Level::Info,
+            "device",
+            format!("{what} ({why})"),
+        ));
         self.phase = Phase::Ending(p);
     }
 }

@@ -7,6 +7,7 @@ use super::probation::Gate;
 use super::timers::Timer;
 use super::updates::{factory_in_use, gc_keep};
 use crate::bootloader::BootEnv;
+use crate::logs::Level;
 use crate::state::{AutoRecovery, BackoffPolicy, RecoveryPolicy, RestartPolicy, StatusGoal};
 use crate::supervisor::Status;
 use crate::sys::power::Power;
@@ -186,8 +187,8 @@ fn a_goal_timer_of_an_ended_run_does_not_time_out_the_next() {
     assert!(!fx.iter().any(|e| matches!(e, Effect::Fail { .. })));
     // its own goal timer does
     let r2 = run_of(&m, "a");
-    run(&mut m, Input::Timer(Timer::Goal(r2)), 12_000);
-    let fx = settle(&mut m, 12_000);
+    let mut fx = run(&mut m, Input::Timer(Timer::Goal(r2)), 12_000);
+    fx.extend(settle(&mut m, 12_000));
     assert!(has(
         &fx,
         &Effect::Fail {
@@ -195,8 +196,32 @@ fn a_goal_timer_of_an_ended_run_does_not_time_out_the_next() {
             why: msg::GOAL_TIMEOUT
         }
     ));
+    // upstream's words: the update's progress carries these ERROR lines
+    assert_eq!(
+        errors(&fx),
+        [
+            (
+                "platforms",
+                "platform 'a' status goal timed out after waiting for more than 10 secs".into()
+            ),
+            (
+                "controller",
+                "timed out before all goals were met. Rolling back...".into()
+            )
+        ]
+    );
     assert_eq!(m.phase, Phase::Ending(Power::Reboot));
     assert_eq!(m.upstream_state(), "ROLLBACK");
+}
+
+/// The ERROR lines among the effects: (source, line).
+fn errors(fx: &[Effect]) -> Vec<(&'static str, String)> {
+    fx.iter()
+        .filter_map(|e| match e {
+            Effect::Log(Level::Error, src, line) => Some((*src, line.clone())),
+            _ => None,
+        })
+        .collect()
 }
 
 #[test]
@@ -243,10 +268,19 @@ fn a_container_without_recovery_rolls_an_update_back_and_reboots_a_steady_device
         }
     ));
     assert!(m.rollback);
+    let verdict = [
+        ("state", "platform 'a' is not running".to_string()),
+        (
+            "controller",
+            "a platform did not work as expected. Tearing down...".to_string(),
+        ),
+    ];
+    assert_eq!(errors(&fx), verdict);
     let mut m = model(vec![ctr("a", 0, StatusGoal::Started, none())], 1, false);
     settle(&mut m, 0);
     let fx = run(&mut m, Input::Exited(0), 1000);
     assert!(!fx.iter().any(|e| matches!(e, Effect::Fail { .. })));
+    assert_eq!(errors(&fx), verdict);
     assert_eq!(m.phase, Phase::Ending(Power::Reboot));
     assert!(!m.rollback);
     assert_eq!(m.upstream_state(), "REBOOT");

@@ -26,11 +26,25 @@ RULES = [
     ("init mode", re.compile(r'^(\s*"value": )"standalone"'), r'\1"appengine"'),
 ]
 
+def config_default(*keys):
+    """One `/config2` entry of one of `keys` at its default, and the comma that precedes it."""
+    return re.compile(r',\r?\n  \{\r?\n    "key": "(%s)",\r?\n    "value": [^\n]*\n'
+                      r'    "modified": "default"\r?\n  \}' % "|".join(keys))
+
+
 # (why, pattern): whole runs of lines dropped from both files
 BLOCKS = [
     # upstream's hwrngd daemon feeds a hardware RNG to the kernel, which current kernels do
     # themselves: this implementation has none (README), so its row of `daemons ls` goes
     ("no hwrngd", re.compile(r'^  \{\r?\n    "name": "hwrngd",\r?\n    "pid": [^\n]*\n    "respawn": [a-z]+\r?\n  \},?\r?\n', re.M)),
+    # `config ls` (pv-ctrl /config2) entries at their default, with the comma before them:
+    # keys upstream added after the goldens were recorded (upstream e2d8d46e, 2026-06-11:
+    # PV_XCONNECT_DBUS_SYSTEMBUS_ENABLED; eec07266, 2026-07-20: PV_POWER_MODE; c5e6cec3,
+    # 2026-07-21: PV_LOG_TIMESTAMP), and this build's one key of its own (README: system hooks
+    # have a time limit, upstream waits for them without one)
+    ("keys newer than the goldens", config_default(
+        "PV_XCONNECT_DBUS_SYSTEMBUS_ENABLED", "PV_POWER_MODE", "PV_LOG_TIMESTAMP")),
+    ("this build's own key", config_default("PV_SYSTEM_HOOK_TIMEOUT")),
 ]
 
 # (why, test, pattern, replacement or DROP): the first matching line of that test's transcript
@@ -126,6 +140,15 @@ def self_test():
     for _, pat in BLOCKS:
         text = pat.sub("", text)
     assert text == '[\n  {\n    "name": "x"\n  }\n]\n', text
+    entry = '  {\n    "key": "%s",\n    "value": "%s",\n    "modified": "%s"\n  }'
+    conf = "[\n" + ",\n".join(entry % e for e in [
+        ("PV_A", "1", "default"), ("PV_POWER_MODE", "locks", "default"), ("PV_B", "2", "default"),
+        ("PV_LOG_TIMESTAMP", "absolute", "env"), ("PV_SYSTEM_HOOK_TIMEOUT", "60", "default")]) + "\n]\n"
+    for _, pat in BLOCKS:
+        conf = pat.sub("", conf)
+    assert conf == "[\n" + ",\n".join(entry % e for e in [
+        ("PV_A", "1", "default"), ("PV_B", "2", "default"),
+        ("PV_LOG_TIMESTAMP", "absolute", "env")]) + "\n]\n", conf
     lines = ["1", "1"]
     assert first_only(lines, "core/legacy-config-overload") == 1 and lines == ["2", "1"], lines
     lines = ["1"]
