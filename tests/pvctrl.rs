@@ -606,6 +606,18 @@ fn device_meta_status_codes_and_refusals() {
         std::fs::read_to_string(&view).ok().as_deref(),
         Some("READY")
     );
+    // DELETE of one of the device's own keys drops it until the device sets it again, as
+    // upstream's single list does (it answered 404)
+    let (code, out) = r.pvcontrol(&dev, &["devmeta", "delete", "pantavisor.mode"]);
+    assert_eq!(code, 0, "{out}");
+    let m = devmeta(&r, &dev).unwrap();
+    assert!(m.get("pantavisor.mode").is_none(), "{m:?}");
+    assert!(!r.dir.join("run/device-meta/pantavisor.mode").exists());
+    let (code, out) = r.pvcontrol(&dev, &["devmeta", "delete", "pantavisor.mode"]);
+    assert_eq!(
+        (code, out.trim()),
+        (255, r#"{"Error":"Device meta does not exist"}"#)
+    );
 
     // `time` is refreshed on the loop every PH_METADATA_DEVMETA_INTERVAL (from user-meta)
     let secs = |r: &Rig, d: &std::process::Child| {

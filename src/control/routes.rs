@@ -988,12 +988,14 @@ impl Ctl<'_> {
     }
 
     fn meta_delete(&mut self, kind: MetaKind, key: &str) -> Response {
+        // one of the device's own keys goes too (the device drops it: meta_changed)
+        let own = kind == MetaKind::Device && self.own_meta.get(key).is_some();
         match self.store(kind).delete(key) {
-            Ok(true) => {
+            Ok(deleted) if deleted || own => {
                 self.meta_changed.push((kind, key.to_string()));
                 Response::ok()
             }
-            Ok(false) => Response::error(404, kind.missing()),
+            Ok(_) => Response::error(404, kind.missing()),
             Err(e) => Response::internal(&e),
         }
     }

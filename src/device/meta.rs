@@ -39,6 +39,10 @@ impl OwnMeta {
         }
     }
 
+    pub fn remove(&mut self, key: &str) {
+        self.0.retain(|(k, _)| k != key);
+    }
+
     /// Newest key first, as upstream lists them.
     pub fn newest_first(&self) -> impl Iterator<Item = (&str, &str)> {
         self.0.iter().rev().map(|(k, v)| (k.as_str(), v.as_str()))
@@ -106,8 +110,14 @@ impl Device<'_> {
         if kind == MetaKind::User {
             apply_user_meta(self.cfg, key, value.as_deref());
         } else if let Some(own) = self.devmeta.get(key) {
-            // the device's own key shadows a stored one, in the views as in GET
-            value = Some(own.as_bytes().to_vec());
+            if value.is_none() {
+                // deleted (a PUT stores the value): gone until the device sets it again, as
+                // upstream, whose device-meta is one list
+                self.devmeta.remove(key);
+            } else {
+                // the device's own key shadows a stored one, in the views as in GET
+                value = Some(own.as_bytes().to_vec());
+            }
         }
         self.publish_meta(kind, key, value.as_deref());
     }
