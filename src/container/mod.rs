@@ -140,7 +140,9 @@ pub struct Paths {
     /// `PV_LOG_DIR`: `<logdir>/<rev>/<container>/lxc/console.log`.
     pub logdir: PathBuf,
     /// Where each container mounts its root file system in its own mount namespace before
-    /// pivot_root (upstream: `<libdir>/lxc/rootfs`); `<rundir>/lxc/rootfs` by default.
+    /// pivot_root (upstream: `<libdir>/lxc/rootfs`); `<rundir>.lxc/rootfs` by default, beside
+    /// the rundir and not in it: a mgmt container sees the rundir whole as /pantavisor, where
+    /// upstream shows nothing of its engine. The containers' /proc/cmdline is made beside it.
     pub rootfs_mount: PathBuf,
 }
 
@@ -153,7 +155,7 @@ impl Paths {
             exportsdir: PathBuf::from(c.disk_exportsdir()),
             confdir: PathBuf::from(c.system_confdir()),
             logdir: PathBuf::from(c.log_dir().as_ref()),
-            rootfs_mount: rundir.join("lxc/rootfs"),
+            rootfs_mount: engine_dir(&rundir).join("rootfs"),
             rundir,
         }
     }
@@ -909,16 +911,25 @@ fn wait_pid_until(pid: sys::Pid, deadline: Option<Instant>) -> io::Result<Option
     }
 }
 
-/// `/proc/cmdline` without `console=` words, written to `<rundir>/lxc/cmdline` for the
-/// containers' /proc/cmdline (as upstream's containers see it). None when it cannot be made.
+/// `<rundir>.lxc` (`/pv.lxc` on a device): see [`Paths::rootfs_mount`].
+fn engine_dir(rundir: &Path) -> PathBuf {
+    match rundir.file_name() {
+        Some(n) => rundir.with_file_name(format!("{}.lxc", n.to_string_lossy())),
+        None => PathBuf::from("/.pv.lxc"),
+    }
+}
+
+/// `/proc/cmdline` without `console=` words, written to `cmdline` beside the rootfs mount point
+/// for the containers' /proc/cmdline (as upstream's containers see it). None when it cannot be
+/// made.
 fn stripped_cmdline(paths: &Paths) -> Option<PathBuf> {
     let text = fs::read_to_string("/proc/cmdline").ok()?;
     let words: Vec<&str> = text
         .split_whitespace()
         .filter(|w| !w.starts_with("console="))
         .collect();
-    let dir = paths.rundir.join("lxc");
-    fs::create_dir_all(&dir).ok()?;
+    let dir = paths.rootfs_mount.parent()?;
+    fs::create_dir_all(dir).ok()?;
     let path = dir.join("cmdline");
     let tmp = dir.join("cmdline.tmp");
     // a fresh file renamed over the old one: containers running keep the inode they bound

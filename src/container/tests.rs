@@ -47,7 +47,8 @@ fn paths_from_configuration() {
     assert_eq!(p.storage, PathBuf::from("/s"));
     assert_eq!(p.voldir, PathBuf::from("/volumes"));
     assert_eq!(p.logdir, PathBuf::from("/s/logs/"));
-    assert_eq!(p.rootfs_mount, PathBuf::from("/r/lxc/rootfs"));
+    // beside the rundir, which a mgmt container sees whole
+    assert_eq!(p.rootfs_mount, PathBuf::from("/r.lxc/rootfs"));
 }
 
 #[test]

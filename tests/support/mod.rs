@@ -231,7 +231,7 @@ pub fn paths(tmp: &Path) -> Paths {
         exportsdir: tmp.join("exports"),
         confdir: tmp.join("configs"),
         logdir: tmp.join("storage/logs"),
-        rootfs_mount: run.join("lxc/rootfs"),
+        rootfs_mount: tmp.join("run.lxc/rootfs"),
         rundir: run,
     }
 }
