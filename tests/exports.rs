@@ -3,16 +3,22 @@
 //! directory is live in pantavisor's mount namespace (read here through
 //! `/proc/<device>/root`) at `<exportsdir>/<container>/<dir>` while the container runs, and
 //! nothing else of the container reaches that namespace; the exports go before the rootfs
-//! volume when the container is stopped or an update removes it.
+//! volume when the container is stopped or an update removes it. The engine's failures are
+//! a driver scenario (this binary re-executed as PID 1 of new namespaces, as tests/containers.rs).
 mod harness;
 mod rig;
 mod support;
 
 use harness::End;
+use pantavisor::container::Engine;
 use rig::{finish, sh, Rig, FOREVER, SERIAL};
 use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::Duration;
+use support::{
+    assert_nothing_left, base_config, busybox_image, driver_env, install_revision, loops_under,
+    mounts_under, options, paths, run_driver, Ctr, DRIVER_ENV,
+};
 
 /// `os` in group root; with `web`: `web` in group app (restart policy container) exporting
 /// `/etc` (holds motd) and `data`, writing /etc/later once `go` appears in /data.
@@ -184,4 +190,68 @@ fn exports_are_live_in_pantavisors_namespace_and_go_with_the_container() {
     // the rootfs was never held busy by an export
     assert!(!log.contains("detaching lazily"), "{log}");
     assert_eq!(finish(&mut dev), End::PowerOff);
+}
+
+/// Entry point of the re-executed binary; does nothing in a normal test run.
+#[test]
+fn driver() {
+    let Ok(name) = std::env::var(DRIVER_ENV) else {
+        return;
+    };
+    let (tmp, img) = driver_env();
+    match name.as_str() {
+        "failures" => failures(&tmp, &img),
+        other => panic!("unknown scenario {other}"),
+    }
+    assert_nothing_left(&tmp);
+    println!("DRIVER-OK {name}");
+}
+
+/// A bad entry or a missing directory fails the start naming container and entry, and the
+/// exports bound before the failing one are gone with it; a good one works after them.
+fn failures(tmp: &Path, img: &Path) {
+    let ctr = |name: &str, exports: &[&str]| {
+        let cfg = base_config(name, "lxc.init.cmd = /bin/sh \"-c\" \"sleep 30\"\n");
+        let mut c = Ctr::busybox(name, img, &cfg);
+        c.exports = exports.iter().map(|e| e.to_string()).collect();
+        c
+    };
+    let state = install_revision(
+        &tmp.join("storage"),
+        "1",
+        &[
+            ctr("partial", &["/etc", "/nope"]),
+            ctr("climb", &["/etc/../.."]),
+            ctr("good", &["etc"]),
+        ],
+    );
+    let mut e = Engine::new(paths(tmp), options(Duration::from_secs(5)));
+    for (name, want) in [
+        (
+            "partial",
+            "container partial: export /nope: No such file or directory",
+        ),
+        (
+            "climb",
+            "container climb: export /etc/../..: must not contain '..'",
+        ),
+    ] {
+        let err = e.start("1", &state, name).expect_err(name).to_string();
+        assert!(err.starts_with(want), "{name}: got '{err}', want '{want}'");
+        // the engine's own binds (exports folder, rootfs mount point) go when it is dropped
+        let left = mounts_under(&tmp.join("exports").join(name));
+        assert_eq!((left, loops_under(tmp)), (vec![], vec![]), "{name}");
+    }
+    e.start("1", &state, "good").expect("start");
+    let motd = std::fs::read_to_string(tmp.join("exports/good/etc/motd"));
+    assert_eq!(motd.ok().as_deref(), Some("hello from squashfs\n"));
+    e.stop_and_wait("good", Duration::ZERO).expect("stop");
+}
+
+#[test]
+fn bad_exports_fail_the_start_and_leave_nothing() {
+    let img = busybox_image(Path::new(env!("CARGO_TARGET_TMPDIR")));
+    let r = run_driver("failures", &img, Duration::from_secs(40));
+    eprintln!("failures: driver {:?}\n{}", r.elapsed, r.stdout);
+    r.assert_ok();
 }

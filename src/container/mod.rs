@@ -296,6 +296,8 @@ pub struct Engine {
     opts: Options,
     cgroup_root: Option<PathBuf>,
     instances: Vec<Instance>,
+    /// Binds on themselves made for exports (see [`export_mounts`]).
+    own_mounts: Vec<PathBuf>,
 }
 
 impl Engine {
@@ -323,6 +325,7 @@ impl Engine {
             opts,
             cgroup_root,
             instances: Vec::new(),
+            own_mounts: Vec::new(),
         }
     }
 
@@ -620,7 +623,7 @@ impl Engine {
             }
         }
         if !prep.exports.is_empty() {
-            if let Err((p, e)) = export_mounts(&self.paths) {
+            if let Err((p, e)) = export_mounts(&self.paths, &mut self.own_mounts) {
                 undo_cgroup(cg);
                 return Err(Error::io(name, "export", &p, &e));
             }
@@ -864,21 +867,22 @@ impl Engine {
 }
 
 impl Drop for Engine {
-    /// Nothing outlives the engine: running containers are killed and reaped, volumes
-    /// unmounted (PID 1 never drops it; tests and tools do).
+    /// Nothing outlives the engine: running containers are killed and reaped, volumes and the
+    /// binds made for exports unmounted (PID 1 never drops it; tests and tools do).
     fn drop(&mut self) {
         let names: Vec<String> = self.instances.iter().map(|i| i.name.clone()).collect();
         for n in names {
             let _ = self.stop_and_wait(&n, Duration::ZERO);
             let _ = self.unmount(&n);
         }
+        detach_exports("(exports)", &std::mem::take(&mut self.own_mounts));
     }
 }
 
 /// Pantavisor's side of exports (see plan.rs): `<exportsdir>` a shared mount in a peer group
 /// of its own, the rootfs mount point a private mount; each a bind on itself when it is not a
-/// mount point yet. A few syscalls at each start of an exporting container.
-fn export_mounts(paths: &Paths) -> Result<(), (PathBuf, io::Error)> {
+/// mount point yet (added to `own`). A few syscalls at each start of an exporting container.
+fn export_mounts(paths: &Paths, own: &mut Vec<PathBuf>) -> Result<(), (PathBuf, io::Error)> {
     for (dir, flags) in [
         (&paths.exportsdir, &[ms::PRIVATE, ms::SHARED][..]),
         (&paths.rootfs_mount, &[ms::PRIVATE][..]),
@@ -890,6 +894,7 @@ fn export_mounts(paths: &Paths) -> Result<(), (PathBuf, io::Error)> {
                 // not a mount point yet
                 Err(e) if i == 0 && e.raw_os_error() == Some(libc::EINVAL) => {
                     sys::mount(Some(&c), &c, None, ms::BIND, None).map_err(er)?;
+                    own.push(dir.clone());
                     sys::mount(None, &c, None, f, None).map_err(er)?;
                 }
                 r => r.map_err(er)?,
@@ -899,8 +904,8 @@ fn export_mounts(paths: &Paths) -> Result<(), (PathBuf, io::Error)> {
     Ok(())
 }
 
-/// Detaches a container's exports from pantavisor's namespace. They hold its rootfs overlay
-/// busy, so this comes before its volumes are unmounted.
+/// Detaches mounts made for exports from pantavisor's namespace, last first. A container's
+/// exports hold its rootfs overlay busy: they go before its volumes are unmounted.
 fn detach_exports(name: &str, exports: &[PathBuf]) {
     for t in exports.iter().rev() {
         let flags = libc::MNT_DETACH | libc::UMOUNT_NOFOLLOW;
