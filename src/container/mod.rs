@@ -17,7 +17,8 @@
 //! - `clone3(CLONE_NEWNS|NEWPID|NEWUTS[|NEWIPC][|NEWNET], CLONE_INTO_CGROUP)` (or `clone`
 //!   plus a write to `cgroup.procs`); the network is attached while the child waits;
 //! - child (`spawn.rs`, no allocation, no lock): sethostname; `/` rprivate; overlay on the
-//!   rootfs mount point; every later target resolved inside the rootfs (openat2
+//!   rootfs mount point (with run.json `exports`: the mount point private, the overlay, the
+//!   exports bound onto the shared `<exportsdir>`, then `/` rprivate); every later target resolved inside the rootfs (openat2
 //!   RESOLVE_IN_ROOT) and mounted through `/proc/self/fd/N`: tmpfs /dev, proc (+ read-only
 //!   /proc/sys), sysfs, the container's cgroup, `lxc.mount.entry`, the /pantavisor view,
 //!   firmware/modules; device nodes, devpts, ptmx; `pivot_root(".", ".")` +
@@ -52,7 +53,8 @@ pub(crate) mod ms {
         MS_BIND as BIND, MS_MOVE as MOVE, MS_NOATIME as NOATIME, MS_NODEV as NODEV,
         MS_NODIRATIME as NODIRATIME, MS_NOEXEC as NOEXEC, MS_NOSUID as NOSUID,
         MS_NOSYMFOLLOW as NOSYMFOLLOW, MS_PRIVATE as PRIVATE, MS_RDONLY as RDONLY, MS_REC as REC,
-        MS_RELATIME as RELATIME, MS_REMOUNT as REMOUNT, MS_STRICTATIME as STRICTATIME,
+        MS_RELATIME as RELATIME, MS_REMOUNT as REMOUNT, MS_SHARED as SHARED,
+        MS_STRICTATIME as STRICTATIME,
     };
 }
 
@@ -276,6 +278,8 @@ struct Run {
     halt_signal: i32,
     stop_deadline: Option<Instant>,
     killed: bool,
+    /// Export mount points in pantavisor's namespace.
+    exports: Vec<PathBuf>,
 }
 
 #[derive(Debug)]
@@ -294,6 +298,8 @@ pub struct Engine {
     opts: Options,
     cgroup_root: Option<PathBuf>,
     instances: Vec<Instance>,
+    /// Binds on themselves made for exports (see [`export_mounts`]).
+    own_mounts: Vec<PathBuf>,
 }
 
 impl Engine {
@@ -321,6 +327,7 @@ impl Engine {
             opts,
             cgroup_root,
             instances: Vec::new(),
+            own_mounts: Vec::new(),
         }
     }
 
@@ -600,6 +607,7 @@ impl Engine {
                 }),
             cap_last_cap: cap_last_cap(),
             existing_sockets: &existing,
+            exports: &c.exports,
         };
         let (plan, prep) = match plan::build(&inputs) {
             Ok(p) => p,
@@ -615,6 +623,12 @@ impl Engine {
             if let Err(e) = fs::create_dir_all(d) {
                 undo_cgroup(cg);
                 return Err(Error::io(name, "mkdir", d, &e));
+            }
+        }
+        if !prep.exports.is_empty() {
+            if let Err((p, e)) = export_mounts(&self.paths, &mut self.own_mounts) {
+                undo_cgroup(cg);
+                return Err(Error::io(name, "export", &p, &e));
             }
         }
 
@@ -668,6 +682,7 @@ impl Engine {
             }
             Err(e) => {
                 child.abort();
+                detach_exports(name, &prep.exports);
                 if let Some(h) = net {
                     detach_net(name, h);
                 }
@@ -682,6 +697,7 @@ impl Engine {
             halt_signal: plan.halt_signal,
             stop_deadline: None,
             killed: false,
+            exports: prep.exports,
         })
     }
 
@@ -789,6 +805,7 @@ impl Engine {
             .find(|i| i.run.as_ref().is_some_and(|r| r.pid == pid))?;
         let name = i.name.clone();
         if let Some(run) = i.run.take() {
+            detach_exports(&name, &run.exports);
             if let Some(h) = run.net {
                 detach_net(&name, h);
             }
@@ -853,13 +870,58 @@ impl Engine {
 }
 
 impl Drop for Engine {
-    /// Nothing outlives the engine: running containers are killed and reaped, volumes
-    /// unmounted (PID 1 never drops it; tests and tools do).
+    /// Nothing outlives the engine: running containers are killed and reaped, volumes and the
+    /// binds made for exports unmounted (PID 1 never drops it; tests and tools do).
     fn drop(&mut self) {
         let names: Vec<String> = self.instances.iter().map(|i| i.name.clone()).collect();
         for n in names {
             let _ = self.stop_and_wait(&n, Duration::ZERO);
             let _ = self.unmount(&n);
+        }
+        detach_exports("(exports)", &std::mem::take(&mut self.own_mounts));
+    }
+}
+
+/// Pantavisor's side of exports (see plan.rs): `<exportsdir>` a shared mount in a peer group
+/// of its own, the rootfs mount point a private mount; each a bind on itself when it is not a
+/// mount point yet (added to `own`). A few syscalls at each start of an exporting container.
+fn export_mounts(paths: &Paths, own: &mut Vec<PathBuf>) -> Result<(), (PathBuf, io::Error)> {
+    for (dir, flags) in [
+        (&paths.exportsdir, &[ms::PRIVATE, ms::SHARED][..]),
+        (&paths.rootfs_mount, &[ms::PRIVATE][..]),
+    ] {
+        let er = |e| (dir.clone(), e);
+        let c = volumes::c_path(dir).map_err(er)?;
+        for (i, &f) in flags.iter().enumerate() {
+            match sys::mount(None, &c, None, f, None) {
+                // not a mount point yet
+                Err(e) if i == 0 && e.raw_os_error() == Some(libc::EINVAL) => {
+                    sys::mount(Some(&c), &c, None, ms::BIND, None).map_err(er)?;
+                    own.push(dir.clone());
+                    sys::mount(None, &c, None, f, None).map_err(er)?;
+                }
+                r => r.map_err(er)?,
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Detaches mounts made for exports from pantavisor's namespace, last first. A container's
+/// exports hold its rootfs overlay busy: they go before its volumes are unmounted.
+fn detach_exports(name: &str, exports: &[PathBuf]) {
+    for t in exports.iter().rev() {
+        let flags = libc::MNT_DETACH | libc::UMOUNT_NOFOLLOW;
+        match volumes::c_path(t).and_then(|c| sys::umount2(&c, flags)) {
+            Ok(()) => {}
+            // not mounted: the child failed before it
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
+            Err(e) => pvlog!(
+                Warn,
+                "container",
+                "container {name}: umount {}: {e}",
+                t.display()
+            ),
         }
     }
 }

@@ -15,8 +15,11 @@ use std::path::{Path, PathBuf};
 #[derive(Debug)]
 pub(crate) enum OpKind {
     SetHostname(CString),
-    /// `mount(NULL, "/", MS_REC|MS_PRIVATE)`: nothing propagates back to pantavisor.
-    PrivateRoot,
+    /// `mount(NULL, target, flags)` on an absolute path: a propagation change.
+    Propagation {
+        target: CString,
+        flags: u64,
+    },
     /// The root file system onto the (absolute) rootfs mount point.
     MountRootfs {
         source: CString,
@@ -27,6 +30,13 @@ pub(crate) enum OpKind {
     },
     /// Opens the rootfs mount point (the root of every later resolution) and enters it.
     EnterRoot(CString),
+    /// Binds rootfs directory `rel` onto `rel` below `dir` (`<exportsdir>/<name>`, resolved
+    /// inside `dir`); `host` is that target's path, for a namespace without /proc.
+    Export {
+        rel: CString,
+        dir: CString,
+        host: CString,
+    },
     /// `mkdirat(parent, name)`; an existing entry is fine.
     Mkdir {
         parent: CString,
@@ -109,6 +119,8 @@ pub(crate) struct ChildPlan {
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct HostPrep {
     pub dirs: Vec<PathBuf>,
+    /// The export mount points in pantavisor's namespace, detached when the container ends.
+    pub exports: Vec<PathBuf>,
 }
 
 /// A problem in the configuration found while planning.
@@ -152,6 +164,8 @@ pub(crate) struct Inputs<'a> {
     /// Sockets that exist now in the run dir (`pv-ctrl`, `pv-ctrl-log`): the others are
     /// optional binds until the API exists.
     pub existing_sockets: &'a [&'a str],
+    /// run.json `exports`, as written.
+    pub exports: &'a [String],
 }
 
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -178,6 +192,30 @@ fn rel_components(target: &str) -> Result<Vec<&str>, PlanError> {
             ".." => return Err(perr("mount", target, "target must not contain '..'")),
             c => out.push(c),
         }
+    }
+    Ok(out)
+}
+
+/// run.json `exports` as paths relative to the rootfs: a leading `/` is allowed (upstream's
+/// entries have it), `..` and the root itself are refused, and so is an entry at or below
+/// another, whose host mount point would lie in the container's own directory.
+pub(crate) fn export_entries(entries: &[String]) -> Result<Vec<String>, PlanError> {
+    let mut out: Vec<String> = Vec::new();
+    for e in entries {
+        let bad = |m: String| perr("export", e.as_str(), m);
+        let parts = rel_components(e).map_err(|_| bad("must not contain '..'".into()))?;
+        if parts.is_empty() {
+            return Err(bad("must name a directory below the root".into()));
+        }
+        let rel = parts.join("/");
+        let within = |a: &str, b: &str| {
+            b.strip_prefix(a)
+                .is_some_and(|r| r.is_empty() || r.starts_with('/'))
+        };
+        if let Some(o) = out.iter().find(|o| within(o, &rel) || within(&rel, o)) {
+            return Err(bad(format!("overlaps the export /{o}")));
+        }
+        out.push(rel);
     }
     Ok(out)
 }
@@ -622,11 +660,33 @@ pub(crate) fn build(inp: &Inputs) -> Result<(ChildPlan, HostPrep), PlanError> {
         "sethostname",
         hostname.to_string(),
     );
-    b.push(OpKind::PrivateRoot, false, "make private", "/".to_string());
-
     // root file system
     let rootmnt = &inp.paths.rootfs_mount;
     let rootmnt_c = cpath("rootfs", rootmnt)?;
+    let exports = export_entries(inp.exports)?;
+    let private_root = || OpKind::Propagation {
+        target: c"/".into(),
+        flags: ms::REC | ms::PRIVATE,
+    };
+    if exports.is_empty() {
+        // nothing of the child propagates back to pantavisor
+        b.push(private_root(), false, "make private", "/".to_string());
+    } else {
+        // Exports reach pantavisor by mount propagation, which every kernel has (open_tree +
+        // move_mount would need 5.2): pantavisor keeps <exportsdir> a shared mount and the
+        // rootfs mount point a private one. The child's copy of the first is a peer, so its
+        // binds there appear on the host; mounting the rootfs on the private copy of the
+        // second propagates nothing. Then everything is made private, before any other mount.
+        b.push(
+            OpKind::Propagation {
+                target: rootmnt_c.clone(),
+                flags: ms::PRIVATE,
+            },
+            false,
+            "make private",
+            rootmnt.display().to_string(),
+        );
+    }
     b.next_group();
     match (&cfg.rootfs, root_layers(inp)?) {
         (_, Some(layers)) => {
@@ -694,6 +754,26 @@ pub(crate) fn build(inp: &Inputs) -> Result<(ChildPlan, HostPrep), PlanError> {
         "open",
         rootmnt.display().to_string(),
     );
+    if !exports.is_empty() {
+        let dir = inp.paths.exportsdir.join(inp.name);
+        let dir_c = cpath("export", &dir)?;
+        for rel in &exports {
+            let host = dir.join(rel);
+            b.push(
+                OpKind::Export {
+                    rel: cstr("export", rel)?,
+                    dir: dir_c.clone(),
+                    host: cpath("export", &host)?,
+                },
+                false,
+                "export",
+                format!("/{rel}"),
+            );
+            prep.dirs.push(host.clone());
+            prep.exports.push(host);
+        }
+        b.push(private_root(), false, "make private", "/".to_string());
+    }
 
     // a fresh /dev first, so mount entries can bind devices into it (LXC's order)
     if cfg.autodev {

@@ -51,13 +51,24 @@ fn build_with(text: &str, mgmt: bool) -> (ChildPlan, HostPrep) {
         modules: Some(("/t/volumes/bsp/modules.squashfs".into(), "6.1.0".into())),
         cap_last_cap: 40,
         existing_sockets: &["pv-ctrl"],
+        exports: &[],
     };
     build(&inp).expect("plans")
 }
 
 fn plan_err(text: &str) -> PlanError {
+    build_bare(text, &[]).expect_err("refused")
+}
+
+fn build_exports(exports: &[&str]) -> Result<(ChildPlan, HostPrep), PlanError> {
+    build_bare(PVR, exports)
+}
+
+/// A non-mgmt container without cgroup, cmdline, firmware or sockets.
+fn build_bare(text: &str, exports: &[&str]) -> Result<(ChildPlan, HostPrep), PlanError> {
     let c = cfg(text);
     let p = paths();
+    let exports: Vec<String> = exports.iter().map(|e| e.to_string()).collect();
     let inp = Inputs {
         name: "web",
         group: "app",
@@ -73,8 +84,9 @@ fn plan_err(text: &str) -> PlanError {
         modules: None,
         cap_last_cap: 40,
         existing_sockets: &[],
+        exports: &exports,
     };
-    build(&inp).expect_err("refused")
+    build(&inp)
 }
 
 fn s(c: &CString) -> &str {
@@ -359,4 +371,102 @@ fn bad_paths_are_refused_with_the_step_named() {
     assert_eq!(rel_components("/a//./b/").unwrap(), ["a", "b"]);
     assert_eq!(parse_mac("02:00:00:00:00"), None);
     assert_eq!(parse_mac("02:00:00:00:00:0g"), None);
+}
+
+/// The child's ops up to pivot_root, as (step, path) of their descriptions.
+fn steps(p: &ChildPlan) -> Vec<(&'static str, String)> {
+    p.descs.iter().map(|d| (d.step, d.path.clone())).collect()
+}
+
+#[test]
+fn without_exports_the_root_is_private_before_anything_is_mounted() {
+    let (p, prep) = build_with(PVR, false);
+    let st = steps(&p);
+    assert_eq!(st[1], ("make private", "/".to_string()));
+    assert!(matches!(&p.ops[1].kind,
+        OpKind::Propagation { target, flags } if s(target) == "/" && *flags == ms::REC | ms::PRIVATE));
+    assert!(matches!(p.ops[2].kind, OpKind::MountRootfs { .. }));
+    assert!(!p
+        .ops
+        .iter()
+        .any(|o| matches!(o.kind, OpKind::Export { .. })));
+    assert!(prep.exports.is_empty());
+}
+
+#[test]
+fn exports_are_bound_between_the_rootfs_and_making_everything_private() {
+    let (p, prep) = build_exports(&["/usr/bin", "www/cgi-bin/", "./etc"]).expect("plans");
+    let st = steps(&p);
+    // the rootfs mount point is made private (the host keeps it a mount point), the root
+    // only once the exports are bound: nothing but them propagates
+    let rootmnt = "/t/run/lxc/rootfs".to_string();
+    assert_eq!(
+        st[1..8],
+        [
+            ("make private", rootmnt.clone()),
+            ("mount", format!("overlay on {rootmnt}")),
+            ("open", rootmnt),
+            ("export", "/usr/bin".into()),
+            ("export", "/www/cgi-bin".into()),
+            ("export", "/etc".into()),
+            ("make private", "/".into()),
+        ]
+    );
+    assert!(matches!(&p.ops[1].kind,
+        OpKind::Propagation { flags, .. } if *flags == ms::PRIVATE));
+    assert!(matches!(&p.ops[7].kind,
+        OpKind::Propagation { target, flags } if s(target) == "/" && *flags == ms::REC | ms::PRIVATE));
+    assert!(matches!(&p.ops[4].kind,
+        OpKind::Export { rel, dir, host }
+            if s(rel) == "usr/bin" && s(dir) == "/t/exports/web"
+                && s(host) == "/t/exports/web/usr/bin"));
+    // no mount in the rootfs before the root is private
+    assert!(p.ops[..7]
+        .iter()
+        .all(|o| !matches!(o.kind, OpKind::Mount { .. } | OpKind::Mkdir { .. })));
+    // a failing export fails the start
+    assert!(p.ops[4..7].iter().all(|o| !o.optional));
+    let want: Vec<PathBuf> = ["usr/bin", "www/cgi-bin", "etc"]
+        .iter()
+        .map(|e| Path::new("/t/exports/web").join(e))
+        .collect();
+    assert_eq!(prep.exports, want);
+    assert!(want.iter().all(|w| prep.dirs.contains(w)));
+}
+
+#[test]
+fn bad_export_entries_are_refused_naming_the_entry() {
+    for (entries, entry, message) in [
+        (&["/usr/../etc"][..], "/usr/../etc", "must not contain '..'"),
+        (&["/"][..], "/", "must name a directory below the root"),
+        (&["./"][..], "./", "must name a directory below the root"),
+        (
+            &["/usr", "/usr/bin"][..],
+            "/usr/bin",
+            "overlaps the export /usr",
+        ),
+        (
+            &["usr/bin", "/usr"][..],
+            "/usr",
+            "overlaps the export /usr/bin",
+        ),
+        (
+            &["/data", "data/"][..],
+            "data/",
+            "overlaps the export /data",
+        ),
+        (&["a\0b"][..], "a\\0b", "contains a NUL byte"),
+    ] {
+        let e = build_exports(entries).expect_err(entry);
+        assert_eq!(
+            (e.step, e.path.as_str(), e.message.as_str()),
+            ("export", entry, message),
+            "{entries:?}"
+        );
+    }
+    // siblings that share a prefix are not nested
+    assert_eq!(
+        export_entries(&["/usr".into(), "/usrlocal".into()]).unwrap(),
+        ["usr", "usrlocal"]
+    );
 }

@@ -63,18 +63,24 @@ fn en(e: io::Error) -> Errno {
 /// A path relative to the container's root resolved inside it (openat2 RESOLVE_IN_ROOT); on
 /// kernels before 5.6 a plain openat below the root.
 fn resolve(ctx: &mut Ctx, rel: &CStr, flags: i32) -> Result<RawFd, Errno> {
-    if ctx.root < 0 {
+    let root = ctx.root;
+    resolve_in(ctx, root, rel, flags)
+}
+
+/// [`resolve`] inside another root.
+fn resolve_in(ctx: &mut Ctx, root: RawFd, rel: &CStr, flags: i32) -> Result<RawFd, Errno> {
+    if root < 0 {
         return Err(libc::EBADF);
     }
     let flags = flags | libc::O_CLOEXEC;
     if !ctx.no_openat2 {
-        match sys::openat2_in_root(ctx.root, rel, flags) {
+        match sys::openat2_in_root(root, rel, flags) {
             Ok(fd) => return Ok(fd),
             Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => ctx.no_openat2 = true,
             Err(e) => return Err(en(e)),
         }
     }
-    sys::openat(ctx.root, rel, flags, 0).map_err(en)
+    sys::openat(root, rel, flags, 0).map_err(en)
 }
 
 /// `/proc/self/fd/<fd>` in a stack buffer.
@@ -154,8 +160,8 @@ fn ignore_exists(r: io::Result<()>) -> Result<(), Errno> {
 fn run_op(ctx: &mut Ctx, kind: &OpKind, fds: &ChildFds, index: u32) -> Result<(), Errno> {
     match kind {
         OpKind::SetHostname(h) => sys::sethostname(h.to_bytes()).map_err(en),
-        OpKind::PrivateRoot => {
-            sys::mount(None, c"/", None, ms::REC | ms::PRIVATE, None).map_err(en)
+        OpKind::Propagation { target, flags } => {
+            sys::mount(None, target, None, *flags, None).map_err(en)
         }
         OpKind::MountRootfs {
             source,
@@ -181,6 +187,26 @@ fn run_op(ctx: &mut Ctx, kind: &OpKind, fds: &ChildFds, index: u32) -> Result<()
             .map_err(en)?;
             ctx.root = fd;
             sys::chdir(path).map_err(en)
+        }
+        OpKind::Export { rel, dir, host } => {
+            if !ctx.use_proc_fd {
+                return sys::mount(Some(rel), host, None, ms::BIND, None).map_err(en);
+            }
+            let dir_flags = libc::O_PATH | libc::O_DIRECTORY;
+            let src = Fd(resolve(ctx, rel, dir_flags)?);
+            // a symlink planted in the exports folder cannot point the bind elsewhere
+            let d = Fd(sys::openat(
+                libc::AT_FDCWD,
+                dir,
+                dir_flags | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+                0,
+            )
+            .map_err(en)?);
+            let tfd = Fd(resolve_in(ctx, d.0, rel, dir_flags)?);
+            let (mut sbuf, mut tbuf) = ([0u8; 32], [0u8; 32]);
+            let source = fd_path(src.0, &mut sbuf).ok_or(libc::ENAMETOOLONG)?;
+            let target = fd_path(tfd.0, &mut tbuf).ok_or(libc::ENAMETOOLONG)?;
+            sys::mount(Some(source), target, None, ms::BIND, None).map_err(en)
         }
         OpKind::Mkdir { parent, name, mode } => {
             let p = Fd(resolve(ctx, parent, libc::O_PATH | libc::O_DIRECTORY)?);

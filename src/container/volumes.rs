@@ -32,7 +32,7 @@ pub(crate) struct Mounted {
     pub loop_dev: Option<LoopDevice>,
 }
 
-fn c_path(p: &Path) -> io::Result<CString> {
+pub(super) fn c_path(p: &Path) -> io::Result<CString> {
     CString::new(p.as_os_str().as_bytes())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))
 }

@@ -574,8 +574,9 @@ pub struct Container {
     pub drivers: DriverRefs,
     /// Raw JSON of `logs` (None = default loggers).
     pub logs: Option<String>,
-    /// `exports` present: the export.sh mount hook runs.
-    pub exports: bool,
+    /// `exports`: rootfs directories bound under `<exportsdir>/<name>/` while it runs (upstream's
+    /// export.sh mount hook), as written.
+    pub exports: Vec<String>,
     /// Raw JSON of `services` (xconnect requirements).
     pub services: Option<String>,
     /// Own auto_recovery; see [`super::State::effective_auto_recovery`] for inheritance.

@@ -1155,7 +1155,7 @@ fn container(o: &Obj, dir: &str, ctx: &mut Ctx) -> Option<Draft> {
         roles,
         drivers,
         logs,
-        exports: o.array(ctx, "exports").is_some(),
+        exports: o.strings(ctx, "exports").unwrap_or_default(),
         services: o.raw_object(ctx, "services"),
         auto_recovery: o
             .object(ctx, "auto_recovery")

@@ -224,7 +224,7 @@ fn initial_state_full_model() {
             "_config/awconnect/etc/wifi-connect/conf.d/WifiHotspot.json",
         ]
     );
-    assert!(aw.automodfw && !aw.exports);
+    assert!(aw.automodfw && aw.exports.is_empty());
     assert_eq!(aw.logs, None);
     assert_eq!(aw.auto_recovery, None);
     assert_eq!(s.effective_auto_recovery(aw), AutoRecovery::default());
@@ -772,7 +772,7 @@ fn other_container_fields() {
         c.logs.as_deref(),
         Some(r#"[{"file":"/var/log/app.log","maxsize":1024,"truncate":true}]"#)
     );
-    assert!(c.exports);
+    assert_eq!(c.exports, ["/data"]);
     assert_eq!(c.services.as_deref(), Some(r#"{"required":["svc"]}"#));
     let n = c.network.as_ref().unwrap();
     assert_eq!(n.mode, NetworkMode::Pool);
@@ -1011,7 +1011,11 @@ fn error_wrong_field_types_name_key_and_field() {
         ),
         (
             r#""exports":true"#,
-            r#"a/run.json: "exports" must be an array"#,
+            r#"a/run.json: "exports" must be an array of strings"#,
+        ),
+        (
+            r#""exports":["/usr/bin",1]"#,
+            r#"a/run.json: "exports" must be an array of strings"#,
         ),
         (
             r#""services":[]"#,

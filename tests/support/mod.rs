@@ -111,6 +111,8 @@ pub struct Ctr {
     pub storage: Vec<(String, String)>,
     /// `_config/<name>/<path>` files.
     pub overlay: Vec<(String, Vec<u8>)>,
+    /// run.json `exports`.
+    pub exports: Vec<String>,
 }
 
 impl Ctr {
@@ -125,6 +127,7 @@ impl Ctr {
             volumes: Vec::new(),
             storage: vec![("lxc-overlay".to_string(), "boot".to_string())],
             overlay: Vec::new(),
+            exports: Vec::new(),
         }
     }
 }
@@ -206,6 +209,10 @@ pub fn install_revision(root: &Path, rev: &str, containers: &[Ctr]) -> State {
         if let Some(r) = &c.roles {
             let r: Vec<String> = r.iter().map(|x| json_str(x)).collect();
             let _ = write!(run, ",\"roles\":[{}]", r.join(","));
+        }
+        if !c.exports.is_empty() {
+            let e: Vec<String> = c.exports.iter().map(|x| json_str(x)).collect();
+            let _ = write!(run, ",\"exports\":[{}]", e.join(","));
         }
         run.push('}');
         keys.push((format!("{}/run.json", c.name), run));
