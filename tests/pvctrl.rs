@@ -535,6 +535,8 @@ fn device_meta_status_codes_and_refusals() {
     let mut sweep = rig::CgroupSweep::default();
     let mut r = Rig::new("devmeta", &desc("v1"));
     sweep.0 = r.cgroup.clone();
+    // the exports folder is made at boot, as upstream's (no container here exports)
+    std::fs::remove_dir(r.dir.join("exports")).unwrap();
     let mut dev = r.boot();
     let ready = r.wait(&mut dev, Duration::from_secs(20), &|r, d| {
         devmeta(r, d).is_some_and(|m| str_of(&m, "pantavisor.status").as_deref() == Some("READY"))
@@ -543,6 +545,7 @@ fn device_meta_status_codes_and_refusals() {
         let end = finish(&mut dev);
         panic!("not READY in device-meta ({end:?}); log:\n{}", r.log());
     }
+    assert!(r.dir.join("exports").is_dir());
     // what upstream's golden shows of basic-endpoints, less what it deletes as volatile
     let m = devmeta(&r, &dev).unwrap();
     for (k, v) in [

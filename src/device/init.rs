@@ -293,6 +293,11 @@ fn init_and_run(args: Args, pid1: bool, storage: &mut Option<String>) -> Result<
             for r in state.unsupported() {
                 pvlog!(Error, "state", "revision {booted}: {r}");
             }
+            // as upstream, the exports folder is there from boot, whether a container exports
+            let exports = config.disk_exportsdir();
+            if let Err(e) = std::fs::create_dir_all(exports) {
+                pvlog!(Warn, "init", "exports folder {exports}: {e}");
+            }
             let device = Device::new(&mut config, &st, bl.as_ref(), &booted, state, trying)
                 .map_err(Fatal::Device)?;
             Ok(device.run())
