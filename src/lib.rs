@@ -13,6 +13,8 @@ pub mod control;
 pub mod device;
 pub mod drivers;
 pub mod event_loop;
+#[cfg(feature = "hub")]
+pub mod hub;
 pub mod init;
 pub mod json;
 pub mod logs;
