@@ -2,6 +2,7 @@
 //! counts as online, and how progress reports queue. Pure; the daemon that talks to the Hub
 //! carries them out. Upstream: `pantahub/pantahub.c`, `pantahub/pantahub_proto.c`.
 
+pub mod download;
 pub mod logpush;
 
 /// The client's states, as device-meta `pantahub.state` names them (reference 8.4).
