@@ -12,7 +12,9 @@ Python 3.11 standard library only; certificates come from the `openssl` CLI.
         plain HTTP on 127.0.0.1 only; once both listen it prints one JSON line
         {"port": N, "control": N} on stdout. Every device-side request (and every failed TLS
         handshake) is a JSON line in FILE: t, method, path, status, in, out (body bytes really
-        written), ms, range, device, fault; or event "tls-error".
+        written), ms, range, device, fault; or an "event": "tls-error" (handshake failed) or
+        "no-request" (closed without a request: how a TLS 1.3 client refusing the
+        certificate shows, as it only checks it once the server has finished).
 
 Device API (reference 8.5; Hub behaviour from pantacor/pantahub-base, phb:), strict where
 the Hub is lax so that a device mistake shows: a request needs a well-formed `User-Agent`
@@ -166,8 +168,8 @@ class Hub:
     def add_fault(self, f):
         kind = f.get("kind")
         need = {"unauthorized": (), "hang": ("path", "seconds"), "status": ("path", "status"),
-                "cut": ("after",), "slow": ("rate",), "wrong-bytes": (), "ignore-range": (), "url-ttl": ("seconds",),
-                "refuse": ("seconds",)}
+                "cut": ("after",), "slow": ("rate",), "wrong-bytes": (), "ignore-range": (),
+                "url-ttl": ("seconds",), "refuse": ("seconds",)}
         if kind not in need:
             raise HubError(400, f"fault: unknown kind {kind!r}")
         for k in need[kind]:
@@ -469,6 +471,8 @@ class DeviceHandler(BaseHTTPRequestHandler):
         hub = self.server.hub
         req = parse_json(body, "POST /auth/login")
         only_keys(req, LOGIN_KEYS, "POST /auth/login")
+        if not all(isinstance(req.get(k), str) for k in LOGIN_KEYS):
+            raise HubError(400, "Failed to decode token Request")
         with hub.lock:
             d = next((d for d in hub.devices.values() if d["prn"] == req.get("username")), None)
             if d is None or not hmac.compare_digest(str(req.get("password")), d["secret"]):
@@ -618,9 +622,11 @@ class DeviceHandler(BaseHTTPRequestHandler):
                            f"{LOGS_MAX_ENTRIES} entries or {LOGS_MAX_BYTES} B (8.7)")
         for i, e in enumerate(entries):
             only_keys(e, ENTRY_KEYS, f"POST /logs/ entry {i}")
-            missing = sorted(ENTRY_KEYS - set(e))
-            if missing:
-                raise HubError(400, f"POST /logs/ entry {i}: '{missing[0]}' missing")
+            for k in sorted(ENTRY_KEYS):  # phb's Entry: tsec, tnano int64, the rest strings
+                typ = int if k in ("tsec", "tnano") else str
+                if type(e.get(k)) is not typ:
+                    raise HubError(400, f"POST /logs/ entry {i}: '{k}' missing or not a "
+                                   f"{typ.__name__}")
         with self.server.hub.lock:
             self.server.hub.logs.extend({"device": dev["id"], "entry": e} for e in entries)
         return self.ok({"status": "ok"})

@@ -172,6 +172,7 @@ CT=text/plain hub PUT "/devices/$ID/device-meta" '{}'; expect 415 "device-meta t
 E='{"tsec":0,"tnano":0,"lvl":"INFO","src":"/var/log/messages","plat":"hello","rev":"0","msg":"line 1"}'
 hub POST /logs/ "[$E]"; expect 200 logs; has '.status == "ok"' logs
 hub POST /logs/ '[{"tsec":0,"msg":"x"}]'; expect 400 "entry missing keys"
+hub POST /logs/ "[${E/\"rev\":\"0\"/\"rev\":0}]"; expect 400 "entry rev as a number"
 hub POST /logs/ "[${E%\}},\"time\":1}]"; expect 400 "entry unknown key"
 hub POST /logs/ "[$(printf "$E,%.0s" $(seq 201))$E]"; expect 413 "over 200 entries"
 [ "$(ctl GET /logs | jq -r ".[0].entry.msg + .[0].device")" = "line 1$ID" ] || fail "logs kept"; ok
