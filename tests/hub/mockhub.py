@@ -38,7 +38,9 @@ Control API (http://127.0.0.1:<control>, JSON in and out):
     POST   /control/objects               {"data_b64"}, {"data"}, {"path"} (a file here) or
                                           {"random": size} -> {"sha", "size"}
     POST   /control/devices/<id>/steps    {"rev", "state", "commit-msg"?, "objects"?: [b64..],
-                                           "status"?: "NEW"}: a step as `pvr post` makes it
+                                           "status"?: "NEW", "unchecked"?}: a step as `pvr
+                                          post` makes it; its objects must be here unless
+                                          unchecked
     GET    /control/devices/<id>/steps    steps with "progress" (as phb keeps it) and "history"
                                           (every progress body as received, in order)
     GET    /control/devices/<id>/trail    {"raw": POST /trails/ body byte-exact (latin-1 str)}
@@ -526,6 +528,10 @@ class DeviceHandler(BaseHTTPRequestHandler):
         state = parse_json(body, "POST /trails/")
         if not isinstance(state, dict):
             raise HubError(400, "POST /trails/: the state must be a JSON object")
+        missing = state_objects(hub, state)
+        if missing:  # upstream uploads every object first (updater.c trail_first_boot)
+            raise HubError(500, f"Error processing trail objects in factory-state: object "
+                           f"{missing[0]} not on the Hub")
         with hub.lock:
             if dev["id"] in hub.trails:
                 raise HubError(500, "Error inserting trail into database: duplicate key")
@@ -681,6 +687,22 @@ class DeviceHandler(BaseHTTPRequestHandler):
         return status
 
 
+def state_objects(hub, state):
+    """phb trails-api.go GetStateObjects: every key but #spec and *.json names an object the
+    Hub has; the missing ones, or an error."""
+    if not state:
+        return []
+    if state.get("#spec") not in ("pantavisor-multi-platform@1", "pantavisor-service-embed@1",
+                                  "pantavisor-service-system@1"):
+        raise HubError(500, "state_object: Invalid state: #spec missing or unknown")
+    shas = [v for k, v in state.items() if k != "#spec" and not k.endswith(".json")]
+    bad = [v for v in shas if not isinstance(v, str)]
+    if bad:
+        raise HubError(500, f"state_object: Object is not a string: {json.dumps(bad[0])}")
+    with hub.lock:
+        return [v for v in shas if v not in hub.objects or hub.objects[v]["data"] is None]
+
+
 def status_filter(flt):
     """progress.status as phb hands it to MongoDB: a plain value or one operator."""
     if isinstance(flt, str):
@@ -832,6 +854,10 @@ class ControlHandler(BaseHTTPRequestHandler):
             if m == "POST" and dev and p[2:] == ["steps"]:
                 for b in arg.get("objects", []):
                     hub.put_object(base64.b64decode(b))
+                missing = state_objects(hub, arg["state"])
+                if missing and not arg.get("unchecked"):
+                    raise HubError(400, f"control: the state names object {missing[0]}, "
+                                   "not on the Hub (\"unchecked\": true to post it anyway)")
                 now = time.time()
                 hub.steps.setdefault(dev["id"], {})[int(arg["rev"])] = {
                     "rev": int(arg["rev"]), "state": arg["state"],

@@ -88,7 +88,10 @@ hub PUT "$PUTPATH" '' --data-binary "@$work/obj"; expect 200 "upload, labelled a
 hub PUT "${PUTPATH/signature=/signature=0}" '' --data-binary "@$work/obj"; expect 403 "bad put signature"
 hub POST /objects/ "{\"objectname\":\"bsp/kernel.img\",\"size\":\"$SIZE\",\"sha256sum\":\"$SHA\"}"; expect 409 "object already there"
 hub GET /trails/; expect 200 "trails"; has 'length == 0' "no trail yet"
-STATE='{"#spec": "pantavisor-service-system@1",  "bsp/kernel.img": "'$SHA'", "a/b": {"x":[1, 2]}}'
+hub POST /trails/ '{"#spec":"pantavisor-service-system@1","bsp/kernel.img":"'"$(printf 1%.0s $(seq 64))"'"}'
+expect 500 "trail naming an object not uploaded"
+hub POST /trails/ '{"#spec":"other@1"}'; expect 500 "trail of an unknown spec"
+STATE='{"#spec": "pantavisor-service-system@1",  "bsp/kernel.img": "'$SHA'", "a/run.json": {"x":[1, 2]}}'
 hub POST /trails/ "$STATE"; expect 200 "first sync"
 [ "$(ctl GET "/devices/$ID/trail" | jq -j .raw)" = "$STATE" ] || fail "factory state not byte-exact"; ok
 hub POST /trails/ "$STATE"; expect 500 "second trail"
@@ -97,12 +100,13 @@ hub GET /trails/; has "length == 1 and .[0].\"factory-state\".\"bsp/kernel.img\"
 # --- steps and the $in filter (5.4, 8.5), exactly as upstream's query string
 NEWOBJ=$(printf 'new revision object %.0s' $(seq 500) | base64 -w0)
 NEWSHA=$(printf 'new revision object %.0s' $(seq 500) | sha256sum | cut -d' ' -f1)
-ctl POST "/devices/$ID/steps" "{\"rev\":1,\"state\":{\"z\":1,\"a\":\"$NEWSHA\"},\"objects\":[\"$NEWOBJ\"],\"commit-msg\":\"one\"}" >/dev/null
+ctl POST "/devices/$ID/steps" "{\"rev\":1,\"state\":{\"#spec\":\"pantavisor-service-system@1\",\"z.json\":1,\"a\":\"$NEWSHA\"},\"objects\":[\"$NEWOBJ\"],\"commit-msg\":\"one\"}" | jq -e .rev >/dev/null || fail "step 1"; ok
+ctl POST "/devices/$ID/steps" '{"rev":3,"state":{"#spec":"pantavisor-service-system@1","a":"'"$SHA"'0"}}' | grep -q 'not on the Hub' || fail "step naming a missing object"; ok
 ctl POST "/devices/$ID/steps" '{"rev":2,"state":{},"status":"CANCELLED"}' >/dev/null
 Q='?progress.status=%7B%22$in%22:%5B%22NEW%22,%22DOWNLOADING%22,%22INPROGRESS%22,%22TESTING%22,%22QUEUED%22%5D%7D'
 hub GET "/trails/$ID/steps$Q"; expect 200 steps
 has 'length == 1 and .[0].rev == 1 and .[0].progress.status == "NEW" and .[0]."commit-msg" == "one"' "steps \$in"
-grep -q '"state":{"a":' "$work/body" || fail "state map keys not sorted as Go does"; ok
+grep -q '"state":{"#spec":"pantavisor-service-system@1","a":' "$work/body" || fail "state map keys not sorted as Go does"; ok
 hub GET "/trails/$ID/steps?progress.status=%7B%22%24in%22%3A%5B%22DONE%22%2C%22CANCELLED%22%5D%7D"
 has '[.[].rev] == [0, 2]' "steps \$in DONE,CANCELLED (rev order)"
 hub GET "/trails/$ID/steps"; has 'length == 1 and .[0].rev == 1' "steps, no filter: NEW, one"
@@ -187,7 +191,7 @@ ctl POST /faults '{"kind":"hang","path":"/trails/","seconds":1}' >/dev/null
 t=$(curl -sS --cacert "$work/certs/ca.pem" -A "$UA" -H "Authorization: Bearer $TOKEN" -o /dev/null -w '%{time_total}' "https://localhost:$P/trails/")
 awk "BEGIN{exit !($t >= 0.95)}" || fail "hang answered after ${t}s"; ok
 hub GET "/devices/$ID"; expect 200 "hang on another path"
-ctl POST /faults '{"kind":"refuse","seconds":1}' >/dev/null
+ctl POST /faults '{"kind":"refuse","seconds":2}' >/dev/null
 for _ in $(seq 100); do hub GET /trails/; [ "$code" = curl-7 ] && break; sleep 0.02; done
 expect curl-7 "refused while not listening"
 for _ in $(seq 150); do hub GET /trails/; [ "$code" = 200 ] && break; sleep 0.05; done
