@@ -12,7 +12,8 @@ Python 3.11 standard library only; certificates come from the `openssl` CLI.
         plain HTTP on 127.0.0.1 only; once both listen it prints one JSON line
         {"port": N, "control": N} on stdout. Every device-side request (and every failed TLS
         handshake) is a JSON line in FILE: t, method, path, status, in, out (body bytes really
-        written), ms, range, device, fault; or an "event": "tls-error" (handshake failed) or
+        written), ms, range, device, fault, inflight (requests of its kind -- progress,
+        objects, local-s3, ... -- in flight with it, itself included); or an "event": "tls-error" (handshake failed) or
         "no-request" (closed without a request: how a TLS 1.3 client refusing the
         certificate shows, as it only checks it once the server has finished).
 
@@ -154,6 +155,7 @@ class Hub:
         self.devices, self.autotokens, self.tokens = {}, {}, {}
         self.trails, self.steps, self.objects = {}, {}, {}
         self.logs, self.faults, self.requests = [], [], []
+        self.inflight = {}
         self.url_ttl = 3600
         self.refuse_until = 0.0
         self.cert = "good"
@@ -366,6 +368,11 @@ class DeviceHandler(BaseHTTPRequestHandler):
         self.out, self.device, self.fault, status = 0, None, None, 0
         url = urlsplit(self.path)
         body = b""
+        # how many requests of this kind are in flight with this one (progress: at most one,
+        # 8.5; object metadata and downloads: at most PH_UPDATER_TRANSFER_MAX_COUNT, 5.4)
+        kind = "progress" if url.path.endswith("/progress") else url.path.split("/")[1]
+        with hub.lock:
+            hub.inflight[kind] = inflight = hub.inflight.get(kind, 0) + 1
         try:
             body = self.read_body()
             if f := hub.take("hang", url.path, self.command):
@@ -385,11 +392,14 @@ class DeviceHandler(BaseHTTPRequestHandler):
             status = 500
             self.send(500, gojson({"error": f"mockhub bug: {type(e).__name__}: {e}",
                                    "code": 500}))
+        finally:
+            with hub.lock:
+                hub.inflight[kind] -= 1
         hub.record({"t": round(t0, 3), "method": self.command, "path": self.path,
                     "status": status, "in": len(body), "out": self.out,
                     "ms": round((time.time() - t0) * 1000, 1),
                     "range": self.headers.get("Range"), "device": self.device,
-                    "fault": self.fault})
+                    "fault": self.fault, "inflight": inflight})
 
     def route(self, url, body):
         hub, path, m = self.server.hub, url.path, self.command
@@ -539,7 +549,8 @@ class DeviceHandler(BaseHTTPRequestHandler):
             hub.trails[dev["id"]] = {"raw": body, "state": state, "owner": tok["owner"],
                                      "time": now}
             hub.steps.setdefault(dev["id"], {})[0] = {
-                "rev": 0, "state": state, "commit-msg": "", "time": now, "progress-time": now,
+                "rev": 0, "state": state, "commit-msg": "Factory State (rev 0)", "time": now,
+                "progress-time": now,
                 "progress": hub_progress({"status": "DONE"}), "history": []}
         return self.get_trails(tok, dev, url, b"")
 

@@ -149,6 +149,9 @@ hub GET "/objects/$BIG"; has '.size == "100000"' "random object"; GETURL=$(jq -r
 ctl POST /faults '{"kind":"slow","rate":100000}' >/dev/null
 dl -w '%{http_code} %{time_total}'; t=${code#* }; code=${code% *}; expect 200 "slow download"; [ "$(dlsha)" = "$BIG" ] || fail "slow bytes"; ok
 awk "BEGIN{exit !($t >= 0.9)}" || fail "slow download took ${t}s"; ok
+ctl POST /faults '{"kind":"slow","rate":100000,"count":2}' >/dev/null
+dl & dl; wait $!
+jq -e -s '[.[] | select(.method and (.path | startswith("/local-s3/"))) | .inflight] | max == 2' "$work/log.jsonl" >/dev/null || fail "in-flight count"; ok
 ctl POST /objects '{"path":"/nonexistent"}' | jq -e '.error' >/dev/null || fail "control error"; ok
 
 # --- progress (5.2)
