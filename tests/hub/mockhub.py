@@ -7,10 +7,11 @@ Python 3.11 standard library only; certificates come from the `openssl` CLI.
         writes DIR/ca.pem (what the device gets in PV_LIBTHTTP_CERTSDIR), DIR/server.{pem,key}
         (names: localhost, 127.0.0.1, NAME) and DIR/wrong.{pem,key} (only wrong.invalid)
     mockhub.py serve --certs DIR [--host NAME] [--bind ADDR] [--port N] [--control-port N]
-                     [--log FILE] [--cert good|wrong] [--plain]
-        serves the device API over HTTPS on ADDR:N (0: any free port) and the control API over
-        plain HTTP on 127.0.0.1 only; once both listen it prints one JSON line
-        {"port": N, "control": N} on stdout. Every device-side request (and every failed TLS
+                     [--proxy-port N] [--log FILE] [--cert good|wrong] [--plain]
+        serves the device API over HTTPS on ADDR:N (0: any free port), the control API over
+        plain HTTP on 127.0.0.1 only and, with --proxy-port, an HTTP CONNECT proxy there that
+        tunnels to the device port only (event "connect" in the log); once all listen it
+        prints one JSON line {"port": N, "control": N, "proxy": N} on stdout. Every device-side request (and every failed TLS
         handshake) is a JSON line in FILE: t, method, path, status, in, out (body bytes really
         written), ms, range, device, fault, inflight (requests of its kind -- progress,
         objects, local-s3, ... -- in flight with it, itself included); or an "event": "tls-error" (handshake failed) or
@@ -45,6 +46,7 @@ Control API (http://127.0.0.1:<control>, JSON in and out):
     GET    /control/devices/<id>/steps    steps with "progress" (as phb keeps it) and "history"
                                           (every progress body as received, in order)
     GET    /control/devices/<id>/trail    {"raw": POST /trails/ body byte-exact (latin-1 str)}
+    POST   /control/devices/<id>/trail    {"state"}: the device synced before (migration)
     GET    /control/logs                  [{"device", "entry"}] as received
     POST   /control/faults                one fault (below); "count": N times (default 1), null
                                           for ever; answers the fault with its "id"
@@ -246,6 +248,16 @@ class Hub:
             self.objects[sha] = {"data": data, "size": len(data), "objectname": name,
                                  "time": time.time()}
         return sha
+
+    def add_trail(self, dev_id, raw, state, owner):
+        """phb post-trails.go: the trail, and its state as step 0, DONE."""
+        now = time.time()
+        with self.lock:
+            self.trails[dev_id] = {"raw": raw, "state": state, "owner": owner, "time": now}
+            self.steps.setdefault(dev_id, {})[0] = {
+                "rev": 0, "state": state, "commit-msg": "Factory State (rev 0)", "time": now,
+                "progress-time": now, "progress": hub_progress({"status": "DONE"}),
+                "history": []}
 
     # -- devices (phb devices/device.go Device) --
     def new_device(self, owner="", dev_id=None, secret=None, user_meta=None):
@@ -545,13 +557,7 @@ class DeviceHandler(BaseHTTPRequestHandler):
         with hub.lock:
             if dev["id"] in hub.trails:
                 raise HubError(500, "Error inserting trail into database: duplicate key")
-            now = time.time()
-            hub.trails[dev["id"]] = {"raw": body, "state": state, "owner": tok["owner"],
-                                     "time": now}
-            hub.steps.setdefault(dev["id"], {})[0] = {
-                "rev": 0, "state": state, "commit-msg": "Factory State (rev 0)", "time": now,
-                "progress-time": now,
-                "progress": hub_progress({"status": "DONE"}), "history": []}
+            hub.add_trail(dev["id"], body, state, tok["owner"])
         return self.get_trails(tok, dev, url, b"")
 
     # 5.4 poll (phb trails/get-trail-steps.go): rev order, the status filter applied
@@ -878,6 +884,11 @@ class ControlHandler(BaseHTTPRequestHandler):
                 return hub.step_json(dev, hub.steps[dev["id"]][int(arg["rev"])])
             if m == "GET" and dev and p[2:] == ["steps"]:
                 return self.steps(hub.steps.get(dev["id"], {}))
+            if m == "POST" and dev and p[2:] == ["trail"]:
+                # a device that synced before (as under upstream: migration)
+                hub.add_trail(dev["id"], json.dumps(arg["state"]).encode(), arg["state"],
+                              dev["owner"])
+                return {}
             if m == "GET" and dev and p[2:] == ["trail"]:
                 t = hub.trails.get(dev["id"])
                 if t is None:
@@ -917,6 +928,47 @@ class ControlHandler(BaseHTTPRequestHandler):
                 for _, s in sorted(steps.items())]
 
 
+class ProxyHandler(BaseHTTPRequestHandler):
+    """An HTTP CONNECT proxy to the device port only (PH_CREDS_PROXY_HOST/PORT, 8.1)."""
+
+    def log_message(self, *args):
+        pass
+
+    def do_CONNECT(self):
+        hub = self.server.hub
+        host, _, port = self.path.rpartition(":")
+        ok = host in ("localhost", "127.0.0.1", hub.host) and port == str(hub.port)
+        rec = {"t": round(time.time(), 3), "event": "connect", "target": self.path}
+        try:
+            up = socket.create_connection((self.server.dev_addr, hub.port), 10) if ok else None
+        except OSError:
+            up = None
+        hub.record(dict(rec, status=200 if up else 403 if not ok else 502))
+        if up is None:
+            self.send_error(403 if not ok else 502)
+            return
+        self.send_response(200, "Connection established")
+        self.end_headers()
+        self.close_connection = True
+        socks = [self.connection, up]
+        try:
+            while True:
+                for r in select.select(socks, [], [], 120)[0]:
+                    data = r.recv(65536)
+                    if not data:
+                        return
+                    (up if r is self.connection else self.connection).sendall(data)
+        except OSError:
+            pass
+        finally:
+            up.close()
+
+    def do_GET(self):
+        self.send_error(405, "CONNECT only")
+
+    do_POST = do_PUT = do_GET
+
+
 def make_ca(out, host):
     os.makedirs(out, exist_ok=True)
 
@@ -953,6 +1005,7 @@ def main():
     ap.add_argument("--bind", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--control-port", type=int, default=0)
+    ap.add_argument("--proxy-port", type=int, help="also an HTTP CONNECT proxy (0: any)")
     ap.add_argument("--log", metavar="FILE")
     ap.add_argument("--cert", choices=["good", "wrong"], default="good")
     ap.add_argument("--plain", action="store_true", help="plain HTTP on the device port")
@@ -965,11 +1018,16 @@ def main():
     hub = Hub(a.host, a.log)
     hub.cert = a.cert
     dev = DeviceServer(hub, a.bind, a.port, a.certs, a.plain)
-    ctl = ThreadingHTTPServer(("127.0.0.1", a.control_port), ControlHandler)
-    ctl.daemon_threads = True
-    ctl.hub = hub
-    threading.Thread(target=ctl.serve_forever, daemon=True).start()
-    print(json.dumps({"port": dev.port, "control": ctl.server_address[1]}), flush=True)
+    ports = {"port": dev.port}
+    for name, handler, port in (("control", ControlHandler, a.control_port),
+                                ("proxy", ProxyHandler, a.proxy_port)):
+        if port is None:
+            continue
+        srv = ThreadingHTTPServer(("127.0.0.1", port), handler)
+        srv.daemon_threads, srv.hub, srv.dev_addr = True, hub, a.bind
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        ports[name] = srv.server_address[1]
+    print(json.dumps(ports), flush=True)
     dev.run()
 
 

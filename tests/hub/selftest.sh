@@ -13,12 +13,12 @@ fail() { echo "selftest: FAIL: $*" >&2; [ -f "$work/body" ] && echo "last body: 
 ok() { checks=$((checks + 1)); }
 
 python3 "$here/mockhub.py" --make-ca "$work/certs" --host hub.test
-python3 "$here/mockhub.py" serve --certs "$work/certs" --host hub.test --log "$work/log.jsonl" \
+python3 "$here/mockhub.py" serve --certs "$work/certs" --host hub.test --log "$work/log.jsonl" --proxy-port 0 \
   >"$work/ready" 2>"$work/stderr" &
 pid=$!
 for _ in $(seq 200); do [ -s "$work/ready" ] && break; kill -0 "$pid" || fail "mock died: $(cat "$work/stderr")"; sleep 0.05; done
 [ -s "$work/ready" ] || fail "mock not ready"
-P=$(jq .port "$work/ready"); C=$(jq .control "$work/ready")
+P=$(jq .port "$work/ready"); C=$(jq .control "$work/ready"); PX=$(jq .proxy "$work/ready")
 UA='Pantavisor/2 (Linux; x86_64) PV/0.1.0 Date/20261207'
 TOKEN=
 
@@ -183,6 +183,17 @@ hub POST /logs/ "[${E/\"rev\":\"0\"/\"rev\":0}]"; expect 400 "entry rev as a num
 hub POST /logs/ "[${E%\}},\"time\":1}]"; expect 400 "entry unknown key"
 hub POST /logs/ "[$(printf "$E,%.0s" $(seq 201))$E]"; expect 413 "over 200 entries"
 [ "$(ctl GET /logs | jq -r ".[0].entry.msg + .[0].device")" = "line 1$ID" ] || fail "logs kept"; ok
+
+# --- the CONNECT proxy (PH_CREDS_PROXY_*), and a migrated device's trail
+code=$(curl -sS --cacert "$work/certs/ca.pem" -A "$UA" -H "Authorization: Bearer $TOKEN" -o "$work/body" -w '%{http_code}' \
+  -x "http://127.0.0.1:$PX" --proxytunnel "https://hub.test:$P/trails/"); expect 200 "through the proxy"
+grep -q "\"event\": \"connect\", \"target\": \"hub.test:$P\", \"status\": 200" "$work/log.jsonl" || fail "CONNECT not logged"; ok
+curl -sS -o /dev/null -x "http://127.0.0.1:$PX" --proxytunnel https://example.invalid:443/ 2>/dev/null && fail "proxy tunnelled elsewhere"; ok
+MIG=$(ctl POST /devices '{"id":"00000000000000000000abcd","secret":"s3cret","owner":"prn:::accounts:/mockuser"}' | jq -r .id)
+[ "$MIG" = 00000000000000000000abcd ] || fail "device created as already registered"; ok
+ctl POST "/devices/$MIG/trail" '{"state":{"#spec":"pantavisor-service-system@1"}}' >/dev/null
+( PRN="prn:::devices:/$MIG" SECRET=s3cret; login; hub GET /trails/; has 'length == 1' "migrated trail"
+  hub GET "/trails/$MIG/steps?progress.status=DONE"; has '.[0].rev == 0 and .[0]."commit-msg" == "Factory State (rev 0)"' "migrated step 0" )
 
 # --- faults on the session and the transport
 ctl POST /faults '{"kind":"unauthorized","count":2}' >/dev/null
