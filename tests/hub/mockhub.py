@@ -677,7 +677,7 @@ class DeviceHandler(BaseHTTPRequestHandler):
         size = len(data)
         if f := hub.take("wrong-bytes", sha=sha):
             self.fault = "wrong-bytes"
-            data = bytes(b ^ 0x5A for b in data)
+            data = data[:-1] + bytes([data[-1] ^ 1]) if data else data  # the last bit
         headers, status, start = [("Content-Type", "application/octet-stream"),
                                   ("Accept-Ranges", "bytes")], 200, 0
         rng = self.headers.get("Range")
@@ -773,11 +773,17 @@ class DeviceServer:
                             pass
                 time.sleep(min(wait, 0.05))
                 continue
-            if self.lsock is None:
-                self.lsock = self.listen()
-            if select.select([self.lsock], [], [], 0.05)[0]:
+            try:
+                if self.lsock is None:
+                    self.lsock = self.listen()
+                if not select.select([self.lsock], [], [], 0.05)[0]:
+                    continue
                 conn, peer = self.lsock.accept()
-                threading.Thread(target=self.serve, args=(conn, peer), daemon=True).start()
+            except OSError as e:  # a reset before accept, the port taken meanwhile: again
+                print(f"mockhub: device port: {e}", file=sys.stderr, flush=True)
+                time.sleep(0.05)
+                continue
+            threading.Thread(target=self.serve, args=(conn, peer), daemon=True).start()
 
     def serve(self, conn, peer):
         conn.settimeout(120)
@@ -817,7 +823,7 @@ class ControlHandler(BaseHTTPRequestHandler):
             status, out = 200, self.route(hub, self.command, urlsplit(self.path).path, arg)
         except HubError as e:
             status, out = e.status, e.body
-        except (ValueError, KeyError, TypeError, OSError) as e:
+        except (ValueError, KeyError, TypeError, AttributeError, OSError) as e:
             status, out = 400, {"error": f"control: {type(e).__name__}: {e}"}
         data = json.dumps(out).encode()
         self.send_response(status)
