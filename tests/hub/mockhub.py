@@ -5,7 +5,8 @@ Python 3.11 standard library only; certificates come from the `openssl` CLI.
 
     mockhub.py --make-ca DIR [--host NAME]
         writes DIR/ca.pem (what the device gets in PV_LIBTHTTP_CERTSDIR), DIR/server.{pem,key}
-        (names: localhost, 127.0.0.1, NAME) and DIR/wrong.{pem,key} (only wrong.invalid)
+        (names: localhost, 127.0.0.1, NAME) and DIR/wrong.{pem,key} (only wrong.invalid);
+        NAME (default 127.0.0.1) is the device's PH_CREDS_HOST, where signed URLs point
     mockhub.py serve --certs DIR [--host NAME] [--bind ADDR] [--port N] [--control-port N]
                      [--proxy-port N] [--log FILE] [--cert good|wrong] [--plain]
         serves the device API over HTTPS on ADDR:N (0: any free port), the control API over
@@ -988,7 +989,9 @@ def make_ca(out, host):
         "-subj", "/CN=pantavisor mockhub test CA",
         "-addext", "basicConstraints=critical,CA:TRUE",
         "-addext", "keyUsage=critical,keyCertSign,cRLSign")
-    for stem, names in (("server", f"DNS:localhost,IP:127.0.0.1,DNS:{host}"),
+    kind = "IP" if re.fullmatch(r"[\d.]+|[\da-fA-F:]*:[\da-fA-F:.]*", host) else "DNS"
+    names = ",".join(dict.fromkeys(["DNS:localhost", "IP:127.0.0.1", f"{kind}:{host}"]))
+    for stem, names in (("server", names),
                         ("wrong", "DNS:wrong.invalid")):
         with open(os.path.join(out, stem + ".ext"), "w") as f:
             f.write(f"subjectAltName={names}\nbasicConstraints=CA:FALSE\n"
@@ -1007,7 +1010,8 @@ def main():
     ap.add_argument("--make-ca", metavar="DIR")
     ap.add_argument("cmd", nargs="?", choices=["serve"])
     ap.add_argument("--certs", metavar="DIR")
-    ap.add_argument("--host", default="hub.mock", help="the Hub's name in certs and URLs")
+    ap.add_argument("--host", default="127.0.0.1",
+                    help="the Hub's name (PH_CREDS_HOST) in certificates and signed URLs")
     ap.add_argument("--bind", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--control-port", type=int, default=0)
