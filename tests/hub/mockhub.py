@@ -250,15 +250,21 @@ class Hub:
                                  "time": time.time()}
         return sha
 
-    def add_trail(self, dev_id, raw, state, owner):
-        """phb post-trails.go: the trail, and its state as step 0, DONE."""
+    def add_step(self, dev_id, rev, state, msg, status):
         now = time.time()
         with self.lock:
-            self.trails[dev_id] = {"raw": raw, "state": state, "owner": owner, "time": now}
-            self.steps.setdefault(dev_id, {})[0] = {
-                "rev": 0, "state": state, "commit-msg": "Factory State (rev 0)", "time": now,
-                "progress-time": now, "progress": hub_progress({"status": "DONE"}),
-                "history": []}
+            self.steps.setdefault(dev_id, {})[rev] = {
+                "rev": rev, "state": state, "commit-msg": msg, "time": now,
+                "progress-time": now, "progress": hub_progress({"status": status}),
+                "history": []}  # every progress body the device PUT, as received
+            return self.steps[dev_id][rev]
+
+    def add_trail(self, dev_id, raw, state, owner):
+        """phb post-trails.go: the trail, and its state as step 0, DONE."""
+        with self.lock:
+            self.trails[dev_id] = {"raw": raw, "state": state, "owner": owner,
+                                   "time": time.time()}
+            self.add_step(dev_id, 0, state, "Factory State (rev 0)", "DONE")
 
     # -- devices (phb devices/device.go Device) --
     def new_device(self, owner="", dev_id=None, secret=None, user_meta=None):
@@ -882,13 +888,9 @@ class ControlHandler(BaseHTTPRequestHandler):
                 if missing and not arg.get("unchecked"):
                     raise HubError(400, f"control: the state names object {missing[0]}, "
                                    "not on the Hub (\"unchecked\": true to post it anyway)")
-                now = time.time()
-                hub.steps.setdefault(dev["id"], {})[int(arg["rev"])] = {
-                    "rev": int(arg["rev"]), "state": arg["state"],
-                    "commit-msg": arg.get("commit-msg", ""), "time": now, "progress-time": now,
-                    "progress": hub_progress({"status": arg.get("status", "NEW")}),
-                    "history": []}
-                return hub.step_json(dev, hub.steps[dev["id"]][int(arg["rev"])])
+                step = hub.add_step(dev["id"], int(arg["rev"]), arg["state"],
+                                    arg.get("commit-msg", ""), arg.get("status", "NEW"))
+                return hub.step_json(dev, step)
             if m == "GET" and dev and p[2:] == ["steps"]:
                 return self.steps(hub.steps.get(dev["id"], {}))
             if m == "POST" and dev and p[2:] == ["trail"]:
