@@ -260,7 +260,7 @@ impl Parser {
     }
 }
 
-fn trim(s: &[u8]) -> &[u8] {
+pub(crate) fn trim(s: &[u8]) -> &[u8] {
     let start = s
         .iter()
         .position(|b| !b.is_ascii_whitespace())
@@ -364,12 +364,12 @@ fn parse_head(raw: &[u8]) -> Result<Head, HttpError> {
     Ok(head)
 }
 
-fn is_tchar(b: u8) -> bool {
+pub(crate) fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 /// A chunk-size line: hex digits, then optional `;extensions` (ignored).
-fn parse_chunk_size(line: &[u8]) -> Result<u64, HttpError> {
+pub(crate) fn parse_chunk_size(line: &[u8]) -> Result<u64, HttpError> {
     let size = line.split(|&b| b == b';').next().unwrap_or_default();
     let size = trim(size);
     if size.is_empty() || size.len() > 16 {
@@ -387,13 +387,13 @@ fn host_ok(v: &[u8]) -> bool {
     host.is_empty() || host.eq_ignore_ascii_case(b"localhost")
 }
 
-fn contains_token(value: &[u8], token: &str) -> bool {
+pub(crate) fn contains_token(value: &[u8], token: &str) -> bool {
     value
         .split(|&b| b == b',')
         .any(|t| trim(t).eq_ignore_ascii_case(token.as_bytes()))
 }
 
-fn parse_length(v: &[u8]) -> Result<u64, HttpError> {
+pub(crate) fn parse_length(v: &[u8]) -> Result<u64, HttpError> {
     if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
         return err(400, "Bad Content-Length");
     }

@@ -3,6 +3,7 @@
 //! carries them out. Upstream: `pantahub/pantahub.c`, `pantahub/pantahub_proto.c`.
 
 pub mod download;
+pub mod http;
 pub mod logpush;
 
 /// The client's states, as device-meta `pantahub.state` names them (reference 8.4).
