@@ -5,6 +5,7 @@
 pub mod download;
 pub mod http;
 pub mod logpush;
+pub mod wire;
 
 /// The client's states, as device-meta `pantahub.state` names them (reference 8.4).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
