@@ -2,6 +2,7 @@
 //! counts as online, and how progress reports queue. Pure; the daemon that talks to the Hub
 //! carries them out. Upstream: `pantahub/pantahub.c`, `pantahub/pantahub_proto.c`.
 
+pub mod creds;
 pub mod download;
 pub mod http;
 pub mod logpush;
