@@ -179,9 +179,15 @@ fn checker_catches_each_rule() {
         ),
         (
             "package/pantavisor/pantavisor.mk",
-            "PANTAVISOR_CARGO_BUILD_OPTS = --bin pantavisor\n",
-            "PANTAVISOR_CARGO_BUILD_OPTS = --bin pantavisor\n\n",
+            "PANTAVISOR_LICENSE_FILES = LICENSE\n",
+            "PANTAVISOR_LICENSE_FILES = LICENSE\n\n",
             "consecutive empty lines",
+        ),
+        (
+            "package/pantavisor/pantavisor.mk",
+            "PANTAVISOR_CARGO_BUILD_OPTS += --features hub\n",
+            "PANTAVISOR_CARGO_BUILD_OPTS += --features hubs\n",
+            "cargo feature 'hub' has no Config.in option passing --features hub",
         ),
         (
             "package/pantavisor/pantavisor.mk",

@@ -13,8 +13,12 @@ PANTAVISOR_SITE_METHOD = file
 PANTAVISOR_LICENSE = MIT
 PANTAVISOR_LICENSE_FILES = LICENSE
 
-# Only the binary: the crate also has a library target and examples.
-PANTAVISOR_CARGO_BUILD_OPTS = --bin pantavisor
+# Only the binary: the crate also has a library target and examples. Cargo
+# features are the Config.in options', each passed by its own option.
+PANTAVISOR_CARGO_BUILD_OPTS = --bin pantavisor --no-default-features
+ifeq ($(BR2_PACKAGE_PANTAVISOR_HUB),y)
+PANTAVISOR_CARGO_BUILD_OPTS += --features hub
+endif
 
 ifeq ($(BR2_PACKAGE_PANTAVISOR_SIZE_PROFILE),y)
 PANTAVISOR_CARGO_ENV = \
