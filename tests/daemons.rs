@@ -104,7 +104,11 @@ fn hwrngd_spawned_respawned_stopped_started_and_stopped_at_power_off() {
     let lower = r.dir.join("usr-bin");
     std::fs::create_dir_all(&lower).unwrap();
     let fifo = r.dir.join("fifo");
-    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
     let rngd = lower.join("rngd");
     std::fs::write(&rngd, rngd_script(&r.dir.join("events"), &fifo)).unwrap();
     use std::os::unix::fs::PermissionsExt;
@@ -131,7 +135,8 @@ fn hwrngd_spawned_respawned_stopped_started_and_stopped_at_power_off() {
     // its stdout and stderr, lines of pantavisor.log under upstream's sources
     let logged = r.wait(&mut dev, Duration::from_secs(10), &|r, _| {
         let log = r.log();
-        log.contains("[hwrngd-out]: rngd says hello") && log.contains("[hwrngd-err]: rngd complains")
+        log.contains("[hwrngd-out]: rngd says hello")
+            && log.contains("[hwrngd-err]: rngd complains")
     });
     assert!(logged, "{}", r.log());
 
@@ -155,9 +160,9 @@ fn hwrngd_spawned_respawned_stopped_started_and_stopped_at_power_off() {
         after >= Duration::from_millis(4990) && after < Duration::from_secs(12),
         "respawned {after:?} after the kill"
     );
-    assert!(r.log().contains(&format!(
-        "daemon hwrngd (pid {p1}) exited: SIGKILL"
-    )));
+    assert!(r
+        .log()
+        .contains(&format!("daemon hwrngd (pid {p1}) exited: SIGKILL")));
 
     // stopped through pv-ctrl: SIGTERM, pid -1, respawn false, and not spawned again
     let (code, out) = r.pvcontrol(&dev, &["daemons", "stop", "hwrngd"]);
@@ -168,7 +173,11 @@ fn hwrngd_spawned_respawned_stopped_started_and_stopped_at_power_off() {
         "{:?}",
         hwrngd(&r, &dev)
     );
-    assert!(events(&r).contains(&format!("term {p2}\n")), "{}", events(&r));
+    assert!(
+        events(&r).contains(&format!("term {p2}\n")),
+        "{}",
+        events(&r)
+    );
     let starts = events(&r).matches("start ").count();
     assert_eq!(starts, 2);
     let respawned = r.wait(&mut dev, Duration::from_secs(7), &|r, _| {
@@ -182,7 +191,11 @@ fn hwrngd_spawned_respawned_stopped_started_and_stopped_at_power_off() {
     let (code, out) = r.pvcontrol(&dev, &["daemons", "start", "hwrngd"]);
     assert_eq!(code, 0, "{out}");
     let p3 = wait_up(&r, &mut dev, p2, Duration::from_secs(10)).expect("started");
-    assert!(asked.elapsed() < Duration::from_secs(4), "{:?}", asked.elapsed());
+    assert!(
+        asked.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        asked.elapsed()
+    );
     // an unknown daemon is a 404
     let (code, _) = r.pvcontrol(&dev, &["daemons", "stop", "nonexistent-daemon"]);
     assert_ne!(code, 0);
@@ -190,7 +203,11 @@ fn hwrngd_spawned_respawned_stopped_started_and_stopped_at_power_off() {
     // power off: SIGTERMed once the containers are down, reaped before the device ends,
     // no orphan
     assert_eq!(finish(&mut dev), End::PowerOff, "{}", console());
-    assert!(events(&r).ends_with(&format!("term {p3}\n")), "{}", events(&r));
+    assert!(
+        events(&r).ends_with(&format!("term {p3}\n")),
+        "{}",
+        events(&r)
+    );
     let log = r.log();
     let off = log.find("powering off").expect("powering off");
     let reaped = log
@@ -198,5 +215,8 @@ fn hwrngd_spawned_respawned_stopped_started_and_stopped_at_power_off() {
         .expect("reaped at power off");
     let end = log.find("all containers stopped").expect("the end");
     assert!(off < reaped && reaped < end, "{log}");
-    assert!(log.contains("all containers stopped (0 orphans reaped)"), "{log}");
+    assert!(
+        log.contains("all containers stopped (0 orphans reaped)"),
+        "{log}"
+    );
 }
