@@ -170,6 +170,37 @@ fn stop_and_start_while_respawn_due() {
     assert_eq!(spawns(&evaluate(&mut m, 43)), 1);
 }
 
+/// `pvcontrol daemons restart` is stop then start: the start while it stops sets respawn
+/// back, so its exit is respawned 5 s later (upstream's `sleep 5`); one that ignored the
+/// SIGTERM is killed at the end.
+#[test]
+fn restart_and_a_daemon_ignoring_its_sigterm() {
+    let mut m = device(vec![], InitMode::Standalone);
+    evaluate(&mut m, 42);
+    m.request(Request::Daemon("hwrngd".into(), false)).unwrap();
+    m.request(Request::Daemon("hwrngd".into(), true)).unwrap();
+    assert_eq!(hwrngd(&m), (42, true, Run::Stopping(42)));
+    assert_eq!(spawns(&evaluate(&mut m, 43)), 0);
+    let fx = step(&mut m, Input::DaemonExited(0), 0);
+    assert!(fx.contains(&Effect::Arm(Timer::Respawn(0), RESPAWN_MS)));
+    step(&mut m, Input::Timer(Timer::Respawn(0)), 5000);
+    assert_eq!(spawns(&evaluate(&mut m, 43)), 1);
+
+    m.request(Request::Daemon("hwrngd".into(), false)).unwrap();
+    step(&mut m, Input::Signal(Power::PowerOff, "test".into()), 0);
+    let fx = step(&mut m, Input::Evaluate, 0);
+    assert!(
+        !fx.iter().any(|e| matches!(e, Effect::StopDaemon(_))),
+        "signalled already"
+    );
+    assert!(fx.contains(&Effect::Arm(Timer::DaemonGrace, 5000)));
+    let fx = step(&mut m, Input::Timer(Timer::DaemonGrace), 5000);
+    assert!(fx.contains(&Effect::KillDaemon(43)));
+    assert_eq!(m.finished(), None);
+    step(&mut m, Input::DaemonExited(0), 5001);
+    assert_eq!(m.finished(), Some(Power::PowerOff));
+}
+
 /// Power off: the containers stop first, then every daemon is SIGTERMed with respawn cleared
 /// (once), the device ends when they are reaped, and one that stays is killed after the grace.
 #[test]
