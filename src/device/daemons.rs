@@ -35,8 +35,9 @@ pub struct Spec {
     pub modes: &'static [InitMode],
 }
 
-/// This build's table, as upstream's. Rows to come: the Hub client (`/proc/self/exe` as
-/// `pantavisor hub`, in remote mode only: a condition beside `modes`) and pv-xconnect.
+/// This build's table, as upstream's. Rows to come: the Hub client (argv
+/// `["/proc/self/exe", "hub"]`, which `main` dispatches on its first argument, in remote mode
+/// only: a condition beside `modes`) and pv-xconnect.
 pub const TABLE: &[Spec] = &[Spec {
     name: "hwrngd",
     testpath: "/usr/bin/rngd",
