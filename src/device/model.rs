@@ -8,8 +8,8 @@
 //! ends in [`Input::Evaluate`] (start what may start, the update gates, a queued command);
 //! COMMAND is [`Phase::Command`] while a command's work runs; UPDATE is probation
 //! ([`super::probation::Gate`]); ROLLBACK records the failure and becomes REBOOT; REBOOT and
-//! POWEROFF are [`Phase::Ending`], where containers stop in reverse group order and the
-//! device ends once all are down. BLOCK_REBOOT has nothing to wait for here (no debug shell,
+//! POWEROFF are [`Phase::Ending`], where containers stop in reverse group order, then the
+//! managed daemons (`daemons.rs`), and the device ends once all are down. BLOCK_REBOOT has nothing to wait for here (no debug shell,
 //! no Hub progress), and ERROR is INIT's FATAL path.
 use super::commands::Command;
 use super::containers::Ctr;
