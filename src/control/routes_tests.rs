@@ -359,7 +359,14 @@ fn ctl_on<'a>(cfg: &'a Config, fs: &'a dyn Fs, st: &'a State) -> Ctl<'a> {
         dev: Box::leak(Box::new(Rec)),
         meta_changed: vec![],
         own_meta: Box::leak(Box::default()),
-        daemons: Box::leak(crate::device::commands::daemons().into_boxed_slice()),
+        daemons: Box::leak(
+            crate::device::daemons::Daemons::new(
+                crate::device::daemons::TABLE,
+                crate::config::InitMode::Standalone,
+            )
+            .views()
+            .into_boxed_slice(),
+        ),
         modules: Box::leak(Box::default()),
         storage_busy: false,
     }

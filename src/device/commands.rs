@@ -82,20 +82,10 @@ pub enum Refusal {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Daemon {
     pub name: &'static str,
-    /// 0: not running (upstream's value for a daemon never spawned).
+    /// Upstream's values: the daemon's pid, 0 when it does not run (never spawned, not
+    /// found, or its respawn due), -1 when it ended with respawn cleared.
     pub pid: i32,
     pub respawn: bool,
-}
-
-/// Upstream's daemon table for this build: `hwrngd` (built without pv-xconnect and its D-Bus
-/// system bus). This device spawns no rngd, so its pid stays 0; `respawn` is the flag
-/// PUT /daemons toggles, as upstream keeps it for a daemon its init mode does not run.
-pub fn daemons() -> Vec<Daemon> {
-    vec![Daemon {
-        name: "hwrngd",
-        pid: 0,
-        respawn: true,
-    }]
 }
 
 /// What an admitted request answers.
@@ -144,19 +134,7 @@ impl Model {
                 self.admit(false)?;
                 self.phase = Phase::Command;
             }
-            Request::Daemon(name, start) => {
-                let d = self
-                    .daemons
-                    .iter_mut()
-                    .find(|d| d.name == name)
-                    .ok_or(Refusal::UnknownDaemon)?;
-                d.respawn = start;
-                fx.push(Effect::Log(
-                    Level::Info,
-                    "device",
-                    format!("daemon {name}: respawn {start} (not spawned by this device)"),
-                ));
-            }
+            Request::Daemon(name, start) => self.daemon_action(&name, start, &mut fx)?,
         }
         Ok((Answer::Ok, fx))
     }

@@ -7,6 +7,7 @@
 //! - `containers.rs`: the container table, start order, exits, stops, per-run timers;
 //! - `probation.rs`: the health gates of an update and how the device ends;
 //! - `commands.rs`: what pv-ctrl hands the device and its admission;
+//! - `daemons.rs`: upstream's managed daemons, their spawn, respawn, stop and output;
 //! - `timers.rs`: typed timers owned by what armed them;
 //! - `meta.rs`: user-meta and device-meta views, configuration from user-meta, the device's
 //!   own device-meta;
@@ -15,6 +16,7 @@
 //! - `init.rs`: upstream's INIT, before the model exists, and the FATAL path.
 pub mod commands;
 pub mod containers;
+pub mod daemons;
 pub mod init;
 pub(crate) mod meta;
 pub mod model;
@@ -80,6 +82,9 @@ pub struct Device<'a> {
     /// changing ones were last read.
     devmeta: meta::OwnMeta,
     devmeta_refreshed: u64,
+    /// The managed daemons' stdout and stderr pipes, and the last pipe's number.
+    daemon_pipes: Vec<daemons::Pipe>,
+    daemon_pipe_serial: u64,
 }
 
 impl<'a> Device<'a> {
@@ -113,6 +118,7 @@ impl<'a> Device<'a> {
             trying,
             cfg.updater_commit_delay(),
             engine.options().stop_grace.as_millis() as u64,
+            cfg.init_mode(),
         );
         let hooks = Hooks::new(
             cfg.system_libdir(),
@@ -144,6 +150,8 @@ impl<'a> Device<'a> {
             stall_published: 0,
             devmeta: Default::default(),
             devmeta_refreshed: 0,
+            daemon_pipes: Vec::new(),
+            daemon_pipe_serial: 0,
         })
     }
 
@@ -331,6 +339,15 @@ impl<'a> Device<'a> {
                 self.publish_status(s);
                 None
             }
+            Effect::SpawnDaemon(i) => self.spawn_daemon(i),
+            Effect::StopDaemon(pid) => {
+                self.signal_daemon(pid, false);
+                None
+            }
+            Effect::KillDaemon(pid) => {
+                self.signal_daemon(pid, true);
+                None
+            }
             Effect::Log(level, src, line) => {
                 crate::logs::log(level, src, format_args!("{line}"));
                 None
@@ -341,6 +358,7 @@ impl<'a> Device<'a> {
     fn handle(&mut self, w: Wake) {
         match w {
             Wake::Fd(t, _) | Wake::Deadline(t) if timers::is_ctrl(t) => self.serve(w),
+            Wake::Fd(t, _) if timers::is_daemon_log(t) => self.daemon_output(t),
             Wake::Signal(sig, _) if sig == libc::SIGCHLD => self.reap(),
             Wake::Signal(sig, from) if sig == libc::SIGTERM => self.feed(Input::Signal(
                 Power::Reboot,
@@ -372,12 +390,13 @@ impl<'a> Device<'a> {
         }
     }
 
-    /// Reaps every exited child: containers' inits go to the engine and the model, anything
-    /// else (an orphan re-parented to us) is just reaped.
+    /// Reaps every exited child: hooks, daemons and containers' inits go to their owners and
+    /// the model, anything else (an orphan re-parented to us) is just reaped.
     fn reap(&mut self) {
         loop {
             match ev::reap_any() {
                 Ok(Some((pid, status))) if self.hook_exited(pid, status) => {}
+                Ok(Some((pid, status))) if self.daemon_reaped(pid, status) => {}
                 Ok(Some((pid, status))) => match self.engine.handle_exit(pid, status) {
                     Some((name, exit)) => {
                         if let Some(i) = self.m.index(&name) {
@@ -437,7 +456,7 @@ impl<'a> Device<'a> {
             })
             .collect();
         let storage_busy = self.gc.is_some() || self.m.command == Some(Command::RunGc);
-        let daemons = self.m.daemons.clone();
+        let daemons = self.m.daemons.views();
         let pending = self.pending();
         let mut front = Front {
             m: &mut self.m,

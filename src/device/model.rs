@@ -8,11 +8,12 @@
 //! ends in [`Input::Evaluate`] (start what may start, the update gates, a queued command);
 //! COMMAND is [`Phase::Command`] while a command's work runs; UPDATE is probation
 //! ([`super::probation::Gate`]); ROLLBACK records the failure and becomes REBOOT; REBOOT and
-//! POWEROFF are [`Phase::Ending`], where containers stop in reverse group order and the
-//! device ends once all are down. BLOCK_REBOOT has nothing to wait for here (no debug shell,
+//! POWEROFF are [`Phase::Ending`], where containers stop in reverse group order, then the
+//! managed daemons (`daemons.rs`), and the device ends once all are down. BLOCK_REBOOT has nothing to wait for here (no debug shell,
 //! no Hub progress), and ERROR is INIT's FATAL path.
 use super::commands::Command;
 use super::containers::Ctr;
+use super::daemons::{Daemons, TABLE};
 use super::probation::Gate;
 use super::timers::{Run, Timer};
 use crate::logs::Level;
@@ -48,8 +49,8 @@ pub struct Model {
     pub rollback: bool,
     /// The command pv-ctrl queued, run when nothing else is under way.
     pub command: Option<Command>,
-    /// What `/daemons` lists.
-    pub daemons: Vec<super::commands::Daemon>,
+    /// Upstream's managed daemons (`device/daemons.rs`).
+    pub daemons: Daemons,
     /// A live update: the containers it replaces, to stop before the new state is adopted.
     pub switch: Option<Vec<String>>,
     pub commit_delay_s: u64,
@@ -79,6 +80,10 @@ pub enum Input {
     Signal(Power, String),
     /// The command under way ended.
     CommandDone(Outcome),
+    /// Daemon `i` was spawned with this pid, or its testpath is missing (`None`).
+    DaemonSpawned(usize, Option<i32>),
+    /// Daemon `i` was reaped, or its spawn failed.
+    DaemonExited(usize),
 }
 
 /// How a command ended.
@@ -126,6 +131,13 @@ pub enum Effect {
     Adopt,
     /// Publish the revision status (device-meta `pantavisor.status`).
     Publish(Status),
+    /// Check daemon `i`'s testpath and spawn it -> [`Input::DaemonSpawned`] or
+    /// [`Input::DaemonExited`].
+    SpawnDaemon(usize),
+    /// SIGTERM to a daemon's process group.
+    StopDaemon(i32),
+    /// SIGKILL to a daemon's process group.
+    KillDaemon(i32),
     /// A line of pantavisor's log from this source (upstream's `src`: the update's captured
     /// ERROR lines name it).
     Log(Level, &'static str, String),
@@ -138,6 +150,7 @@ impl Model {
         trying: bool,
         commit_delay_s: u64,
         grace_ms: u64,
+        mode: crate::config::InitMode,
     ) -> Model {
         Model {
             ctrs,
@@ -147,7 +160,7 @@ impl Model {
             live: false,
             rollback: false,
             command: None,
-            daemons: super::commands::daemons(),
+            daemons: Daemons::new(TABLE, mode),
             switch: None,
             commit_delay_s,
             grace_ms,
@@ -171,15 +184,21 @@ impl Model {
     /// The device may end now, and how.
     pub fn finished(&self) -> Option<Power> {
         match self.phase {
-            Phase::Ending(p) if self.all_down() => Some(p),
+            Phase::Ending(p) if self.all_down() && self.daemons.down() => Some(p),
             _ => None,
         }
     }
 
     fn evaluate(&mut self, fx: &mut Vec<Effect>) {
         if matches!(self.phase, Phase::Ending(_)) {
-            return self.stop_last_group(fx);
+            self.stop_last_group(fx);
+            // upstream stops its daemons once the containers are
+            if self.all_down() {
+                self.stop_daemons(fx);
+            }
+            return;
         }
+        self.spawn_daemons(fx);
         if self.switch.is_some() {
             return self.drive_switch(fx);
         }
@@ -293,6 +312,8 @@ pub fn step(m: &mut Model, input: Input, now_ms: u64) -> Vec<Effect> {
         Input::Timer(Timer::Tick) => fx.push(Effect::Arm(Timer::Tick, TICK_MS)),
         Input::Timer(Timer::Commit) => m.commit_delay_over(),
         Input::Timer(Timer::Hook) => {}
+        Input::Timer(Timer::Respawn(i)) => m.respawn_due(i as usize),
+        Input::Timer(Timer::DaemonGrace) => m.kill_daemons(&mut fx),
         Input::Timer(t) => m.run_timer(t, &mut fx),
         Input::Mounted(i) => m.mounted(i, &mut fx),
         Input::Spawned(i) => m.spawned(i, now_ms, &mut fx),
@@ -300,6 +321,8 @@ pub fn step(m: &mut Model, input: Input, now_ms: u64) -> Vec<Effect> {
         Input::Exited(i) => m.exited(i, false, now_ms, &mut fx),
         Input::Signal(p, why) => m.end(p, &why, &mut fx),
         Input::CommandDone(o) => m.command_done(o, &mut fx),
+        Input::DaemonSpawned(i, pid) => m.daemon_spawned(i, pid, &mut fx),
+        Input::DaemonExited(i) => m.daemon_exited(i, &mut fx),
     }
     fx
 }

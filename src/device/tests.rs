@@ -31,8 +31,16 @@ fn none() -> AutoRecovery {
     AutoRecovery::default()
 }
 
+/// In appengine mode, where no daemon of this build runs (`daemons_tests.rs` has theirs).
 fn model(ctrs: Vec<Ctr>, groups: usize, trying: bool) -> Model {
-    Model::new(ctrs, vec![10; groups], trying, 3, 5000)
+    Model::new(
+        ctrs,
+        vec![10; groups],
+        trying,
+        3,
+        5000,
+        crate::config::InitMode::Appengine,
+    )
 }
 
 /// Feeds `input` and, like the interpreter, every input the effects produce when the engine
@@ -614,7 +622,8 @@ fn timer_tokens_round_trip_and_stay_clear_of_pv_ctrl() {
     assert_eq!(Timer::from_token(super::timers::CTRL), None);
 }
 
-/// PUT /daemons: the flag of a known daemon, 404 for another; ENABLE_SSH is taken while an
+/// PUT /daemons: the flag of a known daemon not run in this init mode (upstream's hwrngd in
+/// appengine mode: pid 0, no spawn), 404 for another; ENABLE_SSH is taken while an
 /// update is on (upstream refuses only updates, power and UNCLAIM then), a reboot is not.
 #[test]
 fn daemons_and_ssh_commands() {
@@ -625,10 +634,18 @@ fn daemons_and_ssh_commands() {
         Refusal::UnknownDaemon
     );
     m.request(Request::Daemon("hwrngd".into(), false)).unwrap();
-    assert!(!m.daemons[0].respawn);
-    assert_eq!(m.daemons[0].pid, 0, "never spawned here");
-    m.request(Request::Daemon("hwrngd".into(), true)).unwrap();
-    assert!(m.daemons[0].respawn);
+    assert!(!m.daemons.list[0].respawn);
+    assert_eq!(
+        m.daemons.list[0].pid(),
+        0,
+        "never spawned in appengine mode"
+    );
+    let (_, fx) = m.request(Request::Daemon("hwrngd".into(), true)).unwrap();
+    assert!(m.daemons.list[0].respawn);
+    assert!(!fx.iter().any(|e| matches!(e, Effect::SpawnDaemon(_))));
+    assert!(!step(&mut m, Input::Evaluate, 0)
+        .iter()
+        .any(|e| matches!(e, Effect::SpawnDaemon(_))));
     assert!(m.update_active());
     assert_eq!(
         m.request(Request::Power(Power::Reboot, "x".into()))

@@ -24,11 +24,17 @@ pub enum Timer {
     Commit,
     /// A system hook ran too long.
     Hook,
+    /// Managed daemon `i` ended: spawn it again (upstream's 5 s respawn delay).
+    Respawn(u32),
+    /// The daemons SIGTERMed as the device ends had their grace: kill them.
+    DaemonGrace,
 }
 
 const KIND_SHIFT: u32 = 32;
 /// pv-ctrl owns the tokens `CTRL..CTRL + connections` for its fds and deadlines.
 pub const CTRL: u64 = 15 << KIND_SHIFT;
+/// The managed daemons' stdout and stderr pipes: `DAEMON_LOG + serial`.
+pub const DAEMON_LOG: u64 = 14 << KIND_SHIFT;
 const LOW: u64 = (1 << KIND_SHIFT) - 1;
 
 impl Timer {
@@ -41,6 +47,8 @@ impl Timer {
             Timer::Grace(r) => (5, r),
             Timer::Commit => (6, 0),
             Timer::Hook => (7, 0),
+            Timer::Respawn(i) => (8, i),
+            Timer::DaemonGrace => (9, 0),
         };
         kind << KIND_SHIFT | u64::from(run)
     }
@@ -55,6 +63,8 @@ impl Timer {
             5 => Timer::Grace(run),
             6 => Timer::Commit,
             7 => Timer::Hook,
+            8 => Timer::Respawn(run),
+            9 => Timer::DaemonGrace,
             _ => return None,
         })
     }
@@ -63,6 +73,11 @@ impl Timer {
 /// Is this token one of pv-ctrl's?
 pub fn is_ctrl(token: u64) -> bool {
     token & !LOW == CTRL
+}
+
+/// Is this token a daemon's output pipe?
+pub fn is_daemon_log(token: u64) -> bool {
+    token & !LOW == DAEMON_LOG
 }
 
 /// The armed timers and their loop deadlines, so an owner can cancel what it armed.

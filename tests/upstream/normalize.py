@@ -34,8 +34,9 @@ def config_default(*keys):
 
 # (why, pattern): whole runs of lines dropped from both files
 BLOCKS = [
-    # upstream's hwrngd daemon feeds a hardware RNG to the kernel, which current kernels do
-    # themselves: this implementation has none (README), so its row of `daemons ls` goes
+    # upstream's hwrngd daemon runs /usr/bin/rngd in embedded and standalone modes: the goldens'
+    # appengine device never ran it (pid 0, respawn true), a standalone device here without
+    # rngd clears its respawn (README), so its row of `daemons ls` goes
     ("no hwrngd", re.compile(r'^  \{\r?\n    "name": "hwrngd",\r?\n    "pid": [^\n]*\n    "respawn": [a-z]+\r?\n  \},?\r?\n', re.M)),
     # `config ls` (pv-ctrl /config2) entries at their default, with the comma before them:
     # keys upstream added after the goldens were recorded (upstream e2d8d46e, 2026-06-11:
