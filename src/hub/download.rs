@@ -94,6 +94,19 @@ pub fn range_header(asked: Ask) -> Option<String> {
     }
 }
 
+/// What an update may still take of the storage (upstream's "real free"): the free bytes above
+/// the `PV_STORAGE_GC_RESERVED` percent of the whole kept for the device, or 0.
+pub fn real_free(total: u64, free: u64, reserved_percent: u64) -> u64 {
+    let reserved = (u128::from(total) * u128::from(reserved_percent.min(100)) / 100) as u64;
+    free.saturating_sub(reserved)
+}
+
+/// The objects still to download fit in `real_free` bytes (else GC first, then WONTGO
+/// `msg::space_required` if they still do not).
+pub fn fits(needed: u64, real_free: u64) -> bool {
+    needed <= real_free
+}
+
 #[cfg(test)]
 #[path = "download_tests.rs"]
 mod tests;

@@ -91,3 +91,21 @@ fn what_an_answer_means() {
     assert_eq!(then(Ask::All, size, 206, None), Then::Discard);
     assert_eq!(then(Ask::All, size, 416, None), Then::Later);
 }
+
+#[test]
+fn space_above_the_reserve() {
+    // 1 GiB storage, 5 % reserved (51 MiB and a bit)
+    let gib = 1u64 << 30;
+    let reserved = gib * 5 / 100;
+    assert_eq!(real_free(gib, gib, 5), gib - reserved);
+    assert_eq!(real_free(gib, reserved + 10, 5), 10);
+    assert_eq!(real_free(gib, reserved, 5), 0);
+    assert_eq!(real_free(gib, 1, 5), 0);
+    assert_eq!(real_free(gib, 7, 0), 7);
+    // a percent past 100 reserves everything; huge sizes do not overflow
+    assert_eq!(real_free(gib, gib, 250), 0);
+    assert_eq!(real_free(u64::MAX, u64::MAX, 1), u64::MAX - u64::MAX / 100);
+    assert!(fits(10, 10) && fits(0, 0) && !fits(11, 10));
+    // upstream's remote test: a 50 MiB object, nothing left
+    assert!(!fits(52_428_800, 0));
+}

@@ -186,7 +186,7 @@ pub fn admit(
         retries,
         ..Progress::new(
             Status::Queued,
-            &format!("Retried {retries} of {max_retries}"),
+            &progress::msg::retried(retries, max_retries),
         )
     };
     st.write_progress(rev, &queued)?;

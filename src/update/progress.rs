@@ -77,6 +77,23 @@ pub mod msg {
     pub const CONTAINER_FAILED: &str = "A container could not be started";
     pub const UNEXPECTED_ROLLBACK: &str = "Unexpected rollback";
     pub const INTERNAL: &str = "Internal error";
+
+    /// QUEUED, the n-th time an update is taken up.
+    pub fn retried(n: u32, max: u64) -> String {
+        format!("Retried {n} of {max}")
+    }
+    /// QUEUED, while the Hub is asked for the objects' metadata (remote updates).
+    pub fn downloading_metadata(n: u32, max: u64) -> String {
+        format!("Downloading update metadata, retry {n} of {max}")
+    }
+    /// DOWNLOADING (remote updates).
+    pub fn downloading_artifacts(n: u32, max: u64) -> String {
+        format!("Downloading update artifacts, retry {n} of {max}")
+    }
+    /// WONTGO: the objects to download do not fit, even after GC (remote updates).
+    pub fn space_required(needed: u64, available: u64) -> String {
+        format!("Space required {needed} B, available {available} B")
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -44,3 +44,22 @@ fn lenient_read_back() {
     assert_eq!(Progress::from_json(b"{\"status\":"), None);
     assert_eq!(Progress::from_json(b"\xff"), None);
 }
+
+/// The parameterised status messages, word for word as upstream's remote pvtests expect them
+/// (`insufficient-disk-space`, `update-retries-*`).
+#[test]
+fn parameterised_messages_are_upstreams() {
+    assert_eq!(msg::retried(1, 3), "Retried 1 of 3");
+    assert_eq!(
+        msg::downloading_metadata(2, 10),
+        "Downloading update metadata, retry 2 of 10"
+    );
+    assert_eq!(
+        msg::downloading_artifacts(1, 10),
+        "Downloading update artifacts, retry 1 of 10"
+    );
+    assert_eq!(
+        msg::space_required(52_428_800, 0),
+        "Space required 52428800 B, available 0 B"
+    );
+}
