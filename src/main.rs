@@ -30,6 +30,8 @@ fn main() {
         }
         Some("check-state") => check_state(rest.get(1..).unwrap_or_default()),
         Some("pvcontrol") => pvcontrol(rest.get(1..).unwrap_or_default()),
+        #[cfg(feature = "hub")]
+        Some("hub") => pantavisor::hub::daemon::main(),
         Some("-h") | Some("--help") => {
             out!("{USAGE}");
             0

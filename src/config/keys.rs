@@ -145,6 +145,7 @@ key_table! {
     PH_CREDS_PROXY_HOST: Str, NONE, PH | OEM;
     PH_CREDS_PROXY_NOPROXYCONNECT: Int, Some("0"), PH | OEM;
     PH_CREDS_PROXY_PORT: Port, Some("3218"), PH | OEM;
+    PH_CREDS_PLAIN_HTTP: Bool, Some("0"), PH | OEM;
     PH_CREDS_PRN: Str, NONE, PH | OEM;
     PH_CREDS_SECRET: Str, NONE, PH | OEM;
     PH_CREDS_TYPE: Str, Some("builtin"), PH | OEM;

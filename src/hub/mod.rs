@@ -3,9 +3,13 @@
 //! carries them out. Upstream: `pantahub/pantahub.c`, `pantahub/pantahub_proto.c`.
 
 pub mod creds;
+pub mod daemon;
 pub mod download;
+pub mod fetch;
 pub mod http;
 pub mod logpush;
+pub mod session;
+pub mod tls;
 pub mod wire;
 
 /// The client's states, as device-meta `pantahub.state` names them (reference 8.4).

@@ -25,6 +25,11 @@ impl MockHub {
     /// Makes the CA in `dir` and starts serving; `host` is the device's PH_CREDS_HOST (signed
     /// URLs point there; `127.0.0.1` needs no name lookup).
     pub fn start(dir: &Path, host: &str) -> MockHub {
+        MockHub::start_with(dir, host, &[])
+    }
+
+    /// [`MockHub::start`] with more `serve` arguments.
+    pub fn start_with(dir: &Path, host: &str, args: &[&str]) -> MockHub {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/hub/mockhub.py");
         let made = Command::new("python3")
             .arg(&script)
@@ -45,6 +50,7 @@ impl MockHub {
             .arg(dir)
             .args(["--host", host, "--proxy-port", "0", "--log"])
             .arg(dir.join("requests.jsonl"))
+            .args(args)
             .stdout(Stdio::piped())
             .spawn()
             .expect("python3 must be installed");

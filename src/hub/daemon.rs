@@ -1,0 +1,1026 @@
+//! `pantavisor hub`: the Hub client daemon (README "The Hub client"). A host process the
+//! device spawns in remote mode and respawns when it ends; everything from the network is
+//! parsed here, never in PID 1. Its only way to the device is pv-ctrl (`PV_CTRL_SOCKET`), as
+//! a privileged host caller: the device admits a Hub step, counts its retries, owns its
+//! progress and runs its update through the one updater; this daemon registers, logs in,
+//! syncs, fetches steps and objects, and carries progress, metadata and logs to the Hub.
+//!
+//! Blocking I/O with timeouts, one thing at a time (upstream's client is one state machine
+//! too); SIGUSR1 (the device's UPDATE_METADATA) sends device-meta at once, SIGTERM ends it.
+
+use super::creds;
+use super::download;
+use super::fetch::{Fetcher, Got};
+use super::session::{Dialer, Reply, Route, Session};
+use super::wire;
+use super::{State as ClientState, Trails};
+use crate::config::{Config, Key, Level};
+use crate::control::client::request;
+use crate::json::{self, Limits, ObjectWriter};
+use crate::storage::fs::RealFs;
+use crate::update::progress::{msg, Downloads, Progress, Status};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// A line to stderr, which the device keeps in pantavisor.log as `hub-err`.
+macro_rules! say {
+    ($lvl:literal, $($t:tt)*) => {{
+        let _ = writeln!(std::io::stderr(), concat!($lvl, " ", "{}"), format_args!($($t)*));
+    }};
+}
+
+/// Upstream's client retries a failed login, trail check or metadata request every 6 s, and
+/// reports download progress as often.
+const RETRY: Duration = Duration::from_secs(6);
+/// How often the device's progress of an update being tried is read and forwarded.
+const REPORT: Duration = Duration::from_secs(2);
+/// A wrong object is fetched this many times before the update is refused.
+const WRONG_BYTES_TRIES: u32 = 3;
+
+/// Everything the daemon does next, each at its own time.
+#[derive(Default)]
+struct Due {
+    login: Option<Instant>,
+    trails: Option<Instant>,
+    steps: Option<Instant>,
+    usrmeta: Option<Instant>,
+    devmeta: Option<Instant>,
+    register: Option<Instant>,
+}
+
+fn due(at: Option<Instant>, now: Instant) -> bool {
+    at.is_none_or(|t| now >= t)
+}
+
+/// The credentials (8.2): from `pantahub.config` (claimed) or `unclaimed.config`, whose
+/// values win over what the device read at boot.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Creds {
+    id: Option<String>,
+    prn: Option<String>,
+    secret: Option<String>,
+}
+
+impl Creds {
+    fn complete(&self) -> bool {
+        self.id.is_some() && self.prn.is_some() && self.secret.is_some()
+    }
+}
+
+/// The step being worked on and what is known of its objects.
+struct Work {
+    rev: String,
+    state: String,
+    /// (object id, size, signed URL), the ones not in the object store yet.
+    objects: Vec<(String, u64, String)>,
+    retries: u32,
+    wrong: u32,
+}
+
+pub struct Daemon {
+    ctrl: PathBuf,
+    cfg: Config,
+    storage: PathBuf,
+    rundir: PathBuf,
+    creds: Creds,
+    claimed: bool,
+    sess: Option<Session>,
+    dial_key: String,
+    trails: Trails,
+    state: Option<ClientState>,
+    due: Due,
+    /// The admitted step: the device counted this process's attempt at it.
+    work: Option<Work>,
+    fetcher: Fetcher,
+    /// The last progress body the Hub took, per revision; a report that failed waits here.
+    reported: BTreeMap<String, String>,
+    unsent: Option<(String, String)>,
+    /// Device-meta this daemon published (`pantahub.*`), to write only changes.
+    published: BTreeMap<&'static str, String>,
+    devmeta_sent: Option<String>,
+}
+
+/// One pv-ctrl request to the device; errors are lines for the log.
+fn ctrl(sock: &Path, method: &str, path: &str, body: &[u8]) -> Result<(u16, Vec<u8>), String> {
+    request(sock, method, path, body).map_err(|e| format!("pv-ctrl {method} {path}: {e}"))
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The key=value pairs of a credentials file.
+fn read_creds(path: &Path) -> Option<Creds> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let mut c = Creds::default();
+    for line in text.lines() {
+        let Some((k, v)) = line.split_once('=') else {
+            continue;
+        };
+        let v = v.trim().trim_matches('"').to_string();
+        let v = (!v.is_empty()).then_some(v);
+        match k.trim() {
+            "PH_CREDS_ID" => c.id = v,
+            "PH_CREDS_PRN" => c.prn = v,
+            "PH_CREDS_SECRET" => c.secret = v,
+            _ => {}
+        }
+    }
+    Some(c)
+}
+
+impl Daemon {
+    pub fn new(ctrl: PathBuf) -> Daemon {
+        Daemon {
+            ctrl,
+            cfg: Config::new(),
+            storage: PathBuf::from("/storage"),
+            rundir: PathBuf::from("/pv"),
+            creds: Creds::default(),
+            claimed: false,
+            sess: None,
+            dial_key: String::new(),
+            trails: Trails::Unknown,
+            state: None,
+            due: Due::default(),
+            work: None,
+            fetcher: Fetcher::default(),
+            reported: BTreeMap::new(),
+            unsent: None,
+            published: BTreeMap::new(),
+            devmeta_sent: None,
+        }
+    }
+
+    fn ctrl(&self, method: &str, path: &str, body: &[u8]) -> Result<(u16, Vec<u8>), String> {
+        ctrl(&self.ctrl, method, path, body)
+    }
+
+    /// The device's configuration (`GET /config2`), with the credentials files over it.
+    fn load_config(&mut self) -> Result<(), String> {
+        let (st, body) = self.ctrl("GET", "/config2", b"")?;
+        if st != 200 {
+            return Err(format!("pv-ctrl GET /config2: {st}"));
+        }
+        let v = json::parse(&body, Limits::default()).map_err(|e| format!("/config2: {e}"))?;
+        let mut cfg = Config::new();
+        for e in v.as_array().unwrap_or_default() {
+            let (Some(k), Some(val)) = (
+                e.get("key").and_then(|k| k.as_str()),
+                e.get("value").and_then(|v| v.as_str()),
+            ) else {
+                continue;
+            };
+            if val != "(null)" {
+                let _ = cfg.set(Level::Env, k, val);
+            }
+        }
+        let _ = cfg.take_warnings();
+        self.storage = PathBuf::from(cfg.storage_mntpoint());
+        self.rundir = PathBuf::from(cfg.system_rundir());
+        let boot = Creds {
+            id: cfg.creds_id().map(str::to_string),
+            prn: cfg.creds_prn().map(str::to_string),
+            secret: cfg.creds_secret().map(str::to_string),
+        };
+        let claimed = read_creds(&creds::path(&self.storage, creds::PANTAHUB));
+        let unclaimed = read_creds(&creds::path(&self.storage, creds::UNCLAIMED));
+        (self.creds, self.claimed) = match (claimed, unclaimed) {
+            (Some(c), _) if c.complete() => (c, true),
+            _ if boot.complete() => (boot, true),
+            (_, Some(u)) => (u, false),
+            _ => (boot, false),
+        };
+        self.cfg = cfg;
+        self.session()?;
+        Ok(())
+    }
+
+    /// The session, made again when where or how to reach the Hub changed.
+    fn session(&mut self) -> Result<(), String> {
+        let c = &self.cfg;
+        let plain = c.get_bool(Key::PH_CREDS_PLAIN_HTTP);
+        let certs = c
+            .get_str(Key::PV_LIBTHTTP_CERTSDIR)
+            .unwrap_or("/certs")
+            .to_string();
+        let proxy = c
+            .get_str(Key::PH_CREDS_PROXY_HOST)
+            .map(|h| (h.to_string(), c.get_int(Key::PH_CREDS_PROXY_PORT) as u16));
+        let route = Route {
+            host: c.creds_host().to_string(),
+            port: c.creds_port(),
+            proxy,
+            proxy_connect: c.get_int(Key::PH_CREDS_PROXY_NOPROXYCONNECT) == 0,
+            timeout: Duration::from_secs(c.get_int(Key::PH_LIBEVENT_HTTP_TIMEOUT).max(1)),
+        };
+        let key = format!("{route:?} {plain} {certs}");
+        if key == self.dial_key && self.sess.is_some() {
+            return Ok(());
+        }
+        let tls = if plain {
+            None
+        } else {
+            Some(super::tls::client_config(Path::new(&certs))?)
+        };
+        let threshold = c.get_int(Key::PH_ONLINE_REQUEST_THRESHOLD) as u32;
+        self.sess = Some(Session::new(Dialer::new(route, tls), threshold));
+        self.dial_key = key;
+        Ok(())
+    }
+
+    /// Publishes a `pantahub.*` device-meta key when its value changed.
+    fn publish(&mut self, key: &'static str, value: &str) {
+        if self.published.get(key).map(String::as_str) == Some(value) {
+            return;
+        }
+        match self.ctrl("PUT", &format!("/device-meta/{key}"), value.as_bytes()) {
+            Ok((200, _)) => {
+                self.published.insert(key, value.to_string());
+            }
+            Ok((st, b)) => say!(
+                "WARN",
+                "device-meta {key}: pv-ctrl answered {st} {}",
+                String::from_utf8_lossy(&b)
+            ),
+            Err(e) => say!("WARN", "{e}"),
+        }
+    }
+
+    fn set_state(&mut self, s: ClientState) {
+        if self.state != Some(s) {
+            self.state = Some(s);
+            self.publish("pantahub.state", s.as_str());
+        }
+    }
+
+    /// A Hub API call; publishes online/offline as it changes.
+    fn call(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+        auth: bool,
+    ) -> Result<Reply, String> {
+        self.call_with(method, path, body, auth, &[])
+    }
+
+    fn call_with(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+        auth: bool,
+        extra: &[(&str, &str)],
+    ) -> Result<Reply, String> {
+        let Some(sess) = self.sess.as_mut() else {
+            return Err("no session".into());
+        };
+        let (res, changed) = sess.call(method, path, body, auth, extra);
+        self.online_changed(changed);
+        res
+    }
+
+    fn online_changed(&mut self, changed: Option<bool>) {
+        if let Some(on) = changed {
+            say!(
+                "INFO",
+                "the Hub is {}",
+                if on { "online" } else { "offline" }
+            );
+            self.publish("pantahub.online", if on { "1" } else { "0" });
+        }
+    }
+
+    fn authenticated(&self) -> bool {
+        self.sess.as_ref().is_some_and(|s| s.token.is_some())
+    }
+
+    /// One round of the client: what is due is done; returns how long to wait.
+    pub fn tick(&mut self, now: Instant) -> Duration {
+        if let Err(e) = self.load_config() {
+            say!("ERROR", "{e}");
+            return RETRY;
+        }
+        if !self.claimed {
+            self.unclaimed(now);
+            return Duration::from_secs(1);
+        }
+        if !self.authenticated() {
+            self.set_state(ClientState::Login);
+            if due(self.due.login, now) && !self.login() {
+                self.due.login = Some(now + RETRY);
+            }
+            if !self.authenticated() {
+                return Duration::from_secs(1);
+            }
+        }
+        self.flush_report();
+        match self.trails {
+            Trails::Unknown => {
+                self.set_state(ClientState::WaitHub);
+                if due(self.due.trails, now) {
+                    self.check_trails();
+                    self.due.trails = Some(now + RETRY);
+                }
+            }
+            Trails::Unsynced => {
+                self.set_state(ClientState::Sync);
+                if let Err(e) = self.sync() {
+                    say!("ERROR", "first sync: {e}");
+                }
+                self.trails = Trails::Unknown;
+                self.due.trails = Some(now + RETRY);
+            }
+            Trails::Synced => {
+                if due(self.due.steps, now) {
+                    self.due.steps = Some(now + self.interval(Key::PH_UPDATER_INTERVAL));
+                    self.poll_steps();
+                }
+                self.metadata(now);
+                self.push_logs();
+            }
+        }
+        Duration::from_secs(1)
+    }
+
+    fn interval(&self, k: Key) -> Duration {
+        Duration::from_secs(self.cfg.get_int(k).max(1))
+    }
+
+    /// Registration and claiming (8.2), every PH_UPDATER_INTERVAL until claimed.
+    fn unclaimed(&mut self, now: Instant) {
+        if !due(self.due.register, now) {
+            return;
+        }
+        self.due.register = Some(now + self.interval(Key::PH_UPDATER_INTERVAL));
+        if let Err(e) = self.register_or_claim() {
+            say!("WARN", "{e}");
+        }
+    }
+
+    fn register_or_claim(&mut self) -> Result<(), String> {
+        if !self.creds.complete() {
+            self.set_state(ClientState::Register);
+            let tok = self.cfg.factory_autotok().map(str::to_string);
+            let extra: Vec<(&str, &str)> = tok
+                .as_deref()
+                .map(|t| ("Pantahub-Devices-Auto-Token-V1", t))
+                .into_iter()
+                .collect();
+            let r = self.call_with("POST", "/devices/", Some(b"{}"), false, &extra)?;
+            if !r.ok() {
+                return Err(format!(
+                    "register: the Hub answered {}: {}",
+                    r.status,
+                    String::from_utf8_lossy(&r.body)
+                ));
+            }
+            let d = wire::device(&r.body)?;
+            let (Some(prn), Some(secret)) = (d.prn.clone(), d.secret.clone()) else {
+                return Err("register: the Hub's answer has no prn or secret".into());
+            };
+            self.creds = Creds {
+                id: Some(d.id.clone()),
+                prn: Some(prn),
+                secret: Some(secret),
+            };
+            self.save_creds(false)?;
+            say!("INFO", "registered as device {}", d.id);
+            self.write_run("device-id", &d.id);
+        }
+        self.set_state(ClientState::Claim);
+        if !self.authenticated() && !self.login() {
+            return Err("claim: login failed".into());
+        }
+        let id = self.creds.id.clone().unwrap_or_default();
+        self.write_run("device-id", &id);
+        let r = self.call("GET", &format!("/devices/{id}"), None, true)?;
+        if !r.ok() {
+            return Err(format!("claim: GET /devices/{id}: {}", r.status));
+        }
+        let d = wire::device(&r.body)?;
+        if d.owner.is_some() {
+            self.save_creds(true)?;
+            let _ = std::fs::remove_file(creds::path(&self.storage, creds::UNCLAIMED));
+            let _ = std::fs::remove_file(self.rundir.join("challenge"));
+            self.claimed = true;
+            // the token's claims hold the owner as at login: log in again
+            if let Some(s) = self.sess.as_mut() {
+                s.token = None;
+            }
+            self.publish("pantahub.claimed", "1");
+            say!("INFO", "device {id} is claimed");
+        } else if let Some(ch) = d.challenge {
+            self.write_run("challenge", &ch);
+        }
+        Ok(())
+    }
+
+    fn save_creds(&mut self, claimed: bool) -> Result<(), String> {
+        // the session's config is read again from the device each round: set them there
+        let cfg = &mut self.cfg;
+        for (k, v) in [
+            ("PH_CREDS_ID", &self.creds.id),
+            ("PH_CREDS_PRN", &self.creds.prn),
+            ("PH_CREDS_SECRET", &self.creds.secret),
+        ] {
+            if let Some(v) = v {
+                cfg.set(Level::Env, k, v)
+                    .map_err(|e| format!("{k}: {e:?}"))?;
+            }
+        }
+        creds::save(&RealFs, &self.storage, cfg, claimed)
+            .map(|_| ())
+            .map_err(|e| format!("saving the credentials: {e}"))
+    }
+
+    /// `<rundir>/<name>` (device-id, challenge), replaced whole.
+    fn write_run(&self, name: &str, text: &str) {
+        let p = self.rundir.join(name);
+        if std::fs::read_to_string(&p).ok().as_deref() == Some(text) {
+            return;
+        }
+        if let Err(e) = crate::storage::fs::write_atomic(&RealFs, &p, text.as_bytes()) {
+            say!("WARN", "{}: {e}", p.display());
+        }
+    }
+
+    /// POST /auth/login (8.3): the session's token, or false.
+    fn login(&mut self) -> bool {
+        let (Some(prn), Some(secret)) = (self.creds.prn.clone(), self.creds.secret.clone()) else {
+            return false;
+        };
+        let mut o = ObjectWriter::new();
+        o.str("username", &prn).str("password", &secret);
+        let body = o.finish();
+        match self.call("POST", "/auth/login", Some(body.as_bytes()), false) {
+            Ok(r) if r.ok() => match wire::token(&r.body) {
+                Ok(t) => {
+                    if let Some(s) = self.sess.as_mut() {
+                        s.token = Some(t);
+                    }
+                    self.write_run("device-id", self.creds.id.as_deref().unwrap_or_default());
+                    true
+                }
+                Err(e) => {
+                    say!("WARN", "login: {e}");
+                    false
+                }
+            },
+            Ok(r) => {
+                say!("WARN", "login: the Hub answered {}", r.status);
+                false
+            }
+            Err(e) => {
+                say!("WARN", "login: {e}");
+                false
+            }
+        }
+    }
+
+    fn check_trails(&mut self) {
+        match self.call("GET", "/trails/", None, true) {
+            Ok(r) if r.ok() => match wire::has_trail(&r.body) {
+                Ok(true) => self.trails = Trails::Synced,
+                Ok(false) => self.trails = Trails::Unsynced,
+                Err(e) => say!("WARN", "GET /trails/: {e}"),
+            },
+            Ok(r) => say!("WARN", "GET /trails/: the Hub answered {}", r.status),
+            Err(e) => say!("WARN", "{e}"),
+        }
+    }
+
+    /// The running revision, as the device says (`pantavisor.revision`).
+    fn running(&self) -> Result<String, String> {
+        let (st, body) = self.ctrl("GET", "/device-meta", b"")?;
+        if st != 200 {
+            return Err(format!("pv-ctrl GET /device-meta: {st}"));
+        }
+        let v = json::parse(&body, Limits::default()).map_err(|e| format!("/device-meta: {e}"))?;
+        v.get("pantavisor.revision")
+            .and_then(|r| r.as_str())
+            .map(str::to_string)
+            .ok_or_else(|| "/device-meta: no pantavisor.revision".into())
+    }
+
+    /// First sync: the running revision's objects, then its state byte-exact (8.5).
+    fn sync(&mut self) -> Result<(), String> {
+        let rev = self.running()?;
+        let (st, raw) = self.ctrl("GET", &format!("/steps/{rev}"), b"")?;
+        if st != 200 {
+            return Err(format!("pv-ctrl GET /steps/{rev}: {st}"));
+        }
+        let state = crate::state::State::parse(&raw).map_err(|e| format!("revision {rev}: {e}"))?;
+        for e in state.entries() {
+            let crate::state::EntryValue::Object { sha } = &e.value else {
+                continue;
+            };
+            let path = self.storage.join("objects").join(sha);
+            let size = std::fs::metadata(&path)
+                .map_err(|err| format!("{}: {err}", path.display()))?
+                .len();
+            let mut o = ObjectWriter::new();
+            o.str("objectname", &e.key)
+                .str("size", &size.to_string())
+                .str("sha256sum", sha);
+            let body = o.finish();
+            let r = self.call("POST", "/objects/", Some(body.as_bytes()), true)?;
+            if r.status == 409 {
+                continue;
+            }
+            if !r.ok() {
+                return Err(format!(
+                    "POST /objects/ {sha}: {} {}",
+                    r.status,
+                    String::from_utf8_lossy(&r.body)
+                ));
+            }
+            let v = json::parse(&r.body, Limits::default())
+                .map_err(|e| format!("POST /objects/: {e}"))?;
+            let url = v
+                .get("signed-puturl")
+                .and_then(|u| u.as_str())
+                .ok_or("POST /objects/: no signed-puturl")?
+                .replace("\\u0026", "&");
+            let at = url
+                .find("/local-s3")
+                .ok_or("signed-puturl: no /local-s3 path")?;
+            let put_path = url.get(at..).unwrap_or_default().to_string();
+            let Some(sess) = self.sess.as_mut() else {
+                return Err("no session".into());
+            };
+            let (res, changed) = sess.upload(&put_path, &path);
+            self.online_changed(changed);
+            let r = res?;
+            if !r.ok() {
+                return Err(format!("PUT object {sha}: {}", r.status));
+            }
+        }
+        let r = self.call("POST", "/trails/", Some(&raw), true)?;
+        if !r.ok() {
+            return Err(format!(
+                "POST /trails/: {} {}",
+                r.status,
+                String::from_utf8_lossy(&r.body)
+            ));
+        }
+        say!("INFO", "revision {rev} synced to the Hub");
+        Ok(())
+    }
+
+    // ---- updates (5.4) ----
+
+    fn poll_steps(&mut self) {
+        let id = self.creds.id.clone().unwrap_or_default();
+        let r = match self.call("GET", &super::pending_steps_path(&id), None, true) {
+            Ok(r) if r.ok() => r,
+            Ok(r) => return say!("WARN", "GET steps: the Hub answered {}", r.status),
+            Err(e) => return say!("WARN", "{e}"),
+        };
+        let step = match wire::first_step(&r.body) {
+            Ok(Some(s)) => s,
+            Ok(None) => {
+                self.set_state(ClientState::Idle);
+                return;
+            }
+            Err(e) => return say!("WARN", "GET steps: {e}"),
+        };
+        self.step(step);
+    }
+
+    /// The device's progress of `rev`: (parsed, raw JSON).
+    fn device_progress(&self, rev: &str) -> Option<(Progress, String)> {
+        match self.ctrl("GET", &format!("/steps/{rev}/progress"), b"") {
+            Ok((200, body)) => {
+                let p = Progress::from_json(&body)?;
+                Some((p, String::from_utf8_lossy(&body).into_owned()))
+            }
+            _ => None,
+        }
+    }
+
+    fn step(&mut self, s: wire::Step) {
+        let rev = s.rev.clone();
+        if self.work.as_ref().is_some_and(|w| w.rev != rev) {
+            self.work = None;
+        }
+        if let Some((p, raw)) = self.device_progress(&rev) {
+            match p.status {
+                st if st.is_final() => {
+                    self.work = None;
+                    self.set_state(ClientState::Idle);
+                    return self.report(&rev, raw);
+                }
+                Status::Inprogress | Status::Testing => {
+                    self.set_state(ClientState::Report);
+                    return self.report(&rev, raw);
+                }
+                _ => {}
+            }
+        }
+        if self.work.is_none() && !self.admit(&s) {
+            return;
+        }
+        if let Err(e) = self.prepare() {
+            return say!("WARN", "revision {rev}: {e}");
+        }
+        self.download();
+    }
+
+    /// One processing attempt at a Hub step, counted by the device (`PUT /steps/<rev>`).
+    fn admit(&mut self, s: &wire::Step) -> bool {
+        let rev = &s.rev;
+        match self.ctrl("PUT", &format!("/steps/{rev}"), s.state.as_bytes()) {
+            Ok((200, body)) => {
+                let p = Progress::from_json(&body);
+                self.report(rev, String::from_utf8_lossy(&body).into_owned());
+                self.work = Some(Work {
+                    rev: rev.clone(),
+                    state: s.state.clone(),
+                    objects: Vec::new(),
+                    retries: p.map_or(1, |p| p.retries),
+                    wrong: 0,
+                });
+                true
+            }
+            Ok((409, body)) => {
+                if Progress::from_json(&body).is_some() {
+                    self.report(rev, String::from_utf8_lossy(&body).into_owned());
+                } else {
+                    say!(
+                        "WARN",
+                        "revision {rev}: the device refused it: {}",
+                        String::from_utf8_lossy(&body)
+                    );
+                }
+                false
+            }
+            Ok((st, body)) => {
+                say!(
+                    "WARN",
+                    "revision {rev}: pv-ctrl answered {st}: {}",
+                    String::from_utf8_lossy(&body)
+                );
+                false
+            }
+            Err(e) => {
+                say!("WARN", "{e}");
+                false
+            }
+        }
+    }
+
+    /// Object metadata and the space check (prep download).
+    fn prepare(&mut self) -> Result<(), String> {
+        let Some((rev, raw)) = self
+            .work
+            .as_ref()
+            .filter(|w| w.objects.is_empty())
+            .map(|w| (w.rev.clone(), w.state.clone()))
+        else {
+            return Ok(());
+        };
+        self.set_state(ClientState::PrepDownload);
+        let state =
+            crate::state::State::parse(raw.as_bytes()).map_err(|e| format!("state: {e}"))?;
+        let mut shas: Vec<String> = crate::storage::Storage::state_objects(&state)
+            .into_iter()
+            .collect();
+        shas.retain(|sha| !self.storage.join("objects").join(sha).exists());
+        self.fetcher.forget_others(&self.storage, &shas);
+        let mut objects = Vec::new();
+        for sha in shas {
+            let r = self.call("GET", &format!("/objects/{sha}"), None, true)?;
+            if !r.ok() {
+                return Err(format!("GET /objects/{sha}: the Hub answered {}", r.status));
+            }
+            let o = wire::object(&r.body, &sha)?;
+            objects.push((sha, o.size, o.url));
+        }
+        let needed: u64 = objects
+            .iter()
+            .map(|(sha, size, _)| size.saturating_sub(self.fetcher.kept(&self.storage, sha)))
+            .sum();
+        let mut free = self.real_free()?;
+        if !download::fits(needed, free) {
+            say!(
+                "INFO",
+                "revision {rev}: {needed} B needed, {free} B available: GC first"
+            );
+            match self.ctrl("POST", "/storage/gc", b"") {
+                Ok((200, _)) => {}
+                Ok((st, b)) => say!(
+                    "WARN",
+                    "GC: pv-ctrl answered {st} {}",
+                    String::from_utf8_lossy(&b)
+                ),
+                Err(e) => say!("WARN", "{e}"),
+            }
+            free = self.real_free()?;
+            if !download::fits(needed, free) {
+                let p = Progress::new(Status::Wontgo, &msg::space_required(needed, free));
+                self.put_progress(&rev, &p);
+                self.work = None;
+                return Ok(());
+            }
+        }
+        if let Some(w) = self.work.as_mut() {
+            w.objects = objects;
+        }
+        Ok(())
+    }
+
+    fn real_free(&self) -> Result<u64, String> {
+        let s = crate::sys::logsys::fs_size(&self.storage)
+            .map_err(|e| format!("{}: {e}", self.storage.display()))?;
+        Ok(download::real_free(
+            s.total,
+            s.free,
+            u64::from(self.cfg.storage_gc_reserved()),
+        ))
+    }
+
+    /// The device records a progress of a revision not installed yet; the Hub gets what the
+    /// device wrote.
+    fn put_progress(&mut self, rev: &str, p: &Progress) {
+        match self.ctrl(
+            "PUT",
+            &format!("/steps/{rev}/progress"),
+            p.to_json().as_bytes(),
+        ) {
+            Ok((200, _)) => {}
+            Ok((st, b)) => say!(
+                "WARN",
+                "revision {rev} progress: pv-ctrl answered {st} {}",
+                String::from_utf8_lossy(&b)
+            ),
+            Err(e) => say!("WARN", "{e}"),
+        }
+        if let Some((_, raw)) = self.device_progress(rev) {
+            self.report(rev, raw);
+        }
+    }
+
+    /// Downloads (DOWNLOADING, bytes reported about every 6 s), then REMOTE_RUN.
+    fn download(&mut self) {
+        let Some((rev, retries, objects)) = self
+            .work
+            .as_ref()
+            .map(|w| (w.rev.clone(), w.retries, w.objects.clone()))
+        else {
+            return;
+        };
+        self.set_state(ClientState::Download);
+        let max = self.cfg.revision_retries();
+        let total: u64 = objects.iter().map(|o| o.1).sum();
+        let start = now_secs();
+        let mut p = Progress::new(
+            Status::Downloading,
+            &msg::downloading_artifacts(retries, max),
+        );
+        p.downloads = Some(Downloads {
+            total_size: total,
+            total_downloaded: 0,
+            start_time: start,
+            current_time: start,
+        });
+        self.put_progress(&rev, &p);
+        let Some(dialer) = self.sess.as_ref().map(|s| s.dialer.clone()) else {
+            return;
+        };
+        let mut done_before = 0u64;
+        for (sha, size, url) in &objects {
+            let mut url = url.clone();
+            loop {
+                let mut last = Instant::now();
+                let storage = self.storage.clone();
+                let sock = self.ctrl.clone();
+                let id = self.creds.id.clone().unwrap_or_default();
+                let (got, answered) = {
+                    // fields, not `self`: the download borrows the fetcher
+                    let sess = &mut self.sess;
+                    let reported = &mut self.reported;
+                    let p = &mut p;
+                    let mut on = |have: u64| {
+                        if last.elapsed() < RETRY {
+                            return;
+                        }
+                        last = Instant::now();
+                        if let Some(d) = p.downloads.as_mut() {
+                            d.total_downloaded = done_before + have;
+                            d.current_time = now_secs();
+                        }
+                        if let Some(s) = sess.as_mut() {
+                            live_progress(s, &sock, &id, &rev, p, reported);
+                        }
+                    };
+                    self.fetcher
+                        .fetch(&dialer, &storage, sha, *size, &url, &mut on)
+                };
+                if let Some(a) = answered {
+                    let changed = self.sess.as_mut().and_then(|s| s.answered(a));
+                    self.online_changed(changed);
+                }
+                match got {
+                    Got::Stored => break,
+                    Got::WrongBytes => {
+                        let wrong = self.work.as_mut().map_or(WRONG_BYTES_TRIES, |w| {
+                            w.wrong += 1;
+                            w.wrong
+                        });
+                        say!(
+                            "ERROR",
+                            "object {sha}: the bytes served do not hash to it; not stored"
+                        );
+                        if wrong >= WRONG_BYTES_TRIES {
+                            let p = Progress::new(Status::Wontgo, msg::BAD_OBJECT);
+                            self.put_progress(&rev, &p);
+                            self.work = None;
+                            return;
+                        }
+                    }
+                    Got::NewUrl | Got::Later(_) => {
+                        if let Got::Later(why) = &got {
+                            say!("WARN", "{why}");
+                        }
+                        // a resume asks the Hub again first: the signed URL may have expired
+                        match self.call("GET", &format!("/objects/{sha}"), None, true) {
+                            Ok(r) if r.ok() => match wire::object(&r.body, sha) {
+                                Ok(o) => url = o.url,
+                                Err(e) => say!("WARN", "{e}"),
+                            },
+                            Ok(r) => say!("WARN", "GET /objects/{sha}: {}", r.status),
+                            Err(e) => say!("WARN", "{e}"),
+                        }
+                        if matches!(got, Got::Later(_)) {
+                            // the Hub is in trouble: the next poll resumes
+                            return;
+                        }
+                    }
+                }
+            }
+            done_before += size;
+            self.download_progress(&rev, &mut p, done_before);
+        }
+        say!(
+            "INFO",
+            "revision {rev}: objects in, {} B received, {} B of them received before",
+            self.fetcher.received,
+            self.fetcher.again
+        );
+        let mut o = ObjectWriter::new();
+        o.str("op", "REMOTE_RUN").str("payload", &rev);
+        match self.ctrl("POST", "/commands", o.finish().as_bytes()) {
+            Ok((200, _)) => self.set_state(ClientState::Report),
+            Ok((st, b)) => say!(
+                "WARN",
+                "REMOTE_RUN {rev}: pv-ctrl answered {st} {}",
+                String::from_utf8_lossy(&b)
+            ),
+            Err(e) => say!("WARN", "{e}"),
+        }
+        self.work = None;
+        self.due.steps = Some(Instant::now() + REPORT);
+    }
+
+    fn download_progress(&mut self, rev: &str, p: &mut Progress, have: u64) {
+        if let Some(d) = p.downloads.as_mut() {
+            d.total_downloaded = have;
+            d.current_time = now_secs();
+        }
+        let p = p.clone();
+        self.put_progress(rev, &p);
+    }
+
+    /// A progress for the Hub: sent unless the Hub has it already; one in flight, and a
+    /// report that could not go waits, replaced by any newer one.
+    fn report(&mut self, rev: &str, body: String) {
+        if self.reported.get(rev) == Some(&body) {
+            return;
+        }
+        self.unsent = Some((rev.to_string(), body));
+        self.flush_report();
+    }
+
+    fn flush_report(&mut self) {
+        let Some((rev, body)) = self.unsent.take() else {
+            return;
+        };
+        let id = self.creds.id.clone().unwrap_or_default();
+        let path = format!("/trails/{id}/steps/{rev}/progress");
+        match self.call("PUT", &path, Some(body.as_bytes()), true) {
+            Ok(r) if r.ok() => {
+                self.reported.insert(rev, body);
+            }
+            Ok(r) if (400..500).contains(&r.status) && r.status != 401 => {
+                say!(
+                    "WARN",
+                    "progress of {rev}: the Hub refused it: {} {}",
+                    r.status,
+                    String::from_utf8_lossy(&r.body)
+                );
+            }
+            Ok(r) => {
+                say!("WARN", "progress of {rev}: the Hub answered {}", r.status);
+                self.unsent = Some((rev, body));
+            }
+            Err(e) => {
+                say!("WARN", "{e}");
+                self.unsent = Some((rev, body));
+            }
+        }
+    }
+
+    // ---- metadata (8.6) and logs (8.7) ----
+
+    fn metadata(&mut self, now: Instant) {
+        if !self.sess.as_ref().is_some_and(|s| s.online.online) {
+            return;
+        }
+        if due(self.due.usrmeta, now) {
+            self.due.usrmeta = Some(now + self.interval(Key::PH_METADATA_USRMETA_INTERVAL));
+            self.usrmeta();
+        }
+        if due(self.due.devmeta, now) {
+            self.due.devmeta = Some(now + self.interval(Key::PH_METADATA_DEVMETA_INTERVAL));
+            self.devmeta();
+        }
+    }
+
+    /// UPDATE_METADATA: device-meta goes at the next round.
+    pub fn devmeta_now(&mut self) {
+        self.due.devmeta = None;
+        self.devmeta_sent = None;
+    }
+
+    fn usrmeta(&mut self) {}
+
+    fn devmeta(&mut self) {}
+
+    fn push_logs(&mut self) {}
+}
+
+/// DOWNLOADING bytes while an object arrives: to the device, then what it wrote to the Hub
+/// (best effort: the next report after the object carries the same).
+fn live_progress(
+    sess: &mut Session,
+    sock: &Path,
+    id: &str,
+    rev: &str,
+    p: &Progress,
+    reported: &mut BTreeMap<String, String>,
+) {
+    let path = format!("/steps/{rev}/progress");
+    if !matches!(
+        ctrl(sock, "PUT", &path, p.to_json().as_bytes()),
+        Ok((200, _))
+    ) {
+        return;
+    }
+    let Ok((200, body)) = ctrl(sock, "GET", &path, b"") else {
+        return;
+    };
+    let hub = format!("/trails/{id}/steps/{rev}/progress");
+    if let (Ok(r), _) = sess.call("PUT", &hub, Some(&body), true, &[]) {
+        if r.ok() {
+            reported.insert(rev.to_string(), String::from_utf8_lossy(&body).into_owned());
+        }
+    }
+}
+
+/// `pantavisor hub`: runs until SIGTERM.
+pub fn main() -> i32 {
+    use crate::sys::event;
+    let sock = std::env::var("PV_CTRL_SOCKET").unwrap_or_else(|_| "/pv/pv-ctrl".into());
+    let sigs = [libc::SIGTERM, libc::SIGINT, libc::SIGUSR1];
+    let fd = match event::block_signals(&sigs).and_then(|()| event::signalfd(&sigs)) {
+        Ok(fd) => fd,
+        Err(e) => {
+            say!("ERROR", "signals: {e}");
+            return 1;
+        }
+    };
+    say!("INFO", "Hub client started (pv-ctrl {sock})");
+    let mut d = Daemon::new(PathBuf::from(sock));
+    loop {
+        let wait = d.tick(Instant::now());
+        use std::os::fd::AsRawFd;
+        let ms = i32::try_from(wait.as_millis()).unwrap_or(i32::MAX);
+        if event::poll(&[(fd.as_raw_fd(), libc::POLLIN)], ms).is_err() {
+            continue;
+        }
+        while let Ok(Some((sig, _))) = event::read_signal(&fd) {
+            if sig == libc::SIGUSR1 {
+                d.devmeta_now();
+            } else {
+                say!("INFO", "Hub client ends (signal {sig})");
+                return 0;
+            }
+        }
+    }
+}

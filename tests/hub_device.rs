@@ -1,0 +1,133 @@
+//! The Hub client on a real device against the mock Hub (`tests/hub/mockhub.py`): the binary
+//! as PID 1 of a new PID namespace, its Hub daemon (`pantavisor hub`) talking to the mock
+//! over TLS with a CA made at run time, and to the device over pv-ctrl.
+mod harness;
+#[path = "hub/mock.rs"]
+mod mock;
+mod rig;
+mod support;
+
+use mock::MockHub;
+use rig::{finish, sh, Rig, FOREVER, SERIAL};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+struct Setup {
+    r: Rig,
+    hub: MockHub,
+    dev: Child,
+    client: Option<Child>,
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.client.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        finish(&mut self.dev);
+    }
+}
+
+fn desc() -> String {
+    format!(
+        r#"{{"containers":{{"alpha":{{"rootfs":"rootfs","cmd":{}}}}}}}"#,
+        sh(FOREVER)
+    )
+}
+
+/// A device pointed at a fresh mock Hub; `env` adds PH_/PV_ keys.
+fn setup(name: &str, env: &[(&str, &str)]) -> Setup {
+    let r = Rig::new(name, &desc());
+    let certs = r.dir.join("hub");
+    std::fs::create_dir_all(&certs).unwrap();
+    let hub = MockHub::start_with(&certs, "127.0.0.1", &["--plain"]);
+    let trust = r.dir.join("certs");
+    std::fs::create_dir_all(&trust).unwrap();
+    std::fs::copy(hub.ca_pem(), trust.join("ca.pem")).unwrap();
+    let port = hub.port.to_string();
+    let trust_s = trust.display().to_string();
+    let mut all: Vec<(&str, &str)> = vec![
+        ("PH_CREDS_HOST", "127.0.0.1"),
+        ("PH_CREDS_PORT", &port),
+        ("PV_LIBTHTTP_CERTSDIR", &trust_s),
+        ("PH_CREDS_PLAIN_HTTP", "1"),
+        ("PH_UPDATER_INTERVAL", "1"),
+    ];
+    all.extend_from_slice(env);
+    let mut r = r;
+    let (_, cmdline) = r.bl.pick();
+    let dev = r.bl.spawn(&cmdline, &all);
+    let mut s = Setup {
+        r,
+        hub,
+        dev,
+        client: None,
+    };
+    let ready = s.r.wait(&mut s.dev, Duration::from_secs(30), &|r, d| {
+        r.status_of(d, "alpha").as_deref() == Some("STARTED")
+    });
+    assert!(ready, "device not ready:\n{}", s.r.log());
+    // until the device spawns it itself
+    let pid = harness::device_pid(&s.dev).unwrap();
+    let out = std::fs::File::create(s.r.dir.join("hub-client.log")).unwrap();
+    s.client = Some(
+        Command::new("nsenter")
+            .args(["-t", &pid.to_string(), "-p", harness::BIN, "hub"])
+            .env("PV_CTRL_SOCKET", &s.r.socket)
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    s
+}
+
+impl Setup {
+    fn client_log(&self) -> String {
+        std::fs::read_to_string(self.r.dir.join("hub-client.log")).unwrap_or_default()
+    }
+
+    fn why(&self) -> String {
+        format!(
+            "client:\n{}\nhub log:\n{}\ndevice:\n{}",
+            self.client_log(),
+            self.hub.log().join("\n"),
+            self.r.log()
+        )
+    }
+}
+
+#[test]
+fn auto_claim_then_first_sync_uploads_the_factory_state_byte_exact() {
+    let _g = SERIAL.lock();
+    let s = setup("hub-autoclaim", &[("PH_FACTORY_AUTOTOK", "tok-1")]);
+    let (st, body) = s.hub.ctl(
+        "POST",
+        "/autotokens",
+        r#"{"token":"tok-1","owner":"prn:::accounts:/owner1"}"#,
+    );
+    assert_eq!(st, 200, "{body}");
+    let synced = s
+        .hub
+        .wait_for(Duration::from_secs(30), |l| {
+            l.contains("\"POST\"") && l.contains("\"/trails/\"") && l.contains("\"status\": 200")
+        })
+        .is_some();
+    assert!(synced, "no first sync: {}", s.why());
+    let id = std::fs::read_to_string(s.r.dir.join("run/device-id")).expect("device-id");
+    let (st, trail) = s.hub.ctl("GET", &format!("/devices/{id}/trail"), "");
+    assert_eq!(st, 200, "{trail}");
+    let v = pantavisor::json::parse_str(&trail, Default::default()).unwrap();
+    let raw = v.get("raw").and_then(|r| r.as_str()).expect("raw");
+    let factory = std::fs::read_to_string(s.r.storage.join("trails/0/.pvr/json")).unwrap();
+    assert_eq!(
+        raw, factory,
+        "the Hub's trail is not the factory state byte for byte"
+    );
+    let pc = std::fs::read_to_string(s.r.storage.join("config/pantahub.config")).unwrap();
+    assert!(pc.contains("PH_CREDS_PRN=prn:::devices:/"), "{pc}");
+    assert!(!s.r.storage.join("config/unclaimed.config").exists());
+    drop(s);
+}
