@@ -131,3 +131,85 @@ fn auto_claim_then_first_sync_uploads_the_factory_state_byte_exact() {
     assert!(!s.r.storage.join("config/unclaimed.config").exists());
     drop(s);
 }
+
+/// The device's id, once registered.
+fn device_id(s: &Setup) -> Option<String> {
+    std::fs::read_to_string(s.r.dir.join("run/device-id")).ok()
+}
+
+#[test]
+fn manual_claim_by_the_challenge_then_a_401_logs_in_again() {
+    let _g = SERIAL.lock();
+    let s = setup("hub-claim", &[]);
+    // unclaimed: the credentials wait in unclaimed.config, the challenge in <rundir>
+    let challenge = s.r.dir.join("run/challenge");
+    let t = std::time::Instant::now();
+    while !(challenge.exists() && device_id(&s).is_some()) && t.elapsed() < Duration::from_secs(30)
+    {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let ch =
+        std::fs::read_to_string(&challenge).unwrap_or_else(|_| panic!("no challenge: {}", s.why()));
+    let id = device_id(&s).unwrap();
+    let unclaimed = std::fs::read_to_string(s.r.storage.join("config/unclaimed.config")).unwrap();
+    assert!(
+        unclaimed.contains(&format!("PH_CREDS_ID={id}")),
+        "{unclaimed}"
+    );
+    assert!(!s.r.storage.join("config/pantahub.config").exists());
+    // nothing is synced before the claim
+    assert!(!s.hub.log().iter().any(|l| l.contains("\"/trails/\"")));
+
+    let (st, body) = s.hub.ctl(
+        "POST",
+        &format!("/devices/{id}/claim"),
+        &format!(r#"{{"challenge":"{ch}"}}"#),
+    );
+    assert_eq!(st, 200, "{body}");
+    let synced = s.hub.wait_for(Duration::from_secs(30), |l| {
+        l.contains("\"POST\"") && l.contains("\"/trails/\"") && l.contains("\"status\": 200")
+    });
+    assert!(synced.is_some(), "no sync after the claim: {}", s.why());
+    assert!(!challenge.exists(), "the challenge stays after the claim");
+    let pc = std::fs::read_to_string(s.r.storage.join("config/pantahub.config")).unwrap();
+    assert!(pc.contains(&format!("PH_CREDS_ID={id}")), "{pc}");
+
+    // any 401 drops the token: the client logs in again and goes on
+    let logins = |s: &Setup| {
+        s.hub
+            .log()
+            .iter()
+            .filter(|l| l.contains("\"/auth/login\"") && l.contains("\"status\": 200"))
+            .count()
+    };
+    let before = logins(&s);
+    let (st, body) = s.hub.ctl("POST", "/faults", r#"{"kind":"unauthorized"}"#);
+    assert_eq!(st, 200, "{body}");
+    let n = s.hub.log().len();
+    let t = std::time::Instant::now();
+    let mut again = false;
+    while t.elapsed() < Duration::from_secs(30) {
+        let log = s.hub.log();
+        let after: Vec<&String> = log.iter().skip(n).collect();
+        let relogged = logins(&s) > before;
+        let steps_ok = after
+            .iter()
+            .rev()
+            .any(|l| l.contains("/steps?") && l.contains("\"status\": 200"));
+        if relogged && steps_ok {
+            again = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(again, "no login after the 401: {}", s.why());
+    assert!(
+        s.hub
+            .log()
+            .iter()
+            .skip(n)
+            .any(|l| l.contains("\"status\": 401")),
+        "the fault never answered 401: {}",
+        s.why()
+    );
+}
