@@ -141,11 +141,12 @@ const NONE: Option<&str> = None;
 key_table! {
     PH_CREDS_HOST: Str, Some("api.pantahub.com"), PH | OEM;
     PH_CREDS_ID: Str, NONE, PH | OEM;
+    // Not upstream's: plain HTTP to the Hub (no TLS), for a lab only (README "Configuration").
+    PH_CREDS_PLAIN_HTTP: Bool, Some("0"), PH | OEM;
     PH_CREDS_PORT: Port, Some("443"), PH | OEM;
     PH_CREDS_PROXY_HOST: Str, NONE, PH | OEM;
     PH_CREDS_PROXY_NOPROXYCONNECT: Int, Some("0"), PH | OEM;
     PH_CREDS_PROXY_PORT: Port, Some("3218"), PH | OEM;
-    PH_CREDS_PLAIN_HTTP: Bool, Some("0"), PH | OEM;
     PH_CREDS_PRN: Str, NONE, PH | OEM;
     PH_CREDS_SECRET: Str, NONE, PH | OEM;
     PH_CREDS_TYPE: Str, Some("builtin"), PH | OEM;

@@ -1202,6 +1202,10 @@ impl Config {
     pub fn creds_port(&self) -> u16 {
         u16::try_from(self.get_int(Key::PH_CREDS_PORT)).unwrap_or(443)
     }
+    /// `PH_CREDS_PLAIN_HTTP`: talk to the Hub without TLS (a lab only; `hub::tls::connect`).
+    pub fn creds_plain_http(&self) -> bool {
+        self.get_bool(Key::PH_CREDS_PLAIN_HTTP)
+    }
     pub fn creds_type(&self) -> &str {
         self.text(Key::PH_CREDS_TYPE)
     }

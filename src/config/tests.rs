@@ -96,6 +96,8 @@ const DEFAULTS_7_2: &[(Key, Option<&str>)] = &[
     (Key::PH_CREDS_PROXY_HOST, None),
     (Key::PH_CREDS_PROXY_PORT, Some("3218")),
     (Key::PH_CREDS_PROXY_NOPROXYCONNECT, Some("0")),
+    // this build's own key (README "Configuration")
+    (Key::PH_CREDS_PLAIN_HTTP, Some("0")),
     (Key::PH_FACTORY_AUTOTOK, None),
     (Key::PH_UPDATER_INTERVAL, Some("5")),
     (Key::PH_UPDATER_NETWORK_TIMEOUT, Some("120")),

@@ -3,7 +3,8 @@
 //! User-Agent, and object downloads from signed URLs on connections of their own.
 
 use super::http::{self, Body, Head};
-use super::tls::{self, ClientConfig, Link, Target};
+use super::tls::{self, Link, Target};
+use rustls::ClientConfig;
 use super::Online;
 use std::io::{self, BufReader, Read};
 use std::sync::Arc;

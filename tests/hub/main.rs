@@ -1,6 +1,8 @@
 //! The mock Pantacor Hub itself (issue 12's test double): its self-test, every device endpoint
 //! and fault driven with curl (`selftest.sh`), and the Rust side (`mock.rs`) other tests use.
 mod mock;
+#[cfg(feature = "hub")]
+mod tls;
 
 use mock::MockHub;
 use std::process::Command;

@@ -41,11 +41,11 @@ BLOCKS = [
     # `config ls` (pv-ctrl /config2) entries at their default, with the comma before them:
     # keys upstream added after the goldens were recorded (upstream e2d8d46e, 2026-06-11:
     # PV_XCONNECT_DBUS_SYSTEMBUS_ENABLED; eec07266, 2026-07-20: PV_POWER_MODE; c5e6cec3,
-    # 2026-07-21: PV_LOG_TIMESTAMP), and this build's one key of its own (README: system hooks
-    # have a time limit, upstream waits for them without one)
+    # 2026-07-21: PV_LOG_TIMESTAMP), and this build's keys of its own (README: system hooks
+    # have a time limit, upstream waits for them without one; plain HTTP to a lab Hub)
     ("keys newer than the goldens", config_default(
         "PV_XCONNECT_DBUS_SYSTEMBUS_ENABLED", "PV_POWER_MODE", "PV_LOG_TIMESTAMP")),
-    ("this build's own key", config_default("PV_SYSTEM_HOOK_TIMEOUT")),
+    ("this build's own keys", config_default("PV_SYSTEM_HOOK_TIMEOUT", "PH_CREDS_PLAIN_HTTP")),
 ]
 
 # (why, test, pattern, replacement or DROP): the first matching line of that test's transcript
@@ -144,7 +144,8 @@ def self_test():
     entry = '  {\n    "key": "%s",\n    "value": "%s",\n    "modified": "%s"\n  }'
     conf = "[\n" + ",\n".join(entry % e for e in [
         ("PV_A", "1", "default"), ("PV_POWER_MODE", "locks", "default"), ("PV_B", "2", "default"),
-        ("PV_LOG_TIMESTAMP", "absolute", "env"), ("PV_SYSTEM_HOOK_TIMEOUT", "60", "default")]) + "\n]\n"
+        ("PV_LOG_TIMESTAMP", "absolute", "env"), ("PV_SYSTEM_HOOK_TIMEOUT", "60", "default"),
+        ("PH_CREDS_PLAIN_HTTP", "0", "default")]) + "\n]\n"
     for _, pat in BLOCKS:
         conf = pat.sub("", conf)
     assert conf == "[\n" + ",\n".join(entry % e for e in [
