@@ -41,7 +41,7 @@ fn setup(name: &str, env: &[(&str, &str)]) -> Setup {
     let r = Rig::new(name, &desc());
     let certs = r.dir.join("hub");
     std::fs::create_dir_all(&certs).unwrap();
-    let hub = MockHub::start_with(&certs, "127.0.0.1", &["--plain"]);
+    let hub = MockHub::start(&certs, "127.0.0.1");
     let trust = r.dir.join("certs");
     std::fs::create_dir_all(&trust).unwrap();
     std::fs::copy(hub.ca_pem(), trust.join("ca.pem")).unwrap();
@@ -51,7 +51,6 @@ fn setup(name: &str, env: &[(&str, &str)]) -> Setup {
         ("PH_CREDS_HOST", "127.0.0.1"),
         ("PH_CREDS_PORT", &port),
         ("PV_LIBTHTTP_CERTSDIR", &trust_s),
-        ("PH_CREDS_PLAIN_HTTP", "1"),
         ("PH_UPDATER_INTERVAL", "1"),
     ];
     all.extend_from_slice(env);
