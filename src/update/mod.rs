@@ -10,6 +10,7 @@
 //!   finishes it ([`resume::Resume::FinishCommit`]).
 pub mod hooks;
 pub mod progress;
+pub mod remote;
 pub mod resume;
 pub mod transition;
 
