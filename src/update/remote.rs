@@ -225,6 +225,12 @@ pub fn runnable(p: Option<&Progress>) -> bool {
     p.is_some_and(|p| matches!(p.status, Status::Queued | Status::Downloading))
 }
 
+/// A Hub revision interrupted before its install (QUEUED, DOWNLOADING) is the Hub client's
+/// to put again in remote mode -- that is its next attempt, counted -- not the boot's to run.
+pub fn left_to_hub(rev: &str, status: Status, remote: bool) -> bool {
+    remote && is_hub_revision(rev) && matches!(status, Status::Queued | Status::Downloading)
+}
+
 #[cfg(test)]
 #[path = "remote_tests.rs"]
 mod tests;

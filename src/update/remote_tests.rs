@@ -207,3 +207,18 @@ fn a_report_keeps_the_devices_retries_and_words() {
     assert_eq!(parse_report(br#"{"status":"NOPE","status-msg":""}"#), None);
     assert_eq!(parse_report(br#"{"status":"ERROR"}"#), None);
 }
+
+#[test]
+fn an_interrupted_hub_step_is_put_again_by_the_hub_client() {
+    assert!(left_to_hub("4", Status::Queued, true));
+    assert!(left_to_hub("4", Status::Downloading, true));
+    assert!(
+        !left_to_hub("4", Status::Inprogress, true),
+        "installed: the boot runs it"
+    );
+    assert!(
+        !left_to_hub("4", Status::Queued, false),
+        "no Hub client in local mode"
+    );
+    assert!(!left_to_hub("locals/a", Status::Queued, true));
+}
