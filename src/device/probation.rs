@@ -67,6 +67,16 @@ impl Model {
                 Timer::Network,
                 self.network_timeout_s.saturating_mul(1000),
             ));
+            if !self.online {
+                fx.push(Effect::Log(
+                    Level::Warn,
+                    "controller",
+                    format!(
+                        "no connection. Will rollback in {} seconds",
+                        self.network_timeout_s
+                    ),
+                ));
+            }
         }
         match gate {
             Gate::InProgress => {
