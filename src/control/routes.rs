@@ -44,6 +44,12 @@ const COMMAND_BAD: &str = "Command has bad format";
 const COMMAND_BUSY: &str = "A command is already in progress. Try again";
 const UPDATE_BUSY: &str = "Cannot do this operation while update is ongoing";
 const NO_HUB: &str = "Cannot do this operation: built without a Pantacor Hub client";
+const LOCAL_MODE: &str = "Cannot do this operation while on local mode";
+const REMOTE_DISABLED: &str = "Cannot do this operation when remote mode is disabled by config";
+const STATE_DIFFERS: &str = "Another state JSON is staged for this revision";
+const NOT_ADMITTED: &str = "Revision is not admitted for a remote run";
+const RUNNING: &str = "Revision is running or being installed";
+const PROGRESS_BAD: &str = "Progress has bad format";
 const CONTAINER_BAD: &str = "Container action has bad format";
 const CONTAINER_UNKNOWN: &str = "Container does not exist";
 const CONTAINER_NOT_OURS: &str = "Container restart_policy is not container";
@@ -99,6 +105,10 @@ pub struct Ctl<'d> {
     /// A GC runs or is queued: uploads wait, so no fresh object is collected before its step
     /// names it (and a GC waits for the uploads under way: [`uploads_in_flight`]).
     pub storage_busy: bool,
+    /// The revisions running, being installed or entered: the Hub client changes none.
+    pub busy: Vec<String>,
+    /// An update is queued, installing or on probation.
+    pub update_active: bool,
 }
 
 /// The endpoints served; the rest answer "unknown endpoint".
@@ -314,6 +324,17 @@ struct StateSink {
     /// without being read back (`[0,0,...]`). At its end, so the client, still sending,
     /// reads the answer.
     values: json::ValueCount,
+    /// A Hub step (`PUT /steps/<n>`): the remote admission, with what the device knew at the
+    /// request's head.
+    remote: Option<RemoteFacts>,
+}
+
+/// What the remote admission of a Hub step needs of the device.
+#[derive(Clone, Copy, Debug)]
+struct RemoteFacts {
+    busy: bool,
+    other_update: bool,
+    max_retries: u64,
 }
 
 /// Names the temp files of state uploads under way.
@@ -340,6 +361,7 @@ impl StateSink {
             tmp,
             out: Some(out),
             values: json::ValueCount::default(),
+            remote: None,
         })
     }
 }
@@ -363,9 +385,11 @@ impl BodySink for StateSink {
         }
         let body = flushed.and_then(|()| self.fs.read(&self.tmp));
         let _ = self.fs.remove_file(&self.tmp);
-        match body {
-            Ok(body) => stage_step(&Storage::new(self.fs, self.root.clone()), &self.rev, &body),
-            Err(e) => storage_error(&storage::Error::io("read", &self.tmp, e)),
+        let st = Storage::new(self.fs, self.root.clone());
+        match (body, self.remote) {
+            (Ok(body), None) => stage_step(&st, &self.rev, &body),
+            (Ok(body), Some(f)) => remote_step(&st, &self.rev, &body, f),
+            (Err(e), _) => storage_error(&storage::Error::io("read", &self.tmp, e)),
         }
     }
 }
@@ -398,6 +422,34 @@ fn stage_step(st: &Storage, rev: &str, body: &[u8]) -> Response {
         }
         Err(update::Error::Storage(e)) => storage_error(&e),
         Err(e) => Response::internal(&e),
+    }
+}
+
+/// The progress of `rev` as stored (it carries the update's captured log lines), else `p`.
+fn progress_body(st: &Storage, rev: &str, p: &update::progress::Progress) -> String {
+    st.progress_path(rev)
+        .ok()
+        .and_then(|path| st.fs.read(&path).ok())
+        .and_then(|b| String::from_utf8(b).ok())
+        .unwrap_or_else(|| p.to_json())
+}
+
+/// PUT /steps/<n> from the Hub client: one processing attempt (`update::remote::admit`).
+/// 200 with the QUEUED progress, 409 with a WONTGO or standing progress, 409 for other bytes
+/// than the ones staged, 503 while another update is under way.
+fn remote_step(st: &Storage, rev: &str, body: &[u8], f: RemoteFacts) -> Response {
+    use update::remote::{Admission, Admitted};
+    match update::remote::admit(st, rev, body, f.busy, f.other_update, f.max_retries) {
+        Ok(Admitted::Queued(p)) => Response::json(200, progress_body(st, rev, &p)),
+        Ok(Admitted::Wontgo(p) | Admitted::Refused(Admission::Standing, Some(p))) => {
+            Response::json(409, progress_body(st, rev, &p))
+        }
+        Ok(Admitted::Refused(Admission::Differs, _)) => Response::error(409, STATE_DIFFERS),
+        Ok(Admitted::Refused(Admission::UpdateActive, _)) => {
+            Response::error(503, UPDATE_BUSY).with_header("Retry-After", "600".into())
+        }
+        Ok(Admitted::Refused(..)) => Response::error(409, RUNNING),
+        Err(e) => storage_error(&e),
     }
 }
 
@@ -753,14 +805,57 @@ impl Ctl<'_> {
         answer(self.dev.request(Ask::Ready(caller.name.clone())))
     }
 
+    /// PUT /steps/<n>/progress: the Hub client's download report (`update::remote::record`):
+    /// 200 with the progress written, 409 with the progress as it is when refused.
+    fn progress_put(&self, rev: &str, body: &[u8]) -> Response {
+        let Some(report) = update::remote::parse_report(body) else {
+            return Response::error(400, PROGRESS_BAD);
+        };
+        let st = self.storage();
+        let busy = self.busy.iter().any(|r| r == rev);
+        match update::remote::record(&st, rev, &report, busy, self.cfg.revision_retries()) {
+            Ok(Ok(p)) => Response::json(200, progress_body(&st, rev, &p)),
+            Ok(Err(Some(p))) => Response::json(409, progress_body(&st, rev, &p)),
+            Ok(Err(None)) => Response::error(404, NOT_FOUND),
+            Err(e) => storage_error(&e),
+        }
+    }
+
+    /// REMOTE_RUN's checks: a Hub revision with a state, admitted and not installed yet.
+    fn remote_run(&self, caller: &Caller, rev: String) -> Result<Ask, Response> {
+        if !caller.is_host() {
+            return Err(Response::error(403, NOT_MGMT));
+        }
+        if !update::remote::is_hub_revision(&rev) {
+            return Err(Response::error(400, COMMAND_BAD));
+        }
+        if !self.has_state(&rev) {
+            return Err(Response::error(404, NO_REVISION));
+        }
+        let st = self.storage();
+        match st.read_progress(&rev) {
+            Some(p) if update::remote::runnable(Some(&p)) && !self.busy.contains(&rev) => {
+                Ok(Ask::Command(Command::RemoteRun { rev }))
+            }
+            Some(p) => Err(Response::json(409, progress_body(&st, &rev, &p))),
+            None => Err(Response::error(409, NOT_ADMITTED)),
+        }
+    }
+
     /// POST /commands: the op and payload checked here, admitted by the device.
-    fn command(&mut self, body: &[u8]) -> Response {
+    fn command(&mut self, caller: &Caller, body: &[u8]) -> Response {
         let Some((op, payload)) = two_strings(body, "op", "payload") else {
             return Response::error(400, COMMAND_BAD);
         };
         // the ops upstream answers without queueing anything
         match op.as_str() {
-            "UPDATE_METADATA" | "GO_REMOTE" => return Response::error(409, NO_HUB),
+            "UPDATE_METADATA" | "GO_REMOTE" if !cfg!(feature = "hub") => {
+                return Response::error(409, NO_HUB)
+            }
+            "GO_REMOTE" if !self.cfg.control_remote() => {
+                return Response::error(409, REMOTE_DISABLED)
+            }
+            "UPDATE_METADATA" => return answer(self.dev.request(Ask::UpdateMetadata)),
             "DEFER_REBOOT" if !self.cfg.debug_shell() => {
                 return Response::error(
                     409,
@@ -812,6 +907,11 @@ impl Ctl<'_> {
                 Ask::Command(Command::MakeFactory { rev })
             }
             "RUN_GC" => Ask::Command(Command::RunGc),
+            "GO_REMOTE" => Ask::Command(Command::GoRemote),
+            "REMOTE_RUN" => match self.remote_run(caller, payload) {
+                Ok(ask) => ask,
+                Err(resp) => return resp,
+            },
             "ENABLE_SSH" | "DISABLE_SSH" => Ask::Command(Command::DebugSsh(op == "ENABLE_SSH")),
             "DEFER_REBOOT" => Ask::Command(Command::DeferReboot(payload)),
             _ => return Response::error(400, COMMAND_BAD),
@@ -1032,6 +1132,9 @@ pub fn refused(r: &Refusal) -> Response {
         ),
         Refusal::UnknownContainer => Response::error(404, CONTAINER_UNKNOWN),
         Refusal::UnknownDaemon => Response::error(404, DAEMON_UNKNOWN),
+        Refusal::LocalMode => Response::error(409, LOCAL_MODE),
+        // upstream answers an error with 204, whose body is never sent
+        Refusal::AlreadyRemote => Response::new(204, JSON, Vec::new()),
         Refusal::NotOurs => Response::error(403, CONTAINER_NOT_OURS),
         Refusal::BadStatus => Response::error(400, CONTAINER_STATE),
         Refusal::SignalUnexpected => Response::error(500, SIGNAL_UNEXPECTED),
@@ -1111,14 +1214,37 @@ impl Router for Ctl<'_> {
             (Route::Steps, Method::Get) => Plan::Reply(self.steps_list()),
             (Route::Step(rev, part), Method::Get) => Plan::Reply(self.step_get(&rev, part)),
             (Route::Step(rev, StepPart::State), Method::Put) => {
-                if !rev.starts_with("locals/") || !valid_revision(&rev) {
-                    Plan::Reply(Response::error(400, BAD_REV_NAME))
-                } else {
-                    let root = self.cfg.storage_mntpoint().into();
-                    match StateSink::new(self.stream_fs, root, &rev) {
-                        Ok(sink) => Plan::Stream(Box::new(sink), MAX_STATE as u64),
-                        Err(resp) => Plan::Reply(resp),
+                let hub = update::remote::is_hub_revision(&rev);
+                if !hub && (!rev.starts_with("locals/") || !valid_revision(&rev)) {
+                    return Plan::Reply(Response::error(400, BAD_REV_NAME));
+                }
+                if hub && !req.caller.is_host() {
+                    // the Hub client's call: a host process only
+                    return Plan::Reply(Response::error(403, NOT_MGMT));
+                }
+                let root = self.cfg.storage_mntpoint().into();
+                match StateSink::new(self.stream_fs, root, &rev) {
+                    Ok(mut sink) => {
+                        if hub {
+                            let busy = self.busy.contains(&rev);
+                            sink.remote = Some(RemoteFacts {
+                                busy,
+                                other_update: self.update_active && !busy,
+                                max_retries: self.cfg.revision_retries(),
+                            });
+                        }
+                        Plan::Stream(Box::new(sink), MAX_STATE as u64)
                     }
+                    Err(resp) => Plan::Reply(resp),
+                }
+            }
+            (Route::Step(rev, StepPart::Progress), Method::Put) => {
+                if !update::remote::is_hub_revision(&rev) {
+                    Plan::Reply(Response::error(400, BAD_REV_NAME))
+                } else if !req.caller.is_host() {
+                    Plan::Reply(Response::error(403, NOT_MGMT))
+                } else {
+                    Plan::Buffer(MAX_JSON)
                 }
             }
             (Route::Step(_, StepPart::Commitmsg), Method::Put) => {
@@ -1138,11 +1264,12 @@ impl Router for Ctl<'_> {
     fn finish(&mut self, req: &Request, body: Vec<u8>) -> Response {
         match route(&req.head.segments) {
             Some(Route::Signal) => self.signal(&req.caller, &body),
-            Some(Route::Commands) => self.command(&body),
+            Some(Route::Commands) => self.command(&req.caller, &body),
             Some(Route::Container(name)) => self.container_put(&name, &body),
             Some(Route::Daemon(name)) => self.daemon_put(&name, &body),
             Some(Route::Meta(kind, Some(k))) => self.meta_put(kind, &k, &body),
             Some(Route::Step(rev, StepPart::Commitmsg)) => self.commitmsg_put(&rev, &body),
+            Some(Route::Step(rev, StepPart::Progress)) => self.progress_put(&rev, &body),
             _ => Response::error(400, BAD_METHOD),
         }
     }

@@ -369,6 +369,8 @@ fn ctl_on<'a>(cfg: &'a Config, fs: &'a dyn Fs, st: &'a State) -> Ctl<'a> {
         ),
         modules: Box::leak(Box::default()),
         storage_busy: false,
+        busy: vec!["1".into()],
+        update_active: false,
     }
 }
 
@@ -540,7 +542,12 @@ fn steps_put_get_progress_commitmsg_and_list() {
         assert_eq!((r.status, text(&r)), (404, nf.to_string()), "{p}");
     }
     // bad names
-    for p in ["/steps/locals/.hidden", "/steps/3", "/steps/locals/a%20b"] {
+    for p in [
+        "/steps/locals/.hidden",
+        "/steps/03",
+        "/steps/x",
+        "/steps/locals/a%20b",
+    ] {
         let p = p.replace("%20", " ");
         let r = call(&mut ctl, h, Method::Put, &p, MINI.as_bytes());
         assert_eq!(r.status, 400, "{p}");
@@ -625,10 +632,11 @@ fn steps_put_get_progress_commitmsg_and_list() {
         t.contains(r#""commitmsg":"first \"local\"","progress":{"status":"NEW","status-msg":"Update ready to be run","progress":0,"retries":0}}"#),
         "{t}"
     );
-    // only locals may be uploaded; other methods refused
+    // containers upload locals only (a Hub step is the host's Hub client's); other methods
+    // refused
     assert_eq!(
-        call(&mut ctl, h, Method::Put, "/steps/0", MINI.as_bytes()).status,
-        400
+        call(&mut ctl, "mgr", Method::Put, "/steps/0", MINI.as_bytes()).status,
+        403
     );
     assert_eq!(
         call(&mut ctl, h, Method::Put, "/steps/locals/x/progress", b"{}").status,
@@ -753,13 +761,7 @@ fn update_commands_are_handed_to_the_device_and_its_refusals_answered() {
 fn commands_without_a_hub_or_a_debug_shell() {
     let (cfg, fs, st) = (Config::new(), SimFs::new(), state());
     let mut ctl = ctl_on(&cfg, &fs, &st);
-    for (op, code) in [
-        ("GO_REMOTE", 409),
-        ("UPDATE_METADATA", 409),
-        ("UNCLAIM", 204),
-        ("TRY_ONCE", 200),
-        ("LOCAL_APPLY", 200),
-    ] {
+    for (op, code) in [("UNCLAIM", 204), ("TRY_ONCE", 200), ("LOCAL_APPLY", 200)] {
         let r = post_cmd(&mut ctl, &format!(r#"{{"op":"{op}","payload":""}}"#));
         assert_eq!(r.status, code, "{op}");
     }
@@ -1064,4 +1066,164 @@ fn legacy_config_view_as_upstream_golden() {
     crate::device::meta::apply_user_meta(&mut cfg, "log.level", Some(b"5"));
     let text = ctl_on(&cfg, &fs, &st).config_json();
     assert!(text.contains(r#""log.level":5"#), "{text}");
+}
+
+/// Issue 12: GO_REMOTE and UPDATE_METADATA with the Hub client built in, as upstream answers
+/// them: GO_REMOTE refused by config (409), already remote (204), else queued; UPDATE_METADATA
+/// in local mode 409.
+#[test]
+fn go_remote_and_update_metadata() {
+    let (cfg, fs, st) = (Config::new(), SimFs::new(), state());
+    let mut ctl = ctl_on(&cfg, &fs, &st);
+    for op in ["GO_REMOTE", "UPDATE_METADATA"] {
+        let r = post_cmd(&mut ctl, &format!(r#"{{"op":"{op}","payload":""}}"#));
+        if cfg!(feature = "hub") {
+            assert_eq!(r.status, 200, "{op}");
+        } else {
+            assert_eq!(
+                (r.status, text(&r)),
+                (409, format!(r#"{{"Error":"{NO_HUB}"}}"#))
+            );
+        }
+    }
+    if !cfg!(feature = "hub") {
+        return;
+    }
+    assert_eq!(
+        asked(),
+        vec![Ask::Command(Command::GoRemote), Ask::UpdateMetadata]
+    );
+    for (refusal, status, body) in [
+        (
+            Refusal::LocalMode,
+            409,
+            r#"{"Error":"Cannot do this operation while on local mode"}"#,
+        ),
+        (Refusal::AlreadyRemote, 204, ""),
+    ] {
+        refuse(Some(refusal));
+        let r = post_cmd(&mut ctl, r#"{"op":"UPDATE_METADATA","payload":""}"#);
+        assert_eq!((r.status, text(&r).as_str()), (status, body));
+    }
+    refuse(None);
+    asked();
+    let mut cfg = Config::new();
+    cfg.set(crate::config::Level::PvConfFile, "PV_CONTROL_REMOTE", "0")
+        .unwrap();
+    let mut ctl = ctl_on(&cfg, &fs, &st);
+    let r = post_cmd(&mut ctl, r#"{"op":"GO_REMOTE","payload":""}"#);
+    assert_eq!(
+        (r.status, text(&r)),
+        (
+            409,
+            r#"{"Error":"Cannot do this operation when remote mode is disabled by config"}"#.into()
+        )
+    );
+    assert!(asked().is_empty());
+}
+
+/// Issue 12: the Hub client's calls -- PUT /steps/<n>, PUT /steps/<n>/progress, REMOTE_RUN --
+/// from the host only (upstream's 403 text for a container, mgmt or not), answered with the
+/// progress the device wrote.
+#[test]
+fn hub_client_calls_are_the_hosts_and_answer_progress() {
+    let (cfg, st) = (Config::new(), state());
+    let fs: &'static SimFs = Box::leak(Box::new(SimFs::new()));
+    let mut ctl = ctl(&cfg, fs, &st);
+    let forbidden = r#"{"Error":"Request not sent from a mgmt platform"}"#;
+    for who in ["mgr", "app"] {
+        for (m, p, b) in [
+            (Method::Put, "/steps/5", MINI),
+            (
+                Method::Put,
+                "/steps/5/progress",
+                r#"{"status":"DOWNLOADING","status-msg":""}"#,
+            ),
+            (
+                Method::Post,
+                "/commands",
+                r#"{"op":"REMOTE_RUN","payload":"5"}"#,
+            ),
+        ] {
+            let r = call(&mut ctl, who, m, p, b.as_bytes());
+            assert_eq!((r.status, text(&r).as_str()), (403, forbidden), "{who} {p}");
+        }
+    }
+    let h = HOST_NAME;
+    // not admitted yet: nothing to run, nothing to report on
+    let r = post_cmd(&mut ctl, r#"{"op":"REMOTE_RUN","payload":"5"}"#);
+    assert_eq!(r.status, 404);
+    let report = r#"{"status":"DOWNLOADING","status-msg":"","progress":25}"#;
+    let r = call(
+        &mut ctl,
+        h,
+        Method::Put,
+        "/steps/5/progress",
+        report.as_bytes(),
+    );
+    assert_eq!(r.status, 404);
+    let r = call(&mut ctl, h, Method::Put, "/steps/5", MINI.as_bytes());
+    assert_eq!(
+        (r.status, text(&r)),
+        (
+            200,
+            r#"{"status":"QUEUED","status-msg":"Downloading update metadata, retry 1 of 10","progress":5,"retries":1}"#.into()
+        )
+    );
+    let r = call(&mut ctl, h, Method::Put, "/steps/5/progress", b"{");
+    assert_eq!(r.status, 400);
+    let r = call(
+        &mut ctl,
+        h,
+        Method::Put,
+        "/steps/5/progress",
+        report.as_bytes(),
+    );
+    assert_eq!(
+        (r.status, text(&r)),
+        (
+            200,
+            r#"{"status":"DOWNLOADING","status-msg":"Downloading update artifacts, retry 1 of 10","progress":25,"retries":1}"#.into()
+        )
+    );
+    assert!(asked().is_empty());
+    let r = post_cmd(&mut ctl, r#"{"op":"REMOTE_RUN","payload":"5"}"#);
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        asked(),
+        vec![Ask::Command(Command::RemoteRun { rev: "5".into() })]
+    );
+    // the running revision ("1" here) is the device's: 409, nothing changes
+    let r = call(&mut ctl, h, Method::Put, "/steps/1", MINI.as_bytes());
+    assert_eq!(r.status, 409);
+    assert!(Storage::new(fs, cfg.storage_mntpoint())
+        .read_progress("1")
+        .is_none());
+    // another update under way: 503, retry later
+    ctl.update_active = true;
+    let r = call(&mut ctl, h, Method::Put, "/steps/6", MINI.as_bytes());
+    assert_eq!(r.status, 503);
+    assert_eq!(r.headers, vec![("Retry-After", "600".to_string())]);
+    // a final revision: 409 with its progress; another run refused alike
+    ctl.update_active = false;
+    let wontgo = br#"{"status":"WONTGO","status-msg":"Space required 52428800 B, available 0 B","progress":100}"#;
+    let r = call(&mut ctl, h, Method::Put, "/steps/5/progress", wontgo);
+    assert_eq!(r.status, 200);
+    let want = r#"{"status":"WONTGO","status-msg":"Space required 52428800 B, available 0 B","progress":100,"retries":1}"#;
+    let r = call(&mut ctl, h, Method::Put, "/steps/5", MINI.as_bytes());
+    assert_eq!((r.status, text(&r).as_str()), (409, want));
+    let r = post_cmd(&mut ctl, r#"{"op":"REMOTE_RUN","payload":"5"}"#);
+    assert_eq!((r.status, text(&r).as_str()), (409, want));
+    let r = call(
+        &mut ctl,
+        h,
+        Method::Put,
+        "/steps/5/progress",
+        report.as_bytes(),
+    );
+    assert_eq!((r.status, text(&r).as_str()), (409, want));
+    assert!(asked().is_empty());
+    // REMOTE_RUN names a Hub revision only
+    let r = post_cmd(&mut ctl, r#"{"op":"REMOTE_RUN","payload":"locals/a"}"#);
+    assert_eq!(r.status, 400);
 }

@@ -18,6 +18,13 @@ pub enum Command {
         rev: String,
         commit: bool,
     },
+    /// REMOTE_RUN (the Hub client, host only): install Hub revision `rev`, admitted and
+    /// downloaded, as LOCAL_RUN installs.
+    RemoteRun {
+        rev: String,
+    },
+    /// GO_REMOTE: remote mode until the next revision runs.
+    GoRemote,
     /// MAKE_FACTORY: the state of `rev` becomes revision 0, which is then run.
     MakeFactory {
         rev: String,
@@ -50,6 +57,8 @@ pub enum Request {
     Gc,
     /// PUT /daemons/{name}: start (true) or stop (false).
     Daemon(String, bool),
+    /// UPDATE_METADATA: the Hub client sends device-meta now.
+    UpdateMetadata,
 }
 
 /// Why a request was refused; pv-ctrl turns it into upstream's status and message.
@@ -65,6 +74,10 @@ pub enum Refusal {
     FactoryInUse,
     UnknownContainer,
     UnknownDaemon,
+    /// UPDATE_METADATA in local mode (409).
+    LocalMode,
+    /// GO_REMOTE in remote mode (204, as upstream).
+    AlreadyRemote,
     /// Not a `restart_policy: container` container (403).
     NotOurs,
     /// The action is not possible in the container's status (400).
@@ -119,9 +132,15 @@ impl Model {
                 self.admit(false)?;
                 self.end(p, &why, &mut fx);
             }
+            Request::Command(Command::GoRemote) if self.remote => {
+                return Err(Refusal::AlreadyRemote)
+            }
             Request::Command(c) => {
                 // upstream refuses only updates, power and UNCLAIM while an update is on
-                self.admit(matches!(c, Command::DebugSsh(_) | Command::DeferReboot(_)))?;
+                self.admit(matches!(
+                    c,
+                    Command::DebugSsh(_) | Command::DeferReboot(_) | Command::GoRemote
+                ))?;
                 fx.push(Effect::Log(
                     Level::Info,
                     "device",
@@ -135,6 +154,14 @@ impl Model {
                 self.phase = Phase::Command;
             }
             Request::Daemon(name, start) => self.daemon_action(&name, start, &mut fx)?,
+            Request::UpdateMetadata => {
+                if !self.remote {
+                    return Err(Refusal::LocalMode);
+                }
+                if let Some(pid) = self.daemons.hub_pid() {
+                    fx.push(Effect::NotifyHub(pid));
+                }
+            }
         }
         Ok((Answer::Ok, fx))
     }

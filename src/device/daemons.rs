@@ -33,17 +33,45 @@ pub struct Spec {
     pub argv: &'static [&'static str],
     /// The init modes it runs in (upstream's `DM_*` flags).
     pub modes: &'static [InitMode],
+    /// The Hub client: only in this build with the `hub` feature, only while the device is in
+    /// remote mode ([`remote_mode`]), and told the pv-ctrl socket (`PV_CTRL_SOCKET`), its one
+    /// way to the device.
+    pub remote: bool,
 }
 
-/// This build's table, as upstream's. Rows to come: the Hub client (argv
-/// `["/proc/self/exe", "hub"]`, which `main` dispatches on its first argument, in remote mode
-/// only: a condition beside `modes`) and pv-xconnect.
-pub const TABLE: &[Spec] = &[Spec {
-    name: "hwrngd",
-    testpath: "/usr/bin/rngd",
-    argv: &["/usr/bin/rngd", "-f"],
-    modes: &[InitMode::Embedded, InitMode::Standalone],
-}];
+/// This build's table: upstream's hwrngd, and the Hub client (this binary, which `main`
+/// dispatches on its first argument `hub`) in the modes where upstream runs its pantahub
+/// client. A row to come: pv-xconnect.
+pub const TABLE: &[Spec] = &[
+    Spec {
+        name: "hwrngd",
+        testpath: "/usr/bin/rngd",
+        argv: &["/usr/bin/rngd", "-f"],
+        modes: &[InitMode::Embedded, InitMode::Standalone],
+        remote: false,
+    },
+    Spec {
+        name: "hub",
+        testpath: "/proc/self/exe",
+        argv: &["/proc/self/exe", "hub"],
+        modes: &[InitMode::Embedded, InitMode::Standalone],
+        remote: true,
+    },
+];
+
+/// Upstream's `remote_mode`, decided when a revision starts to run (boot, live switch):
+/// `PV_CONTROL_REMOTE`, except that a local revision (`locals/...`) runs in local mode unless
+/// `PV_CONTROL_REMOTE_ALWAYS` (which then forces remote, as upstream's `_pv_run` does). GO_REMOTE
+/// switches a local device to remote until the next revision runs. Never without the Hub
+/// client built in.
+pub fn remote_mode(control_remote: bool, remote_always: bool, local_rev: bool) -> bool {
+    cfg!(feature = "hub")
+        && if local_rev {
+            remote_always
+        } else {
+            control_remote
+        }
+}
 
 /// The environment of a daemon: upstream's tsh PATH only.
 const PATH: &str = "PATH=/bin:/sbin:/usr/bin:/usr/sbin:/lib/pv:/lib/pv/volmount/crypt";
@@ -69,7 +97,7 @@ pub struct Daemon {
     pub spec: &'static Spec,
     pub respawn: bool,
     pub run: Run,
-    /// Its init mode is this device's.
+    /// Its init mode is this device's (and, for the Hub client, the device is in remote mode).
     pub enabled: bool,
 }
 
@@ -90,6 +118,7 @@ pub struct Daemons {
     pub list: Vec<Daemon>,
     /// The device ends: every daemon was told to stop.
     ending: bool,
+    mode: InitMode,
 }
 
 impl Daemons {
@@ -97,14 +126,16 @@ impl Daemons {
         Daemons {
             list: table
                 .iter()
+                .filter(|spec| !spec.remote || cfg!(feature = "hub"))
                 .map(|spec| Daemon {
                     spec,
                     respawn: true,
                     run: Run::Idle,
-                    enabled: spec.modes.contains(&mode),
+                    enabled: spec.modes.contains(&mode) && !spec.remote,
                 })
                 .collect(),
             ending: false,
+            mode,
         }
     }
 
@@ -122,10 +153,22 @@ impl Daemons {
             .all(|d| !matches!(d.run, Run::Up(_) | Run::Stopping(_) | Run::Spawning))
     }
 
-    /// What `/daemons` lists.
+    /// The Hub client's pid when it runs.
+    pub fn hub_pid(&self) -> Option<i32> {
+        self.list
+            .iter()
+            .find(|d| d.spec.remote)
+            .and_then(|d| match d.run {
+                Run::Up(p) => Some(p),
+                _ => None,
+            })
+    }
+
+    /// What `/daemons` lists: the Hub client only while the device is in remote mode.
     pub fn views(&self) -> Vec<super::commands::Daemon> {
         self.list
             .iter()
+            .filter(|d| d.enabled || !d.spec.remote)
             .map(|d| super::commands::Daemon {
                 name: d.spec.name,
                 pid: d.pid(),
@@ -146,6 +189,37 @@ impl Model {
             if d.enabled && d.respawn && d.run == Run::Idle {
                 d.run = Run::Spawning;
                 fx.push(Effect::SpawnDaemon(i));
+            }
+        }
+    }
+
+    /// Remote mode on or off (at the start of a revision, by GO_REMOTE): the Hub client is
+    /// spawned (by the next evaluation) or stopped, its respawn kept for the next time.
+    pub(super) fn set_remote(&mut self, on: bool, fx: &mut Vec<Effect>) {
+        if self.remote != on {
+            let mode = if on { "remote" } else { "local" };
+            log(fx, Level::Info, format!("running in {mode} mode"));
+        }
+        self.remote = on;
+        fx.push(Effect::Mode(on));
+        let mode = self.daemons.mode;
+        for (i, d) in self.daemons.list.iter_mut().enumerate() {
+            if !d.spec.remote || d.enabled == on || !d.spec.modes.contains(&mode) {
+                continue;
+            }
+            d.enabled = on;
+            match d.run {
+                Run::Up(p) if !on => {
+                    d.run = Run::Stopping(p);
+                    fx.push(Effect::StopDaemon(p));
+                }
+                Run::Due if !on => {
+                    d.run = Run::Idle;
+                    fx.push(Effect::Cancel(Timer::Respawn(i as u32)));
+                }
+                // stopped meanwhile: spawned by the next evaluation, unless stopped by a user
+                Run::Ended if on && d.respawn => d.run = Run::Idle,
+                _ => {}
             }
         }
     }
@@ -182,7 +256,10 @@ impl Model {
         if !matches!(d.run, Run::Up(_) | Run::Stopping(_) | Run::Spawning) {
             return;
         }
-        if d.respawn && !ending {
+        if !d.enabled && !ending {
+            // the Hub client out of remote mode: spawned again when the device goes remote
+            d.run = Run::Idle;
+        } else if d.respawn && !ending {
             d.run = Run::Due;
             fx.push(Effect::Arm(Timer::Respawn(i as u32), RESPAWN_MS));
             log(
@@ -300,8 +377,8 @@ const LINE_MAX: usize = 4096;
 
 /// Forks and execs `spec` (a plain fork and exec through `sys`, as the hooks): its own
 /// session and process group, default signal handling and an empty mask, upstream's tsh PATH
-/// as its whole environment, PID 1's stdin, stdout and stderr into pipes.
-fn spawn(spec: &Spec) -> std::io::Result<(i32, OwnedFd, OwnedFd)> {
+/// and `env` as its whole environment, PID 1's stdin, stdout and stderr into pipes.
+fn spawn(spec: &Spec, env: &[String]) -> std::io::Result<(i32, OwnedFd, OwnedFd)> {
     let args = spec
         .argv
         .iter()
@@ -312,7 +389,11 @@ fn spawn(spec: &Spec) -> std::io::Result<(i32, OwnedFd, OwnedFd)> {
         .cloned()
         .ok_or(std::io::ErrorKind::InvalidInput)?;
     let argv = CStrArray::new(args);
-    let envp = CStrArray::new(vec![CString::new(PATH)?]);
+    let mut vars = vec![CString::new(PATH)?];
+    for v in env {
+        vars.push(CString::new(v.as_str())?);
+    }
+    let envp = CStrArray::new(vars);
     let (out_r, out_w) = sys::pipe_cloexec()?;
     let (err_r, err_w) = sys::pipe_cloexec()?;
     // numbered 3 or more, so the child's dup2 onto 1 and 2 cannot clobber one of them
@@ -339,7 +420,14 @@ impl Device<'_> {
         if !std::path::Path::new(spec.testpath).exists() {
             return Some(Input::DaemonSpawned(i, None));
         }
-        match spawn(spec) {
+        // the Hub client's one way to the device
+        let env: Vec<String> = if spec.remote {
+            let sock = std::path::Path::new(self.cfg.system_rundir()).join("pv-ctrl");
+            vec![format!("PV_CTRL_SOCKET={}", sock.display())]
+        } else {
+            Vec::new()
+        };
+        match spawn(spec, &env) {
             Ok((pid, out, err)) => {
                 pvlog!(Info, "daemons", "spawned daemon {}: {pid}", spec.name);
                 self.watch_daemon_pipe(out, format!("{}-out", spec.name));
@@ -418,9 +506,9 @@ impl Device<'_> {
         true
     }
 
-    /// SIGTERM (`kill: false`) or SIGKILL to a daemon's process group (it leads its own).
-    pub(super) fn signal_daemon(&self, pid: i32, kill: bool) {
-        let sig = if kill { libc::SIGKILL } else { libc::SIGTERM };
+    /// SIGTERM, SIGKILL or SIGUSR1 (UPDATE_METADATA) to a daemon's process group (it leads
+    /// its own).
+    pub(super) fn signal_daemon(&self, pid: i32, sig: i32) {
         if let Err(e) = sys::kill(-pid, sig) {
             pvlog!(Warn, "daemons", "kill -{sig} -{pid}: {e}");
         }

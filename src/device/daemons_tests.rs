@@ -1,5 +1,5 @@
 //! The daemon table's decisions, case by case (upstream's daemons.c and ctrl_daemons_ep.c).
-use super::super::commands::{Refusal, Request};
+use super::super::commands::{Command, Refusal, Request};
 use super::super::containers::Ctr;
 use super::super::model::{step, Effect, Input, Model};
 use super::super::timers::{self, Timer};
@@ -34,15 +34,21 @@ fn hwrngd(m: &Model) -> (i32, bool, Run) {
     (d.pid(), d.respawn, d.run)
 }
 
-/// Upstream's row, exactly.
+/// Upstream's row, exactly, and the Hub client's.
 #[test]
 fn table_is_upstreams() {
-    assert_eq!(TABLE.len(), 1);
+    assert_eq!(TABLE.len(), 2);
     let d = &TABLE[0];
     assert_eq!(d.name, "hwrngd");
     assert_eq!(d.testpath, "/usr/bin/rngd");
     assert_eq!(d.argv, ["/usr/bin/rngd", "-f"]);
     assert_eq!(d.modes, [InitMode::Embedded, InitMode::Standalone]);
+    assert!(!d.remote);
+    let h = &TABLE[1];
+    assert_eq!(h.name, "hub");
+    assert_eq!(h.argv, ["/proc/self/exe", "hub"]);
+    assert_eq!(h.modes, [InitMode::Embedded, InitMode::Standalone]);
+    assert!(h.remote);
 }
 
 /// At start a daemon of the init mode is spawned once; another mode leaves it (pid 0,
@@ -273,4 +279,105 @@ fn tokens() {
     assert!(timers::is_daemon_log(timers::DAEMON_LOG + 9));
     assert!(!timers::is_ctrl(timers::DAEMON_LOG + 9));
     assert_eq!(Timer::from_token(timers::DAEMON_LOG + 9), None);
+}
+
+/// Upstream's `_pv_run`: PV_CONTROL_REMOTE, a local revision local unless
+/// PV_CONTROL_REMOTE_ALWAYS (which forces remote there).
+#[test]
+fn remote_mode_as_upstream_decides_it() {
+    use super::remote_mode;
+    let hub = cfg!(feature = "hub");
+    for always in [false, true] {
+        assert_eq!(remote_mode(true, always, false), hub);
+        assert!(!remote_mode(false, always, false));
+    }
+    assert!(!remote_mode(true, false, true));
+    assert_eq!(remote_mode(true, true, true), hub);
+    assert_eq!(remote_mode(false, true, true), hub);
+}
+
+fn hub(m: &Model) -> Option<(i32, bool, Run)> {
+    let d = m.daemons.list.iter().find(|d| d.spec.name == "hub")?;
+    Some((d.pid(), d.respawn, d.run))
+}
+
+fn listed(m: &Model) -> Vec<&'static str> {
+    m.daemons.views().iter().map(|d| d.name).collect()
+}
+
+/// Issue 12: the Hub client runs in remote mode only: spawned and listed when the device is
+/// remote, stopped (not respawned) and unlisted when a local revision runs, spawned again by
+/// GO_REMOTE; UPDATE_METADATA wakes it (SIGUSR1) and is refused in local mode.
+#[test]
+fn the_hub_client_runs_in_remote_mode_only() {
+    if !cfg!(feature = "hub") {
+        assert_eq!(
+            Model::new(vec![], vec![10], false, 3, 5000, InitMode::Standalone)
+                .daemons
+                .list
+                .len(),
+            1
+        );
+        return;
+    }
+    let mut m = device(vec![], InitMode::Standalone);
+    evaluate(&mut m, 40);
+    assert_eq!(
+        hub(&m),
+        Some((0, true, Run::Idle)),
+        "not before the mode is known"
+    );
+    assert_eq!(listed(&m), ["hwrngd"]);
+    assert_eq!(
+        m.request(Request::UpdateMetadata).map(|_| ()),
+        Err(Refusal::LocalMode)
+    );
+    let fx = step(
+        &mut m,
+        Input::RevisionRuns {
+            local: false,
+            remote: true,
+        },
+        0,
+    );
+    assert!(fx.contains(&Effect::Mode(true)), "{fx:?}");
+    let fx = evaluate(&mut m, 50);
+    assert_eq!(fx, vec![Effect::SpawnDaemon(1)]);
+    assert_eq!(hub(&m), Some((50, true, Run::Up(50))));
+    assert_eq!(listed(&m), ["hwrngd", "hub"]);
+    let (_, fx) = m.request(Request::UpdateMetadata).unwrap();
+    assert_eq!(fx, vec![Effect::NotifyHub(50)]);
+    assert_eq!(
+        m.request(Request::Command(Command::GoRemote)).map(|_| ()),
+        Err(Refusal::AlreadyRemote)
+    );
+    // its exit in remote mode: respawned 5 s later, as any daemon
+    let fx = step(&mut m, Input::DaemonExited(1), 0);
+    assert!(fx.contains(&Effect::Arm(Timer::Respawn(1), RESPAWN_MS)));
+    step(&mut m, Input::Timer(Timer::Respawn(1)), 0);
+    evaluate(&mut m, 51);
+    // a local revision runs (a live switch): stopped, unlisted, and not respawned
+    let fx = step(
+        &mut m,
+        Input::RevisionRuns {
+            local: true,
+            remote: false,
+        },
+        0,
+    );
+    assert!(fx.contains(&Effect::StopDaemon(51)), "{fx:?}");
+    assert!(fx.contains(&Effect::Mode(false)));
+    assert_eq!(listed(&m), ["hwrngd"]);
+    let fx = step(&mut m, Input::DaemonExited(1), 0);
+    assert!(!fx.iter().any(|e| matches!(e, Effect::Arm(..))), "{fx:?}");
+    assert_eq!(hub(&m), Some((0, true, Run::Idle)));
+    assert!(evaluate(&mut m, 52).is_empty());
+    // GO_REMOTE: queued as a command, carried out by the model, the client spawned again
+    m.request(Request::Command(Command::GoRemote)).unwrap();
+    let fx = evaluate(&mut m, 53);
+    assert!(fx.contains(&Effect::Mode(true)), "{fx:?}");
+    assert_eq!(m.command, None);
+    evaluate(&mut m, 53);
+    assert_eq!(hub(&m), Some((53, true, Run::Up(53))));
+    assert!(m.remote);
 }

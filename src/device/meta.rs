@@ -106,18 +106,27 @@ impl Device<'_> {
 
     /// pv-ctrl set or deleted a key: publish it, and for user-meta apply it as configuration.
     pub(super) fn meta_changed(&mut self, kind: MetaKind, key: &str) {
-        let mut value = self.meta_store(kind).get(key).ok().flatten();
+        let value = self.meta_store(kind).get(key).ok().flatten();
         if kind == MetaKind::User {
             apply_user_meta(self.cfg, key, value.as_deref());
-        } else if let Some(own) = self.devmeta.get(key) {
-            if value.is_none() {
-                // deleted (a PUT stores the value): gone until the device sets it again, as
-                // upstream, whose device-meta is one list
-                self.devmeta.remove(key);
-            } else {
-                // the device's own key shadows a stored one, in the views as in GET
-                value = Some(own.as_bytes().to_vec());
+        } else if self.devmeta.get(key).is_some() {
+            match &value {
+                // deleted: gone until the device sets it again, as upstream, whose
+                // device-meta is one list
+                None => self.devmeta.remove(key),
+                // put (the Hub client's `pantahub.online`, ...): the one list's value now,
+                // in memory as the device's own keys are, not on storage
+                Some(v) => {
+                    self.devmeta
+                        .set(key, String::from_utf8_lossy(v).into_owned());
+                    let _ = self.meta_store(kind).delete(key);
+                }
             }
+        }
+        if kind == MetaKind::Device && key == "pantahub.online" {
+            let own = self.devmeta.get(key).map(str::as_bytes);
+            let online = own.or(value.as_deref()) == Some(b"1".as_slice());
+            self.feed(super::model::Input::HubOnline(online));
         }
         self.publish_meta(kind, key, value.as_deref());
     }

@@ -177,6 +177,7 @@ impl<'a> Device<'a> {
         if self.m.on_probation() {
             self.capture(true);
         }
+        self.revision_runs();
         self.resume_interrupted();
         let mut wakes = Vec::new();
         loop {
@@ -341,11 +342,20 @@ impl<'a> Device<'a> {
             }
             Effect::SpawnDaemon(i) => self.spawn_daemon(i),
             Effect::StopDaemon(pid) => {
-                self.signal_daemon(pid, false);
+                self.signal_daemon(pid, libc::SIGTERM);
                 None
             }
             Effect::KillDaemon(pid) => {
-                self.signal_daemon(pid, true);
+                self.signal_daemon(pid, libc::SIGKILL);
+                None
+            }
+            Effect::NotifyHub(pid) => {
+                self.signal_daemon(pid, libc::SIGUSR1);
+                None
+            }
+            Effect::Mode(remote) => {
+                let mode = if remote { "remote" } else { "local" };
+                self.set_own_meta("pantavisor.mode", mode.to_string());
                 None
             }
             Effect::Log(level, src, line) => {
@@ -458,6 +468,10 @@ impl<'a> Device<'a> {
         let storage_busy = self.gc.is_some() || self.m.command == Some(Command::RunGc);
         let daemons = self.m.daemons.views();
         let pending = self.pending();
+        let busy: Vec<String> = std::iter::once(self.rev.clone())
+            .chain(pending.iter().cloned())
+            .collect();
+        let update_active = self.m.update_active();
         let mut front = Front {
             m: &mut self.m,
             st: self.st,
@@ -483,6 +497,8 @@ impl<'a> Device<'a> {
             daemons: &daemons,
             modules: &self.modules,
             storage_busy,
+            busy,
+            update_active,
         };
         server.handle(&mut self.lp, w, &mut ctl);
         let meta_changed = std::mem::take(&mut ctl.meta_changed);
@@ -536,6 +552,19 @@ impl<'a> Device<'a> {
         let plan =
             crate::drivers::for_container(&self.state, c, self.cfg.bootloader_fitconfig(), &meta);
         crate::drivers::load_for(&self.modules, &c.name, &plan)
+    }
+
+    /// A revision starts to run (boot, live switch): upstream's `_pv_run` decides the remote
+    /// mode again from the configuration and the revision's name.
+    pub(super) fn revision_runs(&mut self) {
+        let local = self.rev.starts_with("locals/");
+        let remote = daemons::remote_mode(
+            self.cfg.control_remote(),
+            self.cfg.control_remote_always(),
+            local,
+        );
+        self.m.network_timeout_s = self.cfg.hub_network_timeout();
+        self.feed(Input::RevisionRuns { local, remote });
     }
 
     fn progress(&self, status: ProgressStatus, m: &str) {

@@ -59,6 +59,16 @@ pub struct Model {
     pub next_run: Run,
     /// The revision status last published.
     pub published: Option<Status>,
+    /// Upstream's remote mode: the Hub client runs ([`super::daemons::remote_mode`]).
+    pub remote: bool,
+    /// The running revision is a local one (`locals/...`): no Hub gate on its probation.
+    pub local_rev: bool,
+    /// Device-meta `pantahub.online` is `1` (the Hub client reaches the Hub).
+    pub online: bool,
+    /// `PH_UPDATER_NETWORK_TIMEOUT`: how long a remote revision on probation waits for the Hub.
+    pub network_timeout_s: u64,
+    /// [`Timer::Network`] was armed for this probation.
+    pub network_armed: bool,
 }
 
 /// What happened.
@@ -84,6 +94,11 @@ pub enum Input {
     DaemonSpawned(usize, Option<i32>),
     /// Daemon `i` was reaped, or its spawn failed.
     DaemonExited(usize),
+    /// Device-meta `pantahub.online` changed: `1` (true) or anything else.
+    HubOnline(bool),
+    /// The running revision changed (boot, live switch): is it local, and the remote mode
+    /// the configuration gives it.
+    RevisionRuns { local: bool, remote: bool },
 }
 
 /// How a command ended.
@@ -138,6 +153,10 @@ pub enum Effect {
     StopDaemon(i32),
     /// SIGKILL to a daemon's process group.
     KillDaemon(i32),
+    /// SIGUSR1 to the Hub client (UPDATE_METADATA: it sends device-meta at once).
+    NotifyHub(i32),
+    /// Device-meta `pantavisor.mode`: `remote` (true) or `local`.
+    Mode(bool),
     /// A line of pantavisor's log from this source (upstream's `src`: the update's captured
     /// ERROR lines name it).
     Log(Level, &'static str, String),
@@ -166,6 +185,11 @@ impl Model {
             grace_ms,
             next_run: 0,
             published: None,
+            remote: false,
+            local_rev: false,
+            online: false,
+            network_timeout_s: 120,
+            network_armed: false,
         }
     }
 
@@ -206,9 +230,14 @@ impl Model {
         self.arm_stability(fx);
         self.gates(fx);
         if self.phase == Phase::Wait && !self.on_probation() {
-            if let Some(cmd) = self.command.take() {
-                self.phase = Phase::Command;
-                fx.push(Effect::Run(cmd));
+            match self.command.take() {
+                // upstream's COMMAND state only flips the mode
+                Some(Command::GoRemote) => self.set_remote(true, fx),
+                Some(cmd) => {
+                    self.phase = Phase::Command;
+                    fx.push(Effect::Run(cmd));
+                }
+                None => {}
             }
         }
         self.publish(fx);
@@ -297,6 +326,7 @@ impl Model {
         self.published = None;
         self.live = true;
         self.gate = Some(Gate::InProgress);
+        self.network_armed = false;
         vec![
             Effect::Capture(true),
             Effect::Progress(ProgressStatus::Inprogress, msg::TRYING),
@@ -314,6 +344,7 @@ pub fn step(m: &mut Model, input: Input, now_ms: u64) -> Vec<Effect> {
         Input::Timer(Timer::Hook) => {}
         Input::Timer(Timer::Respawn(i)) => m.respawn_due(i as usize),
         Input::Timer(Timer::DaemonGrace) => m.kill_daemons(&mut fx),
+        Input::Timer(Timer::Network) => m.network_timed_out(&mut fx),
         Input::Timer(t) => m.run_timer(t, &mut fx),
         Input::Mounted(i) => m.mounted(i, &mut fx),
         Input::Spawned(i) => m.spawned(i, now_ms, &mut fx),
@@ -323,6 +354,11 @@ pub fn step(m: &mut Model, input: Input, now_ms: u64) -> Vec<Effect> {
         Input::CommandDone(o) => m.command_done(o, &mut fx),
         Input::DaemonSpawned(i, pid) => m.daemon_spawned(i, pid, &mut fx),
         Input::DaemonExited(i) => m.daemon_exited(i, &mut fx),
+        Input::HubOnline(on) => m.online = on,
+        Input::RevisionRuns { local, remote } => {
+            m.local_rev = local;
+            m.set_remote(remote, &mut fx);
+        }
     }
     fx
 }

@@ -27,7 +27,10 @@ impl Model {
             || self.phase == Phase::Command
             || matches!(
                 self.command,
-                Some(super::commands::Command::LocalRun { .. })
+                Some(
+                    super::commands::Command::LocalRun { .. }
+                        | super::commands::Command::RemoteRun { .. }
+                )
             )
             || self.on_probation()
     }
@@ -36,9 +39,45 @@ impl Model {
         matches!(self.gate, Some(Gate::InProgress | Gate::Testing { .. }))
     }
 
+    /// Upstream's remote-only gate (`pv_wait_network`): a Hub revision on probation in remote
+    /// mode goes on to TESTING only once the Hub client reports the Hub reachable
+    /// (`pantahub.online` 1); a local revision never waits for the Hub.
+    pub fn waits_for_hub(&self) -> bool {
+        self.hub_gated() && !self.online
+    }
+
+    fn hub_gated(&self) -> bool {
+        self.remote && !self.local_rev && self.gate == Some(Gate::InProgress)
+    }
+
+    /// [`Timer::Network`]: a Hub revision still waiting for the Hub rolls back.
+    pub(super) fn network_timed_out(&mut self, fx: &mut Vec<Effect>) {
+        if self.waits_for_hub() {
+            self.failed("", msg::HUB_UNREACHABLE, fx);
+        }
+    }
+
     pub(super) fn gates(&mut self, fx: &mut Vec<Effect>) {
         let Some(gate) = self.gate else { return };
         let goals = self.goals();
+        if self.hub_gated() && !self.network_armed {
+            // upstream arms it as the revision starts to run; it matters only here
+            self.network_armed = true;
+            fx.push(Effect::Arm(
+                Timer::Network,
+                self.network_timeout_s.saturating_mul(1000),
+            ));
+            if !self.online {
+                fx.push(Effect::Log(
+                    Level::Warn,
+                    "controller",
+                    format!(
+                        "no connection. Will rollback in {} seconds",
+                        self.network_timeout_s
+                    ),
+                ));
+            }
+        }
         match gate {
             Gate::InProgress => {
                 let late = self
@@ -53,6 +92,7 @@ impl Model {
                 if goals
                     .iter()
                     .all(|g| matches!(g, Goal::Achieved | Goal::NotBlocking))
+                    && !self.waits_for_hub()
                 {
                     let m = if self.live {
                         msg::TESTING_LIVE
@@ -60,6 +100,9 @@ impl Model {
                         msg::TESTING_REBOOT
                     };
                     fx.push(Effect::Progress(ProgressStatus::Testing, m));
+                    if self.network_armed {
+                        fx.push(Effect::Cancel(Timer::Network));
+                    }
                     fx.push(Effect::Arm(
                         Timer::Commit,
                         self.commit_delay_s.saturating_mul(1000),
@@ -114,6 +157,12 @@ impl Model {
                 Level::Error,
                 "controller",
                 "timed out before all goals were met. Rolling back...".into(),
+            ));
+        } else if why == msg::HUB_UNREACHABLE {
+            fx.push(Effect::Log(
+                Level::Error,
+                "controller",
+                "timed out before getting any response from cloud. Rolling back...".into(),
             ));
         } else {
             fx.push(Effect::Log(

@@ -731,3 +731,63 @@ fn device_meta_values() {
         "{s}"
     );
 }
+
+/// Issue 12: upstream's remote-only gate. A Hub revision tried in remote mode goes on to
+/// TESTING only once `pantahub.online` is 1; without it, PH_UPDATER_NETWORK_TIMEOUT rolls it
+/// back with "Hub not reachable"; local revisions and local mode never wait for the Hub.
+#[test]
+fn a_hub_revision_on_probation_waits_for_the_hub_then_commits_or_rolls_back() {
+    let tried = |local: bool, remote: bool| {
+        let mut m = model(vec![ctr("a", 0, StatusGoal::Started, none())], 1, true);
+        m.network_timeout_s = 7;
+        run(&mut m, Input::RevisionRuns { local, remote }, 0);
+        m
+    };
+    // online before the goals: no wait
+    let mut m = tried(false, true);
+    run(&mut m, Input::HubOnline(true), 0);
+    let fx = settle(&mut m, 0);
+    assert!(has(&fx, &Effect::Arm(Timer::Commit, 3000)), "{fx:?}");
+    assert!(has(&fx, &Effect::Cancel(Timer::Network)), "{fx:?}");
+    // goals reached, the Hub not yet: waits, armed once; online later: TESTING
+    let mut m = tried(false, true);
+    let fx = settle(&mut m, 0);
+    assert!(has(&fx, &Effect::Arm(Timer::Network, 7000)), "{fx:?}");
+    assert!(!has(&fx, &Effect::Arm(Timer::Commit, 3000)));
+    assert_eq!(m.gate, Some(Gate::InProgress));
+    assert!(m.waits_for_hub());
+    assert!(settle(&mut m, 1000).is_empty(), "armed once");
+    run(&mut m, Input::HubOnline(true), 2000);
+    let fx = settle(&mut m, 2000);
+    assert!(has(&fx, &Effect::Arm(Timer::Commit, 3000)), "{fx:?}");
+    // the timer of an earlier wait, fired late, does nothing
+    assert!(run(&mut m, Input::Timer(Timer::Network), 7000).is_empty());
+    // never online: rolled back with upstream's message and line
+    let mut m = tried(false, true);
+    settle(&mut m, 0);
+    let fx = run(&mut m, Input::Timer(Timer::Network), 7000);
+    assert!(
+        fx.iter()
+            .any(|e| matches!(e, Effect::Fail { why, .. } if *why == msg::HUB_UNREACHABLE)),
+        "{fx:?}"
+    );
+    assert_eq!(
+        errors(&fx),
+        vec![(
+            "controller",
+            "timed out before getting any response from cloud. Rolling back...".to_string()
+        )]
+    );
+    assert!(m.rollback);
+    assert_eq!(m.phase, Phase::Ending(Power::Reboot));
+    // a local revision (PV_CONTROL_REMOTE_ALWAYS), or local mode: no wait, no timer
+    for (local, remote) in [(true, true), (false, false)] {
+        let mut m = tried(local, remote);
+        let fx = settle(&mut m, 0);
+        assert!(
+            has(&fx, &Effect::Arm(Timer::Commit, 3000)),
+            "{local} {remote}"
+        );
+        assert!(!has(&fx, &Effect::Arm(Timer::Network, 7000)));
+    }
+}

@@ -28,6 +28,8 @@ pub enum Timer {
     Respawn(u32),
     /// The daemons SIGTERMed as the device ends had their grace: kill them.
     DaemonGrace,
+    /// `PH_UPDATER_NETWORK_TIMEOUT` of a remote revision on probation passed.
+    Network,
 }
 
 const KIND_SHIFT: u32 = 32;
@@ -49,6 +51,7 @@ impl Timer {
             Timer::Hook => (7, 0),
             Timer::Respawn(i) => (8, i),
             Timer::DaemonGrace => (9, 0),
+            Timer::Network => (10, 0),
         };
         kind << KIND_SHIFT | u64::from(run)
     }
@@ -65,6 +68,7 @@ impl Timer {
             7 => Timer::Hook,
             8 => Timer::Respawn(run),
             9 => Timer::DaemonGrace,
+            10 => Timer::Network,
             _ => return None,
         })
     }

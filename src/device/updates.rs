@@ -67,6 +67,9 @@ impl Device<'_> {
                 }
             },
             Command::LocalRun { rev, commit } => self.local_run(&rev, commit),
+            Command::RemoteRun { rev } => self.remote_run(&rev),
+            // the model carries it out (Model::set_remote)
+            Command::GoRemote => Some(Outcome::Done),
             Command::DebugSsh(on) => {
                 // as upstream: until reboot; no SSH server runs here to start or stop
                 let v = if on { "1" } else { "0" };
@@ -156,6 +159,41 @@ impl Device<'_> {
             self.capture_rev(rev, false);
             return Some(Outcome::Done);
         };
+        self.install(rev, state, decision)
+    }
+
+    /// REMOTE_RUN: a Hub revision the remote admission counted and queued, its objects
+    /// fetched by the Hub client: checked as LOCAL_RUN checks (no second attempt counted),
+    /// then the same install.
+    fn remote_run(&mut self, rev: &str) -> Option<Outcome> {
+        if !update::remote::runnable(self.st.read_progress(rev).as_ref()) {
+            pvlog!(Warn, "update", "REMOTE_RUN {rev}: not admitted: not run");
+            return Some(Outcome::Done);
+        }
+        self.capture_rev(rev, true);
+        let checked = match update::check(self.st, rev) {
+            Ok(Ok(state)) => Some(state),
+            Ok(Err(update::Refused::Wontgo(m, why))) => {
+                pvlog!(Error, "update", "revision {rev}: WONTGO {m}: {why}");
+                None
+            }
+            Ok(Err(update::Refused::Final(_))) => None,
+            Err(e) => {
+                pvlog!(Error, "update", "revision {rev}: {e}");
+                None
+            }
+        };
+        let Some(state) = checked else {
+            self.capture_rev(rev, false);
+            return Some(Outcome::Done);
+        };
+        let decision = self.transition(rev, &state, false);
+        self.install(rev, state, decision)
+    }
+
+    /// The install's slow part (checkout and re-hash) on the worker; [`Device::prepared`]
+    /// goes on from there.
+    fn install(&mut self, rev: &str, state: State, decision: Transition) -> Option<Outcome> {
         let job = self.workers.spawn(crate::worker::prepare_job(
             self.st.root().to_path_buf(),
             rev.to_string(),
@@ -192,12 +230,18 @@ impl Device<'_> {
                 return None;
             }
         };
+        let decision = self.transition(rev, &state, force_reboot);
+        Some((state, decision))
+    }
+
+    /// Reboot or live, as upstream decides, logged.
+    fn transition(&self, rev: &str, state: &State, force_reboot: bool) -> Transition {
         let decision = if force_reboot {
             Transition::Reboot {
                 why: "a reboot was asked".into(),
             }
         } else {
-            transition::decide(&self.state, &state)
+            transition::decide(&self.state, state)
         };
         match &decision {
             Transition::Reboot { why } => {
@@ -210,7 +254,7 @@ impl Device<'_> {
                 stop.join(", ")
             ),
         }
-        Some((state, decision))
+        decision
     }
 
     /// The install's checkout and re-hash ended: on to the `system-install-update` hook.
@@ -287,6 +331,7 @@ impl Device<'_> {
         self.rev = rev;
         crate::logs::set_revision(&self.rev);
         self.set_own_meta("pantavisor.revision", self.rev.clone());
+        self.revision_runs();
         if let Err(e) = self.st.set_current(&self.rev) {
             pvlog!(Error, "update", "{e}");
         }
@@ -363,6 +408,9 @@ impl Device<'_> {
             let Some(p) = self.st.read_progress(&rev) else {
                 continue;
             };
+            if update::remote::left_to_hub(&rev, p.status, self.m.remote) {
+                continue;
+            }
             let is_try = env.try_rev.as_deref() == Some(rev.as_str());
             if update::interrupted(p.status, is_try, rev == self.rev) && self.m.command.is_none() {
                 pvlog!(

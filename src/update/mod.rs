@@ -10,6 +10,7 @@
 //!   finishes it ([`resume::Resume::FinishCommit`]).
 pub mod hooks;
 pub mod progress;
+pub mod remote;
 pub mod resume;
 pub mod transition;
 
@@ -190,6 +191,13 @@ pub fn admit(
         )
     };
     st.write_progress(rev, &queued)?;
+    check(st, rev)
+}
+
+/// The checks of a revision taken in (LOCAL_RUN after [`queue`], REMOTE_RUN after the remote
+/// admission): its state JSON is read and validated and every object must be in the store.
+/// A refusal is recorded as WONTGO with upstream's message.
+pub fn check(st: &Storage, rev: &str) -> Result<std::result::Result<State, Refused>> {
     let raw = match st.read_state(rev) {
         Ok(r) => r,
         Err(e) => return wontgo(st, rev, msg::STATE_NOT_FOUND, e.to_string()).map(Err),

@@ -322,7 +322,7 @@ pub fn make_device(
     std::fs::write(
         &config,
         format!(
-            "PV_SYSTEM_INIT_MODE=standalone\nPV_STORAGE_MNTPOINT={}\nPV_SYSTEM_RUNDIR={}\nPV_DISK_VOLDIR={}\nPV_DISK_EXPORTSDIR={}\nPV_SYSTEM_CONFDIR={}\nPV_DISK_WRITABLEDIR={}\nPV_LOG_LEVEL=4\nPV_UPDATER_COMMIT_DELAY=1\n{extra_config}",
+            "PV_SYSTEM_INIT_MODE=standalone\nPV_STORAGE_MNTPOINT={}\nPV_SYSTEM_RUNDIR={}\nPV_DISK_VOLDIR={}\nPV_DISK_EXPORTSDIR={}\nPV_SYSTEM_CONFDIR={}\nPV_DISK_WRITABLEDIR={}\nPV_LOG_LEVEL=4\nPV_UPDATER_COMMIT_DELAY=1\nPV_CONTROL_REMOTE=0\n{extra_config}",
             storage.display(),
             dir.join("run").display(),
             d("volumes"),
