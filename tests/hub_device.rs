@@ -67,25 +67,17 @@ fn setup(name: &str, env: &[(&str, &str)]) -> Setup {
         r.status_of(d, "alpha").as_deref() == Some("STARTED")
     });
     assert!(ready, "device not ready:\n{}", s.r.log());
-    // until the device spawns it itself
-    let pid = harness::device_pid(&s.dev).unwrap();
-    let out = std::fs::File::create(s.r.dir.join("hub-client.log")).unwrap();
-    s.client = Some(
-        Command::new("nsenter")
-            .args(["-t", &pid.to_string(), "-p", harness::BIN, "hub"])
-            .env("PV_CTRL_SOCKET", &s.r.socket)
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
     s
 }
 
 impl Setup {
     fn client_log(&self) -> String {
-        std::fs::read_to_string(self.r.dir.join("hub-client.log")).unwrap_or_default()
+        self.r
+            .log()
+            .lines()
+            .filter(|l| l.contains("[hub-"))
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     fn why(&self) -> String {
