@@ -175,6 +175,8 @@ fn remote_updates_live_and_reboot_end_updated_and_done_and_go_remote() {
         "log:\n{}",
         r.log_of("1")
     );
+    // the device's own key takes the Hub client's value, as upstream's one list does
+    assert_eq!(devmeta(&r, &dev, "pantahub.online").as_deref(), Some("1"));
     // as always-remote-*'s golden: the first attempt counted
     assert_eq!(
         progress_json(&r, "1"),
@@ -243,6 +245,30 @@ fn remote_updates_live_and_reboot_end_updated_and_done_and_go_remote() {
     assert!(wait_mode(&r, &mut dev, "remote"), "{:?}", daemons(&r, &dev));
     assert_eq!(cmd(&r, &dev, "GO_REMOTE", ""), (204, String::new()));
     assert_eq!(cmd(&r, &dev, "UPDATE_METADATA", "").0, 200);
+    // the Hub client reads the configuration from /config2 (credentials too) and mirrors the
+    // Hub's user-meta, whose configuration keys the device applies as for local user-meta
+    let config2 = |r: &Rig, d: &Child| call(r, d, "GET", "/config2", "").1;
+    assert!(config2(&r, &dev).contains(r#""key":"PH_CREDS_SECRET","#));
+    assert!(config2(&r, &dev).contains(r#""key":"PV_REVISION_RETRIES","value":"10","#));
+    assert_eq!(
+        call(&r, &dev, "PUT", "/user-meta/PV_REVISION_RETRIES", "5").0,
+        200
+    );
+    let retries = |v: &str| format!(r#""key":"PV_REVISION_RETRIES","value":"{v}","modified":"#);
+    assert!(
+        r.wait(&mut dev, Duration::from_secs(10), &|r, d| config2(r, d)
+            .contains(&retries("5"))),
+        "{}",
+        config2(&r, &dev)
+    );
+    assert_eq!(
+        call(&r, &dev, "DELETE", "/user-meta/PV_REVISION_RETRIES", "").0,
+        200
+    );
+    assert!(
+        r.wait(&mut dev, Duration::from_secs(10), &|r, d| config2(r, d)
+            .contains(&retries("10")))
+    );
     assert_eq!(finish(&mut dev), End::PowerOff);
 }
 

@@ -106,21 +106,23 @@ impl Device<'_> {
 
     /// pv-ctrl set or deleted a key: publish it, and for user-meta apply it as configuration.
     pub(super) fn meta_changed(&mut self, kind: MetaKind, key: &str) {
-        let value = self.meta_store(kind).get(key).ok().flatten();
+        let mut value = self.meta_store(kind).get(key).ok().flatten();
         if kind == MetaKind::User {
             apply_user_meta(self.cfg, key, value.as_deref());
-        } else if self.devmeta.get(key).is_some() {
+        } else if let Some(own) = self.devmeta.get(key) {
             match &value {
                 // deleted: gone until the device sets it again, as upstream, whose
                 // device-meta is one list
                 None => self.devmeta.remove(key),
-                // put (the Hub client's `pantahub.online`, ...): the one list's value now,
-                // in memory as the device's own keys are, not on storage
-                Some(v) => {
+                // the Hub client's keys (`pantahub.online`, ...): its value, in memory as the
+                // device's own keys are, not on storage
+                Some(v) if key.starts_with("pantahub.") => {
                     self.devmeta
                         .set(key, String::from_utf8_lossy(v).into_owned());
                     let _ = self.meta_store(kind).delete(key);
                 }
+                // the device's own key shadows a stored one, in the views as in GET
+                Some(_) => value = Some(own.as_bytes().to_vec()),
             }
         }
         if kind == MetaKind::Device && key == "pantahub.online" {

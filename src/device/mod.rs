@@ -653,7 +653,9 @@ impl DeviceApi for Front<'_> {
             }
             if r == Request::Gc {
                 // on the worker, from a keep-set taken now; pv-ctrl answers when it is done
-                let keep = updates::gc_keep(self.rev, &env, &self.pending, self.keep_factory);
+                let mut pending = std::mem::take(&mut self.pending);
+                pending.extend(updates::admitted(self.st));
+                let keep = updates::gc_keep(self.rev, &env, &pending, self.keep_factory);
                 self.m.request(Request::Gc)?;
                 let gc = work::start_gc(self.workers, self.st.root().to_path_buf(), keep, true);
                 let job = gc.job;

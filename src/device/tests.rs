@@ -791,3 +791,24 @@ fn a_hub_revision_on_probation_waits_for_the_hub_then_commits_or_rolls_back() {
         assert!(!has(&fx, &Effect::Arm(Timer::Network, 7000)));
     }
 }
+
+/// Issue 12: a Hub step admitted and downloading is kept by GC (the Hub client's space check
+/// asks for one), one ended or never admitted is not.
+#[test]
+fn gc_keeps_the_hub_steps_being_downloaded() {
+    use crate::storage::{simfs::SimFs, Storage};
+    use crate::update::progress::Progress;
+    let fs = SimFs::new();
+    let st = Storage::new(&fs, "/s");
+    st.init_layout().unwrap();
+    for (rev, status) in [
+        ("1", P::Done),
+        ("2", P::Queued),
+        ("3", P::Downloading),
+        ("4", P::Wontgo),
+        ("locals/a", P::New),
+    ] {
+        st.write_progress(rev, &Progress::new(status, "x")).unwrap();
+    }
+    assert_eq!(super::updates::admitted(&st), vec!["2", "3"]);
+}

@@ -37,6 +37,18 @@ pub fn factory_in_use(running: &str, env: &BootEnv) -> bool {
     running == "0" || env.rev.as_deref() == Some("0") || env.try_rev.as_deref() == Some("0")
 }
 
+/// The revisions admitted and not installed yet (QUEUED, DOWNLOADING): a Hub step whose
+/// objects the Hub client is fetching, or a local one queued. GC keeps them and what they name,
+/// so a GC asked while downloading (the space check's) cannot take the step away. Read only
+/// when a GC starts.
+pub fn admitted(st: &crate::storage::Storage) -> Vec<String> {
+    st.list_revisions()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|r| update::remote::runnable(st.read_progress(r).as_ref()))
+        .collect()
+}
+
 impl Device<'_> {
     /// The revisions being installed or entered: GC keeps them.
     pub(super) fn pending(&self) -> Vec<String> {
@@ -51,10 +63,12 @@ impl Device<'_> {
         match cmd {
             Command::RunGc => match self.bl.read(self.st.fs) {
                 Ok(env) => {
+                    let mut pending = self.pending();
+                    pending.extend(admitted(self.st));
                     let keep = gc_keep(
                         &self.rev,
                         &env,
-                        &self.pending(),
+                        &pending,
                         self.cfg.storage_gc_keep_factory(),
                     );
                     let root = self.st.root().to_path_buf();
