@@ -9,7 +9,7 @@ mod support;
 
 use mock::MockHub;
 use rig::{finish, sh, Rig, FOREVER, SERIAL};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::Duration;
 
 struct Setup {
@@ -52,6 +52,7 @@ fn setup(name: &str, env: &[(&str, &str)]) -> Setup {
         ("PH_CREDS_PORT", &port),
         ("PV_LIBTHTTP_CERTSDIR", &trust_s),
         ("PH_UPDATER_INTERVAL", "1"),
+        ("PV_CONTROL_REMOTE", "1"),
     ];
     all.extend_from_slice(env);
     let mut r = r;
