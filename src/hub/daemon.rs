@@ -93,6 +93,8 @@ pub struct Daemon {
     due: Due,
     /// The admitted step: the device counted this process's attempt at it.
     work: Option<Work>,
+    /// The revision REMOTE_RUN was asked for: not admitted again while the device takes it up.
+    ran: Option<String>,
     fetcher: Fetcher,
     /// The last progress body the Hub took, per revision; a report that failed waits here.
     reported: BTreeMap<String, String>,
@@ -148,6 +150,7 @@ impl Daemon {
             state: None,
             due: Due::default(),
             work: None,
+            ran: None,
             fetcher: Fetcher::default(),
             reported: BTreeMap::new(),
             unsent: None,
@@ -622,6 +625,10 @@ impl Daemon {
                 }
                 _ => {}
             }
+        }
+        if self.ran.as_deref() == Some(rev.as_str()) {
+            // REMOTE_RUN was asked for: the device's progress moves on by itself
+            return;
         }
         if self.work.is_none() && !self.admit(&s) {
             return;
