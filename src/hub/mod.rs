@@ -6,6 +6,7 @@ pub mod creds;
 pub mod download;
 pub mod http;
 pub mod logpush;
+pub mod meta;
 pub mod wire;
 
 /// The client's states, as device-meta `pantahub.state` names them (reference 8.4).
