@@ -268,8 +268,10 @@ impl<'a> Pusher<'a> {
         }
     }
 
-    /// The Hub refused a batch of several entries for good: the next batch is its first entry
-    /// alone (upstream's isolation), so the one line it will never take can be dropped.
+    /// The Hub refused a batch of several entries for good (a 4xx other than 401, 403, 408,
+    /// 429, which upstream retries): the next batch is its first entry alone, and so on until
+    /// a commit, so the one line the Hub will never take is found and dropped (its commit)
+    /// while the others still go (upstream's isolation).
     pub fn isolate(&mut self) {
         self.isolate = true;
     }
