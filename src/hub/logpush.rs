@@ -89,6 +89,29 @@ pub fn fits(n: usize, bytes: usize, len: usize, isolate: bool) -> bool {
         || (!isolate && n < MAX_ENTRIES && bytes.saturating_add(len).saturating_add(1) <= MAX_BYTES)
 }
 
+/// What the answer to a POST /logs/ means for its batch (upstream's `ph_logger_push_result`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// 200: commit it.
+    Taken,
+    /// No answer, 401, 403, 408, 429, 5xx, or anything unexpected: send it again later (a
+    /// 401 also ends the session, reference 8.3).
+    Retry,
+    /// Any other 4xx: the Hub will never take it. Several entries: isolate; one: drop it
+    /// (commit) with a log line.
+    Refused,
+}
+
+/// `status`: the HTTP status, `None` when no answer came.
+pub fn answer(status: Option<u16>) -> Answer {
+    match status {
+        Some(200) => Answer::Taken,
+        Some(401 | 403 | 408 | 429) => Answer::Retry,
+        Some(s) if (400..500).contains(&s) => Answer::Refused,
+        _ => Answer::Retry,
+    }
+}
+
 /// The POST body for `entries`: a JSON array.
 pub fn body(entries: &[String]) -> String {
     let mut s = String::with_capacity(entries.iter().map(|e| e.len() + 1).sum::<usize>() + 2);
@@ -268,15 +291,14 @@ impl<'a> Pusher<'a> {
         }
     }
 
-    /// The Hub refused a batch of several entries for good (a 4xx other than 401, 403, 408,
-    /// 429, which upstream retries): the next batch is its first entry alone, and so on until
+    /// The Hub refused a batch of several entries for good ([`Answer::Refused`]): the next batch is its first entry alone, and so on until
     /// a commit, so the one line the Hub will never take is found and dropped (its commit)
     /// while the others still go (upstream's isolation).
     pub fn isolate(&mut self) {
         self.isolate = true;
     }
 
-    /// The Hub took the batch (2xx) or refused it for good (4xx, dropped with the caller's log
+    /// The Hub took the batch (200) or refused it for good (a single entry, dropped with a log
     /// line): the positions move past it, durably. On an error they have moved in memory
     /// all the same (the batch is not sent twice by this process); after a power cut it may be.
     pub fn commit(&mut self, b: &Batch) -> io::Result<()> {

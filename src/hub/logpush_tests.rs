@@ -104,6 +104,29 @@ fn batches_keep_to_the_hubs_limits() {
 }
 
 #[test]
+fn answers_are_taken_retried_or_refused_as_upstream() {
+    assert_eq!(answer(Some(200)), Answer::Taken);
+    for s in [
+        None,
+        Some(401),
+        Some(403),
+        Some(408),
+        Some(429),
+        Some(500),
+        Some(503),
+    ] {
+        assert_eq!(answer(s), Answer::Retry, "{s:?}");
+    }
+    // upstream takes only 200; other 2xx, 1xx and 3xx are retried
+    for s in [Some(100), Some(201), Some(204), Some(302)] {
+        assert_eq!(answer(s), Answer::Retry, "{s:?}");
+    }
+    for s in [400, 404, 413, 422, 499] {
+        assert_eq!(answer(Some(s)), Answer::Refused, "{s}");
+    }
+}
+
+#[test]
 fn the_body_is_a_json_array_of_the_entries() {
     let entries = vec![entry("1", "a/b", b"one"), entry("1", "a/b", b"two")];
     let v = parse(&body(&entries));
