@@ -29,16 +29,23 @@ impl Drop for Setup {
     }
 }
 
-fn desc() -> String {
+/// Groups root and app: `alpha` in root, `web` (prints its /etc/motd, a `_config` file) in
+/// app, whose restart policy makes a change to it a live update.
+fn desc(motd: &str) -> String {
     format!(
-        r#"{{"containers":{{"alpha":{{"rootfs":"rootfs","cmd":{}}}}}}}"#,
-        sh(FOREVER)
+        r#"{{"groups":[{{"name":"root","status_goal":"STARTED","restart_policy":"system","timeout":10}},
+           {{"name":"app","status_goal":"STARTED","restart_policy":"container","timeout":10}}],
+ "containers":{{
+   "alpha":{{"rootfs":"rootfs","cmd":{idle},"group":"root"}},
+   "web":{{"rootfs":"rootfs","cmd":{web},"group":"app","config":{{"etc/motd":"{motd}"}}}}}}}}"#,
+        idle = sh(FOREVER),
+        web = sh(&format!("cat /etc/motd; {FOREVER}")),
     )
 }
 
 /// A device pointed at a fresh mock Hub; `env` adds PH_/PV_ keys.
 fn setup(name: &str, env: &[(&str, &str)]) -> Setup {
-    let r = Rig::new(name, &desc());
+    let r = Rig::new(name, &desc("v1"));
     let certs = r.dir.join("hub");
     std::fs::create_dir_all(&certs).unwrap();
     let hub = MockHub::start(&certs, "127.0.0.1");
@@ -204,4 +211,106 @@ fn manual_claim_by_the_challenge_then_a_401_logs_in_again() {
         "the fault never answered 401: {}",
         s.why()
     );
+}
+
+/// A step on the Hub as `pvr post` makes it: the revision's objects first, then the step.
+fn post_step(s: &Setup, id: &str, rev: u32, motd: &str) {
+    let (objects, state) = s.r.make_revision(&format!("rev{rev}"), &desc(motd));
+    for e in std::fs::read_dir(&objects).unwrap() {
+        let p = e.unwrap().path();
+        let (st, body) = s.hub.ctl(
+            "POST",
+            "/objects",
+            &format!(r#"{{"path":"{}"}}"#, p.display()),
+        );
+        assert_eq!(st, 200, "{body}");
+    }
+    let state = std::fs::read_to_string(state).unwrap();
+    let (st, body) = s.hub.ctl(
+        "POST",
+        &format!("/devices/{id}/steps"),
+        &format!(r#"{{"rev":{rev},"state":{state},"commit-msg":"motd {motd}"}}"#),
+    );
+    assert_eq!(st, 200, "{body}");
+}
+
+/// Every progress the Hub received for `rev`, as (status, status-msg).
+fn history(s: &Setup, id: &str, rev: u32) -> Vec<(String, String)> {
+    let (_, body) = s.hub.ctl("GET", &format!("/devices/{id}/steps"), "");
+    let Ok(v) = pantavisor::json::parse_str(&body, Default::default()) else {
+        return Vec::new();
+    };
+    let Some(step) = v
+        .as_array()
+        .unwrap_or_default()
+        .iter()
+        .find(|st| st.get("rev").and_then(|r| r.as_u64()) == Some(u64::from(rev)))
+    else {
+        return Vec::new();
+    };
+    step.get("history")
+        .and_then(|h| h.as_array())
+        .unwrap_or_default()
+        .iter()
+        .map(|p| {
+            let f = |k: &str| p.get(k).and_then(|x| x.as_str()).unwrap_or("").to_string();
+            (f("status"), f("status-msg"))
+        })
+        .collect()
+}
+
+/// Waits until the Hub got a final progress for `rev`; the history.
+fn wait_final(s: &Setup, id: &str, rev: u32, limit: Duration) -> Vec<(String, String)> {
+    let t = std::time::Instant::now();
+    loop {
+        let h = history(s, id, rev);
+        let last = h.last().map(|(st, _)| st.as_str());
+        if matches!(last, Some("DONE" | "UPDATED" | "WONTGO" | "ERROR")) || t.elapsed() > limit {
+            return h;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A claimed, synced device: its id.
+fn claimed(s: &Setup) -> String {
+    let (st, body) = s.hub.ctl(
+        "POST",
+        "/autotokens",
+        r#"{"token":"tok-1","owner":"prn:::accounts:/owner1"}"#,
+    );
+    assert_eq!(st, 200, "{body}");
+    let synced = s.hub.wait_for(Duration::from_secs(30), |l| {
+        l.contains("\"POST\"") && l.contains("\"/trails/\"") && l.contains("\"status\": 200")
+    });
+    assert!(synced.is_some(), "no first sync: {}", s.why());
+    device_id(s).unwrap()
+}
+
+#[test]
+fn remote_live_update_to_updated_with_upstreams_progress_sequence() {
+    let _g = SERIAL.lock();
+    let mut s = setup("hub-update", &[("PH_FACTORY_AUTOTOK", "tok-1")]);
+    let id = claimed(&s);
+    post_step(&s, &id, 1, "v2");
+    let h = wait_final(&s, &id, 1, Duration::from_secs(60));
+    println!("{h:#?}");
+    assert_eq!(
+        h.last().map(|p| p.0.as_str()),
+        Some("UPDATED"),
+        "{h:?}\n{}",
+        s.why()
+    );
+    let statuses: Vec<&str> = h.iter().map(|p| p.0.as_str()).collect();
+    let mut dedup = statuses.clone();
+    dedup.dedup();
+    assert_eq!(
+        dedup,
+        ["QUEUED", "DOWNLOADING", "INPROGRESS", "TESTING", "UPDATED"],
+        "{h:?}"
+    );
+    let up = s.r.wait(&mut s.dev, Duration::from_secs(10), &|r, _| {
+        r.console_of("1", "web").contains("v2")
+    });
+    assert!(up, "web does not show v2: {}", s.why());
 }

@@ -11,6 +11,8 @@
 use super::creds;
 use super::download;
 use super::fetch::{Fetcher, Got};
+use super::logpush::{self, Pusher};
+use super::meta::{self, Op};
 use super::session::{Dialer, Reply, Route, Session};
 use super::wire;
 use super::{State as ClientState, Trails};
@@ -93,6 +95,8 @@ pub struct Daemon {
     due: Due,
     /// The admitted step: the device counted this process's attempt at it.
     work: Option<Work>,
+    /// The revision REMOTE_RUN was asked for: not admitted again while the device takes it up.
+    ran: Option<String>,
     fetcher: Fetcher,
     /// The last progress body the Hub took, per revision; a report that failed waits here.
     reported: BTreeMap<String, String>,
@@ -100,7 +104,12 @@ pub struct Daemon {
     /// Device-meta this daemon published (`pantahub.*`), to write only changes.
     published: BTreeMap<&'static str, String>,
     devmeta_sent: Option<String>,
+    /// The device's user-meta as the previous round left it (upstream's `updated` flags).
+    usrmeta_prev: Option<Vec<(String, String)>>,
+    pusher: Option<Pusher<'static>>,
 }
+
+static FS: RealFs = RealFs;
 
 /// One pv-ctrl request to the device; errors are lines for the log.
 fn ctrl(sock: &Path, method: &str, path: &str, body: &[u8]) -> Result<(u16, Vec<u8>), String> {
@@ -148,11 +157,14 @@ impl Daemon {
             state: None,
             due: Due::default(),
             work: None,
+            ran: None,
             fetcher: Fetcher::default(),
             reported: BTreeMap::new(),
             unsent: None,
             published: BTreeMap::new(),
             devmeta_sent: None,
+            usrmeta_prev: None,
+            pusher: None,
         }
     }
 
@@ -623,6 +635,10 @@ impl Daemon {
                 _ => {}
             }
         }
+        if self.ran.as_deref() == Some(rev.as_str()) {
+            // REMOTE_RUN was asked for: the device's progress moves on by itself
+            return;
+        }
         if self.work.is_none() && !self.admit(&s) {
             return;
         }
@@ -958,11 +974,149 @@ impl Daemon {
         self.devmeta_sent = None;
     }
 
-    fn usrmeta(&mut self) {}
+    /// User-meta from the Hub (8.5): the Hub's keys set on the device, keys it does not have
+    /// deleted (upstream's rule, see `meta::usermeta_ops`); the device applies config keys.
+    fn usrmeta(&mut self) {
+        let id = self.creds.id.clone().unwrap_or_default();
+        let hub = match self.call("GET", &format!("/devices/{id}/user-meta"), None, true) {
+            Ok(r) if r.ok() => match meta::pairs(&r.body, "the Hub's user-meta") {
+                Ok(p) => p,
+                Err(e) => return say!("WARN", "{e}"),
+            },
+            Ok(r) => return say!("WARN", "GET user-meta: the Hub answered {}", r.status),
+            Err(e) => return say!("WARN", "{e}"),
+        };
+        let local = match self.ctrl("GET", "/user-meta", b"") {
+            Ok((200, b)) => match meta::pairs(&b, "pv-ctrl /user-meta") {
+                Ok(p) => p,
+                Err(e) => return say!("WARN", "{e}"),
+            },
+            Ok((st, _)) => return say!("WARN", "pv-ctrl GET /user-meta: {st}"),
+            Err(e) => return say!("WARN", "{e}"),
+        };
+        let ops = meta::usermeta_ops(&hub, &local, self.usrmeta_prev.as_deref());
+        for op in &ops {
+            let res = match op {
+                Op::Put(k, v) => self.ctrl("PUT", &format!("/user-meta/{k}"), v.as_bytes()),
+                Op::Delete(k) => self.ctrl("DELETE", &format!("/user-meta/{k}"), b""),
+                Op::Refused(k, why) => {
+                    say!(
+                        "WARN",
+                        "user-meta '{}' from the Hub not taken: {why}",
+                        k.escape_debug()
+                    );
+                    continue;
+                }
+            };
+            match res {
+                Ok((200, _)) => {}
+                Ok((st, b)) => say!(
+                    "WARN",
+                    "user-meta {op:?}: pv-ctrl answered {st} {}",
+                    String::from_utf8_lossy(&b)
+                ),
+                Err(e) => say!("WARN", "{e}"),
+            }
+        }
+        self.usrmeta_prev = Some(meta::after(&local, &ops));
+    }
 
-    fn devmeta(&mut self) {}
+    /// Device-meta to the Hub (8.6): the device's whole device-meta, when it changed.
+    fn devmeta(&mut self) {
+        let local = match self.ctrl("GET", "/device-meta", b"") {
+            Ok((200, b)) => match meta::pairs(&b, "pv-ctrl /device-meta") {
+                Ok(p) => p,
+                Err(e) => return say!("WARN", "{e}"),
+            },
+            Ok((st, _)) => return say!("WARN", "pv-ctrl GET /device-meta: {st}"),
+            Err(e) => return say!("WARN", "{e}"),
+        };
+        let body = meta::devmeta_body(&local);
+        if !meta::changed(self.devmeta_sent.as_deref(), &body) {
+            return;
+        }
+        let id = self.creds.id.clone().unwrap_or_default();
+        match self.call(
+            "PUT",
+            &format!("/devices/{id}/device-meta"),
+            Some(body.as_bytes()),
+            true,
+        ) {
+            Ok(r) if r.ok() => self.devmeta_sent = Some(body),
+            Ok(r) => say!("WARN", "PUT device-meta: the Hub answered {}", r.status),
+            Err(e) => say!("WARN", "{e}"),
+        }
+    }
 
-    fn push_logs(&mut self) {}
+    /// Log push (8.7): batches from the log tree while the Hub takes them; positions kept
+    /// crash-safely by the pusher.
+    fn push_logs(&mut self) {
+        if !self.cfg.log_push() || !self.sess.as_ref().is_some_and(|s| s.online.online) {
+            return;
+        }
+        if self.pusher.is_none() {
+            let logdir = PathBuf::from(self.cfg.log_dir().into_owned());
+            let state = self.storage.join("cache").join("hub-logpush");
+            let _ = std::fs::create_dir_all(self.storage.join("cache"));
+            match Pusher::open(&FS, &logdir, &state) {
+                Ok(p) => self.pusher = Some(p),
+                Err(e) => return say!("ERROR", "log push: {e}"),
+            }
+        }
+        if let Ok(rev) = self.running() {
+            if let Some(p) = self.pusher.as_mut() {
+                p.set_current(&rev);
+            }
+        }
+        // a few batches a round: the steps and metadata go on meanwhile
+        for _ in 0..8 {
+            let Some(p) = self.pusher.as_mut() else {
+                return;
+            };
+            let batch = match p.next_batch() {
+                Ok(Some(b)) => b,
+                Ok(None) => break,
+                Err(e) => {
+                    say!("WARN", "log push: {e}");
+                    break;
+                }
+            };
+            let status = match self.call("POST", "/logs/", Some(batch.body.as_bytes()), true) {
+                Ok(r) => Some(r.status),
+                Err(_) => None,
+            };
+            let Some(p) = self.pusher.as_mut() else {
+                return;
+            };
+            match logpush::answer(status) {
+                logpush::Answer::Taken => {
+                    if let Err(e) = p.commit(&batch) {
+                        say!("WARN", "log push positions: {e}");
+                    }
+                }
+                logpush::Answer::Refused if batch.entries > 1 => p.isolate(),
+                logpush::Answer::Refused => {
+                    say!(
+                        "WARN",
+                        "log push: the Hub refused a log line ({status:?}): dropped"
+                    );
+                    if let Err(e) = p.commit(&batch) {
+                        say!("WARN", "log push positions: {e}");
+                    }
+                }
+                logpush::Answer::Retry => break,
+            }
+        }
+        if let Some(p) = self.pusher.as_mut() {
+            let lost = p.take_lost();
+            if lost > 0 {
+                say!(
+                    "WARN",
+                    "log push: {lost} B of logs were rotated away before they were pushed"
+                );
+            }
+        }
+    }
 }
 
 /// DOWNLOADING bytes while an object arrives: to the device, then what it wrote to the Hub

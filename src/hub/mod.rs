@@ -8,6 +8,7 @@ pub mod download;
 pub mod fetch;
 pub mod http;
 pub mod logpush;
+pub mod meta;
 pub mod session;
 pub mod tls;
 pub mod wire;
