@@ -218,7 +218,7 @@ impl Fetcher {
             Ok(h) => h,
             Err(e) => return fail(e),
         };
-        let file = match OpenOptions::new().append(true).open(&path) {
+        let file = match OpenOptions::new().create(true).append(true).open(&path) {
             Ok(f) => f,
             Err(e) => return fail(e),
         };
