@@ -126,6 +126,9 @@ impl Sink for Writer<'_> {
 /// Hashes the kept bytes (the resume's hash goes on from them).
 fn hash_prefix(path: &Path, len: u64) -> io::Result<Sha256> {
     let mut h = Sha256::new();
+    if len == 0 {
+        return Ok(h);
+    }
     let mut f = File::open(path)?.take(len);
     let mut buf = vec![0u8; 64 * 1024];
     loop {
