@@ -252,9 +252,11 @@ fn history(s: &Setup, id: &str, rev: u32) -> Vec<(String, String)> {
         .and_then(|h| h.as_array())
         .unwrap_or_default()
         .iter()
-        .map(|p| {
+        .filter_map(|raw| {
+            // each as the device PUT it
+            let p = pantavisor::json::parse_str(raw.as_str()?, Default::default()).ok()?;
             let f = |k: &str| p.get(k).and_then(|x| x.as_str()).unwrap_or("").to_string();
-            (f("status"), f("status-msg"))
+            Some((f("status"), f("status-msg")))
         })
         .collect()
 }
