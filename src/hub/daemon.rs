@@ -38,6 +38,8 @@ macro_rules! say {
 const RETRY: Duration = Duration::from_secs(6);
 /// How often the device's progress of an update being tried is read and forwarded.
 const REPORT: Duration = Duration::from_secs(2);
+/// How often the device's progress is read while it tries a revision (a local read).
+const WATCH: Duration = Duration::from_millis(100);
 /// A wrong object is fetched this many times before the update is refused.
 const WRONG_BYTES_TRIES: u32 = 3;
 
@@ -355,9 +357,31 @@ impl Daemon {
                 }
                 self.metadata(now);
                 self.push_logs();
+                if self.watch() {
+                    return WATCH;
+                }
             }
         }
         Duration::from_secs(1)
+    }
+
+    /// While the device tries a revision it was asked to run, its progress is read often and
+    /// each change forwarded (the Hub sees INPROGRESS and TESTING, unless a newer one replaced
+    /// it first). True while that goes on.
+    fn watch(&mut self) -> bool {
+        let Some(rev) = self.ran.clone() else {
+            return false;
+        };
+        let Some((p, raw)) = self.device_progress(&rev) else {
+            return true;
+        };
+        self.report(&rev, raw);
+        if p.status.is_final() {
+            self.ran = None;
+            self.set_state(ClientState::Idle);
+            return false;
+        }
+        true
     }
 
     fn interval(&self, k: Key) -> Duration {
