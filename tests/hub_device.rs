@@ -16,65 +16,86 @@ struct Setup {
     r: Rig,
     hub: MockHub,
     dev: Child,
-    client: Option<Child>,
+    env: Vec<(String, String)>,
 }
 
 impl Drop for Setup {
     fn drop(&mut self) {
-        if let Some(mut c) = self.client.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
         finish(&mut self.dev);
     }
 }
 
 /// Groups root and app: `alpha` in root, `web` (prints its /etc/motd, a `_config` file) in
-/// app, whose restart policy makes a change to it a live update.
-fn desc(motd: &str) -> String {
+/// app, whose restart policy makes a change to it a live update; `blob`: that many bytes of
+/// a text object more in `web` (a download that takes a while); `fail`: web exits at once.
+fn desc_with(motd: &str, blob: usize, fail: bool) -> String {
+    let web = if fail {
+        "exit 3".to_string()
+    } else {
+        format!("cat /etc/motd; {FOREVER}")
+    };
+    let extra = if blob == 0 {
+        String::new()
+    } else {
+        // not compressible, so that it is really that many bytes on the wire
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15 ^ blob as u64 ^ motd.len() as u64;
+        let text: String = (0..blob)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                char::from(b'a' + (x % 26) as u8)
+            })
+            .collect();
+        format!(r#","extra":{{"web/blob.txt":"{text}"}}"#)
+    };
     format!(
         r#"{{"groups":[{{"name":"root","status_goal":"STARTED","restart_policy":"system","timeout":10}},
            {{"name":"app","status_goal":"STARTED","restart_policy":"container","timeout":10}}],
  "containers":{{
    "alpha":{{"rootfs":"rootfs","cmd":{idle},"group":"root"}},
-   "web":{{"rootfs":"rootfs","cmd":{web},"group":"app","config":{{"etc/motd":"{motd}"}}}}}}}}"#,
+   "web":{{"rootfs":"rootfs","cmd":{web},"group":"app","config":{{"etc/motd":"{motd}"}}}}}}{extra}}}"#,
         idle = sh(FOREVER),
-        web = sh(&format!("cat /etc/motd; {FOREVER}")),
+        web = sh(&web),
     )
 }
 
-/// A device pointed at a fresh mock Hub; `env` adds PH_/PV_ keys.
+fn desc(motd: &str) -> String {
+    desc_with(motd, 0, false)
+}
+
+/// A device pointed at a fresh mock Hub over TLS, in remote mode; `env` adds PH_/PV_ keys.
 fn setup(name: &str, env: &[(&str, &str)]) -> Setup {
     let r = Rig::new(name, &desc("v1"));
     let certs = r.dir.join("hub");
     std::fs::create_dir_all(&certs).unwrap();
     let hub = MockHub::start(&certs, "127.0.0.1");
+    // the device trusts the test CA only
     let trust = r.dir.join("certs");
     std::fs::create_dir_all(&trust).unwrap();
     std::fs::copy(hub.ca_pem(), trust.join("ca.pem")).unwrap();
-    let port = hub.port.to_string();
-    let trust_s = trust.display().to_string();
-    let mut all: Vec<(&str, &str)> = vec![
-        ("PH_CREDS_HOST", "127.0.0.1"),
-        ("PH_CREDS_PORT", &port),
-        ("PV_LIBTHTTP_CERTSDIR", &trust_s),
-        ("PH_UPDATER_INTERVAL", "1"),
-        ("PV_CONTROL_REMOTE", "1"),
-    ];
-    all.extend_from_slice(env);
+    let mut all: Vec<(String, String)> = [
+        ("PH_CREDS_HOST", "127.0.0.1".to_string()),
+        ("PH_CREDS_PORT", hub.port.to_string()),
+        ("PV_LIBTHTTP_CERTSDIR", trust.display().to_string()),
+        ("PH_UPDATER_INTERVAL", "1".to_string()),
+        ("PV_CONTROL_REMOTE", "1".to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    all.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     let mut r = r;
     let (_, cmdline) = r.bl.pick();
-    let dev = r.bl.spawn(&cmdline, &all);
+    let pairs: Vec<(&str, &str)> = all.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let dev = r.bl.spawn(&cmdline, &pairs);
     let mut s = Setup {
         r,
         hub,
         dev,
-        client: None,
+        env: all,
     };
-    let ready = s.r.wait(&mut s.dev, Duration::from_secs(30), &|r, d| {
-        r.status_of(d, "alpha").as_deref() == Some("STARTED")
-    });
-    assert!(ready, "device not ready:\n{}", s.r.log());
+    s.wait_ready("0");
     s
 }
 
@@ -95,6 +116,32 @@ impl Setup {
             self.hub.log().join("\n"),
             self.r.log()
         )
+    }
+
+    fn wait_ready(&mut self, rev: &str) {
+        let ready = self.r.wait(&mut self.dev, Duration::from_secs(40), &|r, d| {
+            r.status_of(d, "alpha").as_deref() == Some("STARTED")
+        });
+        assert!(ready, "revision {rev}: device not ready:\n{}", self.r.log());
+    }
+
+    /// Boots what the harness's bootloader picks (after a reboot or a cut); the revision.
+    fn boot(&mut self) -> String {
+        let (rev, cmdline) = self.r.bl.pick();
+        let pairs: Vec<(&str, &str)> = self
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        self.dev = self.r.bl.spawn(&cmdline, &pairs);
+        rev
+    }
+
+    /// SIGKILL of the device's PID 1: its whole namespace, the Hub client with it, dies at
+    /// once (a power cut that keeps the page cache).
+    fn cut(&mut self) {
+        let _ = harness::signal_device(&self.dev, "KILL");
+        let _ = harness::wait_end(&mut self.dev, Duration::from_secs(20));
     }
 }
 
@@ -214,8 +261,10 @@ fn manual_claim_by_the_challenge_then_a_401_logs_in_again() {
 }
 
 /// A step on the Hub as `pvr post` makes it: the revision's objects first, then the step.
-fn post_step(s: &Setup, id: &str, rev: u32, motd: &str) {
-    let (objects, state) = s.r.make_revision(&format!("rev{rev}"), &desc(motd));
+/// Returns the objects (sha, size) that the factory revision does not have, largest first.
+fn post_step(s: &Setup, id: &str, rev: u32, description: &str) -> Vec<(String, u64)> {
+    let (objects, state) = s.r.make_revision(&format!("rev{rev}"), description);
+    let mut new = Vec::new();
     for e in std::fs::read_dir(&objects).unwrap() {
         let p = e.unwrap().path();
         let (st, body) = s.hub.ctl(
@@ -224,14 +273,20 @@ fn post_step(s: &Setup, id: &str, rev: u32, motd: &str) {
             &format!(r#"{{"path":"{}"}}"#, p.display()),
         );
         assert_eq!(st, 200, "{body}");
+        let sha = p.file_name().unwrap().to_string_lossy().into_owned();
+        if !s.r.storage.join("objects").join(&sha).exists() {
+            new.push((sha, std::fs::metadata(&p).unwrap().len()));
+        }
     }
+    new.sort_by_key(|o| std::cmp::Reverse(o.1));
     let state = std::fs::read_to_string(state).unwrap();
     let (st, body) = s.hub.ctl(
         "POST",
         &format!("/devices/{id}/steps"),
-        &format!(r#"{{"rev":{rev},"state":{state},"commit-msg":"motd {motd}"}}"#),
+        &format!(r#"{{"rev":{rev},"state":{state},"commit-msg":"step {rev}"}}"#),
     );
     assert_eq!(st, 200, "{body}");
+    new
 }
 
 /// Every progress the Hub received for `rev`, as (status, status-msg).
@@ -325,7 +380,7 @@ fn remote_live_update_to_updated_with_upstreams_progress_sequence() {
     let _g = SERIAL.lock();
     let mut s = setup("hub-update", &[("PH_FACTORY_AUTOTOK", "tok-1")]);
     let id = claimed(&s);
-    post_step(&s, &id, 1, "v2");
+    post_step(&s, &id, 1, &desc("v2"));
     let h = wait_final(&s, &id, 1, Duration::from_secs(60));
     println!("{h:#?}");
     assert_eq!(
@@ -339,4 +394,228 @@ fn remote_live_update_to_updated_with_upstreams_progress_sequence() {
         r.console_of("1", "web").contains("v2")
     });
     assert!(up, "web does not show v2: {}", s.why());
+}
+
+/// The device's own progress of `rev`: (status, message, retries).
+fn local(s: &Setup, rev: &str) -> Option<(String, String, u64)> {
+    let raw = std::fs::read(s.r.storage.join("trails").join(rev).join(".pv/progress")).ok()?;
+    let v = pantavisor::json::parse(&raw, Default::default()).ok()?;
+    Some((
+        v.get("status")?.as_str()?.to_string(),
+        v.get("status-msg")?.as_str()?.to_string(),
+        v.get("retries").and_then(|r| r.as_u64()).unwrap_or(0),
+    ))
+}
+
+/// Waits for `until`, booting the device again whenever it reboots; false on time out.
+fn follow(s: &mut Setup, limit: Duration, until: &dyn Fn(&Setup) -> bool) -> bool {
+    let t = std::time::Instant::now();
+    while t.elapsed() < limit {
+        if until(s) {
+            return true;
+        }
+        if s.dev.try_wait().unwrap().is_some() {
+            s.boot();
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    false
+}
+
+fn fault(s: &Setup, json: &str) {
+    let (st, body) = s.hub.ctl("POST", "/faults", json);
+    assert_eq!(st, 200, "{json}: {body}");
+}
+
+/// Bytes the mock sent of object `sha` (every download request of it) and how many requests.
+fn served(s: &Setup, sha: &str) -> (u64, usize) {
+    let mut bytes = 0;
+    let mut n = 0;
+    for l in s.hub.log() {
+        if l.contains(&format!("/local-s3/{sha}")) && l.contains("\"GET\"") {
+            let v = pantavisor::json::parse_str(&l, Default::default()).unwrap();
+            bytes += v.get("out").and_then(|o| o.as_u64()).unwrap_or(0);
+            n += 1;
+        }
+    }
+    (bytes, n)
+}
+
+#[test]
+fn a_failing_remote_update_is_rolled_back_and_reported_error() {
+    let _g = SERIAL.lock();
+    let mut s = setup("hub-fail", &[("PH_FACTORY_AUTOTOK", "tok-1")]);
+    let id = claimed(&s);
+    post_step(&s, &id, 1, &desc_with("v2", 0, true));
+    let ended = follow(&mut s, Duration::from_secs(120), &|s| {
+        history(s, &id, 1).last().is_some_and(|p| p.0 == "ERROR")
+    });
+    let h = history(&s, &id, 1);
+    assert!(ended, "no ERROR on the Hub: {h:#?}\n{}", s.why());
+    // the device is back on its factory revision
+    assert_eq!(s.r.env().0.as_deref(), Some("0"), "{}", s.why());
+    assert_eq!(local(&s, "1").map(|p| p.0), Some("ERROR".into()));
+}
+
+#[test]
+fn an_object_served_with_wrong_bytes_is_never_installed() {
+    let _g = SERIAL.lock();
+    let s = setup("hub-wrong", &[("PH_FACTORY_AUTOTOK", "tok-1")]);
+    let id = claimed(&s);
+    fault(&s, r#"{"kind":"wrong-bytes","count":null}"#);
+    let new = post_step(&s, &id, 1, &desc_with("v2", 100_000, false));
+    let h = wait_final(&s, &id, 1, Duration::from_secs(60));
+    assert_eq!(
+        h.last().cloned(),
+        Some(("WONTGO".into(), "Object validation went wrong".into())),
+        "{h:#?}\n{}",
+        s.why()
+    );
+    for (sha, _) in &new {
+        assert!(!s.r.storage.join("objects").join(sha).exists(), "{sha} was stored");
+    }
+    assert!(!s.r.storage.join("trails/1/web").exists(), "revision 1 was checked out");
+    assert_eq!(s.r.env(), (Some("0".into()), None));
+}
+
+#[test]
+fn downloads_cut_at_random_points_resume_with_range() {
+    let _g = SERIAL.lock();
+    let s = setup("hub-cut", &[("PH_FACTORY_AUTOTOK", "tok-1")]);
+    let id = claimed(&s);
+    // three cuts, each after a different number of bytes of the answer
+    let seed = std::process::id() as u64;
+    let cuts: Vec<u64> = (0..3).map(|i| 300_000 + (seed * 7919 + i * 104_729) % 1_500_000).collect();
+    let blob = 6 << 20;
+    let description = desc_with("v2", blob, false);
+    // the blob's object id, before the step is posted
+    let (objects, _) = s.r.make_revision("probe", &description);
+    let big = std::fs::read_dir(&objects)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap();
+    let sha = big.file_name().unwrap().to_string_lossy().into_owned();
+    let size = std::fs::metadata(&big).unwrap().len();
+    for after in &cuts {
+        fault(&s, &format!(r#"{{"kind":"cut","sha":"{sha}","after":{after}}}"#));
+    }
+    post_step(&s, &id, 1, &description);
+    let h = wait_final(&s, &id, 1, Duration::from_secs(120));
+    assert_eq!(h.last().map(|p| p.0.as_str()), Some("UPDATED"), "{h:#?}\n{}", s.why());
+    let (bytes, requests) = served(&s, &sha);
+    let again = bytes.saturating_sub(size);
+    println!("object of {size} B, cuts after {cuts:?}: {requests} requests, {bytes} B served, {again} B twice");
+    assert_eq!(requests, cuts.len() + 1, "one request per cut, then the rest");
+    // at most one chunk (the durable slice) fetched again per cut
+    assert!(again <= cuts.len() as u64 * (1 << 20), "{again} B fetched twice");
+    let ranged = s
+        .hub
+        .log()
+        .iter()
+        .filter(|l| l.contains(&format!("/local-s3/{sha}")) && l.contains("\"range\": \"bytes="))
+        .count();
+    assert_eq!(ranged, cuts.len(), "every resume asks with Range");
+    assert!(s.client_log().contains("received before"), "{}", s.client_log());
+}
+
+#[test]
+fn insufficient_space_is_wontgo_after_gc_as_upstream() {
+    let _g = SERIAL.lock();
+    let s = setup(
+        "hub-space",
+        &[("PH_FACTORY_AUTOTOK", "tok-1"), ("PV_STORAGE_GC_RESERVED", "100")],
+    );
+    let id = claimed(&s);
+    let new = post_step(&s, &id, 1, &desc_with("v2", 300_000, false));
+    let needed: u64 = new.iter().map(|o| o.1).sum();
+    let h = wait_final(&s, &id, 1, Duration::from_secs(60));
+    assert_eq!(
+        h.last().cloned(),
+        Some(("WONTGO".into(), format!("Space required {needed} B, available 0 B"))),
+        "{h:#?}\n{}",
+        s.why()
+    );
+    let l = local(&s, "1").unwrap();
+    assert_eq!((l.0.as_str(), l.2), ("WONTGO", 1), "{l:?}");
+    assert!(s.r.log().contains("GC"), "no GC before the refusal: {}", s.r.log());
+}
+
+#[test]
+fn update_retries_across_device_crashes_end_wontgo_as_upstream() {
+    let _g = SERIAL.lock();
+    let mut s = setup(
+        "hub-retries",
+        &[("PH_FACTORY_AUTOTOK", "tok-1"), ("PV_REVISION_RETRIES", "3")],
+    );
+    let id = claimed(&s);
+    // a download slow enough to crash the device in the middle of it
+    fault(&s, r#"{"kind":"slow","rate":100000,"count":null}"#);
+    post_step(&s, &id, 1, &desc_with("v2", 2 << 20, false));
+    for n in 1..=2u64 {
+        let downloading = follow(&mut s, Duration::from_secs(60), &|s| {
+            local(s, "1").is_some_and(|p| p.0 == "DOWNLOADING" && p.2 == n)
+        });
+        assert!(downloading, "attempt {n}: {:?}\n{}", local(&s, "1"), s.why());
+        assert_eq!(
+            local(&s, "1").map(|p| p.1),
+            Some(format!("Downloading update artifacts, retry {n} of 3"))
+        );
+        s.cut();
+        assert_eq!(s.boot(), "0");
+    }
+    let h = wait_final(&s, &id, 1, Duration::from_secs(60));
+    assert_eq!(
+        h.last().cloned(),
+        Some(("WONTGO".into(), "Max update processing retries reached".into())),
+        "{h:#?}\n{}",
+        s.why()
+    );
+    assert_eq!(local(&s, "1").map(|p| p.2), Some(3));
+}
+
+#[test]
+fn user_meta_from_the_hub_set_and_deleted_and_device_meta_pushed() {
+    let _g = SERIAL.lock();
+    let s = setup(
+        "hub-meta",
+        &[
+            ("PH_FACTORY_AUTOTOK", "tok-1"),
+            ("PH_METADATA_USRMETA_INTERVAL", "1"),
+            ("PH_METADATA_DEVMETA_INTERVAL", "1"),
+        ],
+    );
+    let id = claimed(&s);
+    let (st, body) = s.hub.ctl(
+        "PUT",
+        &format!("/devices/{id}/user-meta"),
+        r#"{"fleet.colour":"blue","PV_LOG_LEVEL":"5"}"#,
+    );
+    assert_eq!(st, 200, "{body}");
+    let usermeta = s.r.dir.join("usrmeta");
+    let _ = usermeta;
+    let ls = |s: &Setup| {
+        let (_, out) = s.r.pvcontrol(&s.dev, &["usrmeta", "ls"]);
+        out
+    };
+    let t = std::time::Instant::now();
+    while !ls(&s).contains("\"fleet.colour\":\"blue\"") && t.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(ls(&s).contains("\"fleet.colour\":\"blue\""), "{}\n{}", ls(&s), s.why());
+    // a config key from user-meta reaches the device's config
+    let (_, conf) = s.r.pvcontrol(&s.dev, &["conf", "ls"]);
+    assert!(conf.contains("PV_LOG_LEVEL"), "{conf}");
+    let (st, _) = s.hub.ctl("DELETE", &format!("/devices/{id}/user-meta/fleet.colour"), "");
+    assert_eq!(st, 200);
+    let t = std::time::Instant::now();
+    while ls(&s).contains("fleet.colour") && t.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(!ls(&s).contains("fleet.colour"), "not deleted: {}", ls(&s));
+    // device-meta on the Hub: the device's keys of 8.6
+    let (_, dev) = s.hub.ctl("GET", &format!("/devices/{id}"), "");
+    for k in ["pantavisor.revision", "pantavisor.mode", "pantahub.claimed", "pantahub.online", "pantahub.state"] {
+        assert!(dev.contains(&format!("\"{k}\"")), "{k} missing on the Hub: {dev}");
+    }
 }
