@@ -66,6 +66,13 @@ fn desc(motd: &str) -> String {
 
 /// A device pointed at a fresh mock Hub over TLS, in remote mode; `env` adds PH_/PV_ keys.
 fn setup(name: &str, env: &[(&str, &str)]) -> Setup {
+    let mut s = setup_with(name, env, &|_| {});
+    s.wait_ready("0");
+    s
+}
+
+/// [`setup`] with `before` run before the device boots (the device is not waited for).
+fn setup_with(name: &str, env: &[(&str, &str)], before: &dyn Fn(&Setup)) -> Setup {
     let r = Rig::new(name, &desc("v1"));
     let certs = r.dir.join("hub");
     std::fs::create_dir_all(&certs).unwrap();
@@ -85,17 +92,17 @@ fn setup(name: &str, env: &[(&str, &str)]) -> Setup {
     .map(|(k, v)| (k.to_string(), v))
     .collect();
     all.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    let mut r = r;
-    let (_, cmdline) = r.bl.pick();
-    let pairs: Vec<(&str, &str)> = all.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let dev = r.bl.spawn(&cmdline, &pairs);
+    // a placeholder until the boot: `true` ends at once
+    let placeholder = std::process::Command::new("true").spawn().unwrap();
     let mut s = Setup {
         r,
         hub,
-        dev,
+        dev: placeholder,
         env: all,
     };
-    s.wait_ready("0");
+    let _ = s.dev.wait();
+    before(&s);
+    s.boot();
     s
 }
 
@@ -618,4 +625,191 @@ fn user_meta_from_the_hub_set_and_deleted_and_device_meta_pushed() {
     for k in ["pantavisor.revision", "pantavisor.mode", "pantahub.claimed", "pantahub.online", "pantahub.state"] {
         assert!(dev.contains(&format!("\"{k}\"")), "{k} missing on the Hub: {dev}");
     }
+}
+
+#[test]
+fn simultaneous_updates_each_end_updated_in_turn() {
+    let _g = SERIAL.lock();
+    let mut s = setup("hub-simul", &[("PH_FACTORY_AUTOTOK", "tok-1")]);
+    let id = claimed(&s);
+    for rev in 1..=3 {
+        post_step(&s, &id, rev, &desc(&format!("v{}", rev + 1)));
+    }
+    let done = follow(&mut s, Duration::from_secs(120), &|s| {
+        history(s, &id, 3).last().is_some_and(|p| p.0 == "UPDATED")
+    });
+    assert!(done, "{:#?}\n{}", history(&s, &id, 3), s.why());
+    for rev in 1..=3 {
+        let l = local(&s, &rev.to_string()).unwrap();
+        assert_eq!(
+            (l.0.as_str(), l.1.as_str(), l.2),
+            ("UPDATED", "Update finished, revision not set as rollback point", 1),
+            "revision {rev}"
+        );
+        assert_eq!(history(&s, &id, rev).last().map(|p| p.0.as_str()), Some("UPDATED"));
+    }
+    let up = s.r.wait(&mut s.dev, Duration::from_secs(10), &|r, _| {
+        r.console_of("3", "web").contains("v4")
+    });
+    assert!(up, "{}", s.why());
+}
+
+/// The complete lines of every log file of revision `rev`, as the Hub's entries name them:
+/// (plat, src, msg), in file order.
+fn log_lines(s: &Setup, rev: &str) -> Vec<(String, String, String)> {
+    let root = s.r.storage.join("logs").join(rev);
+    let mut out = Vec::new();
+    let mut stack = vec![root.clone()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+                continue;
+            }
+            let rel = p.strip_prefix(&root).unwrap().to_string_lossy().into_owned();
+            if rel.contains(".gz") {
+                continue;
+            }
+            let (plat, src) = rel.split_once('/').unwrap_or((&rel, ""));
+            let text = std::fs::read(&p).unwrap_or_default();
+            let complete = match text.iter().rposition(|&b| b == b'\n') {
+                Some(i) => &text[..=i],
+                None => &text[..0],
+            };
+            for line in complete.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+                out.push((
+                    plat.to_string(),
+                    format!("/{src}"),
+                    String::from_utf8_lossy(line).into_owned(),
+                ));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The Hub's log entries of revision `rev` as (plat, src, msg).
+fn hub_lines(s: &Setup, rev: &str) -> Vec<(String, String, String)> {
+    let (_, body) = s.hub.ctl("GET", "/logs", "");
+    let v = pantavisor::json::parse_str(&body, Default::default()).unwrap();
+    let mut out: Vec<(String, String, String)> = v
+        .as_array()
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|l| {
+            let e = l.get("entry")?;
+            let f = |k: &str| e.get(k).and_then(|x| x.as_str()).unwrap_or("").to_string();
+            (f("rev") == rev).then(|| (f("plat"), f("src"), f("msg")))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn log_push_sends_every_line_once_across_a_device_restart() {
+    let _g = SERIAL.lock();
+    let mut s = setup("hub-logs", &[("PH_FACTORY_AUTOTOK", "tok-1")]);
+    let id = claimed(&s);
+    let _ = id;
+    assert!(s.r.storage.join("logs/0").is_dir(), "no log tree under the storage");
+    let same = |s: &Setup| {
+        let (f, h) = (log_lines(s, "0"), hub_lines(s, "0"));
+        !f.is_empty() && f == h
+    };
+    let t = std::time::Instant::now();
+    while !same(&s) && t.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert!(same(&s), "files and Hub differ before the restart: {} lines vs {}", log_lines(&s, "0").len(), hub_lines(&s, "0").len());
+    let before = hub_lines(&s, "0").len();
+    // an orderly restart: the positions survive, nothing is sent twice
+    assert!(matches!(finish(&mut s.dev), harness::End::PowerOff));
+    assert_eq!(s.boot(), "0");
+    s.wait_ready("0");
+    let t = std::time::Instant::now();
+    while !(same(&s) && hub_lines(&s, "0").len() > before) && t.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let (f, h) = (log_lines(&s, "0"), hub_lines(&s, "0"));
+    let mut dup = h.clone();
+    dup.dedup();
+    println!("{} lines before the restart, {} after; {} on the Hub", before, f.len(), h.len());
+    assert!(h.len() > before, "nothing pushed after the restart");
+    assert_eq!(f, h, "the Hub's lines are not the files' lines exactly once");
+}
+
+#[test]
+fn a_hung_hub_never_delays_pv_ctrl_or_supervision() {
+    let _g = SERIAL.lock();
+    let mut s = setup("hub-hang", &[("PH_FACTORY_AUTOTOK", "tok-1")]);
+    let id = claimed(&s);
+    let _ = id;
+    fault(&s, r#"{"kind":"hang","path":"/","seconds":15,"count":null}"#);
+    // a request is hanging on the Hub side
+    let hung = s.hub.wait_for(Duration::from_secs(15), |l| l.contains("\"fault\": \"hang\""));
+    let t0 = std::time::Instant::now();
+    let mut worst = Duration::ZERO;
+    let mut n = 0;
+    while t0.elapsed() < Duration::from_secs(8) {
+        let t = std::time::Instant::now();
+        let (code, out) = s.r.pvcontrol(&s.dev, &["ls"]);
+        worst = worst.max(t.elapsed());
+        assert_eq!(code, 0, "{out}");
+        n += 1;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // a container that ends is restarted meanwhile, as its policy says
+    let pids = s.r.pids_of("web");
+    println!("{n} pv-ctrl requests while the Hub hung, slowest {worst:?}; hung request seen: {}", hung.is_some());
+    assert!(worst < Duration::from_secs(1), "pv-ctrl took {worst:?}");
+    assert!(!pids.is_empty());
+    let ok = s.r.wait(&mut s.dev, Duration::from_secs(5), &|r, d| {
+        r.status_of(d, "web").as_deref() == Some("STARTED")
+    });
+    assert!(ok);
+    assert!(hung.is_some() || s.hub.log().iter().any(|l| l.contains("hang")), "the fault never hit: {}", s.why());
+    assert_eq!(s.r.env().0.as_deref(), Some("0"));
+}
+
+#[test]
+fn a_device_that_ran_upstream_stays_the_same_device_on_the_hub() {
+    let _g = SERIAL.lock();
+    // the storage of a claimed, synced device: pantahub.config with its credentials
+    let s = {
+        let mut s = setup_with("hub-migrate", &[], &|s: &Setup| {
+            let (st, body) = s.hub.ctl(
+                "POST",
+                "/devices",
+                r#"{"id":"0123456789abcdef01234567","secret":"s3cret","owner":"prn:::accounts:/owner1"}"#,
+            );
+            assert_eq!(st, 200, "{body}");
+            let state = std::fs::read_to_string(s.r.storage.join("trails/0/.pvr/json")).unwrap();
+            let (st, body) = s.hub.ctl(
+                "POST",
+                "/devices/0123456789abcdef01234567/trail",
+                &format!(r#"{{"state":{state}}}"#),
+            );
+            assert_eq!(st, 200, "{body}");
+            std::fs::create_dir_all(s.r.storage.join("config")).unwrap();
+            std::fs::write(
+                s.r.storage.join("config/pantahub.config"),
+                "PH_CREDS_ID=0123456789abcdef01234567\nPH_CREDS_PRN=prn:::devices:/0123456789abcdef01234567\nPH_CREDS_SECRET=s3cret\n",
+            )
+            .unwrap();
+        });
+        s.wait_ready("0");
+        s
+    };
+    let polled = s.hub.wait_for(Duration::from_secs(30), |l| {
+        l.contains("/trails/0123456789abcdef01234567/steps?") && l.contains("\"status\": 200")
+    });
+    assert!(polled.is_some(), "{}", s.why());
+    let log = s.hub.log();
+    assert!(!log.iter().any(|l| l.contains("\"/devices/\"") && l.contains("\"POST\"")), "registered again");
+    assert!(!log.iter().any(|l| l.contains("\"/trails/\"") && l.contains("\"POST\"")), "synced again");
+    assert_eq!(device_id(&s).as_deref(), Some("0123456789abcdef01234567"));
 }
