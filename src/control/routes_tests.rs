@@ -1093,6 +1093,22 @@ fn go_remote_and_update_metadata() {
         asked(),
         vec![Ask::Command(Command::GoRemote), Ask::UpdateMetadata]
     );
+    // as upstream, a payload's first member becomes a device-meta key
+    let r = post_cmd(
+        &mut ctl,
+        r#"{"op":"UPDATE_METADATA","payload":"{\"pantahub.state\":\"sync\",\"x\":\"y\"}"}"#,
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(asked(), vec![Ask::UpdateMetadata]);
+    assert_eq!(
+        ctl.meta_changed,
+        vec![(MetaKind::Device, "pantahub.state".to_string())]
+    );
+    let devmeta = MetaStore::new(&fs, cfg.cache_devmetadir().as_ref());
+    assert_eq!(
+        devmeta.get("pantahub.state").unwrap(),
+        Some(b"sync".to_vec())
+    );
     for (refusal, status, body) in [
         (
             Refusal::LocalMode,
