@@ -381,6 +381,11 @@ impl BodySink for StateSink {
         let max = json::Limits::default().max_values;
         if self.values.at_least() > max {
             let _ = self.fs.remove_file(&self.tmp);
+            if let Some(f) = self.remote {
+                // not read back: a Hub step's attempt ends WONTGO as one that does not parse
+                let st = Storage::new(self.fs, self.root.clone());
+                return remote_step(&st, &self.rev, b"", f);
+            }
             return Response::error(422, &format!("{BAD_STATE}: more than {max} values"));
         }
         let body = flushed.and_then(|()| self.fs.read(&self.tmp));

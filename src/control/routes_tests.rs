@@ -1239,6 +1239,16 @@ fn hub_client_calls_are_the_hosts_and_answer_progress() {
     );
     assert_eq!((r.status, text(&r).as_str()), (409, want));
     assert!(asked().is_empty());
+    // a state past the parser's value limit, never read back: WONTGO as one that does not parse
+    let many = format!("[{}0]", "0,".repeat(70_000));
+    let r = call(&mut ctl, h, Method::Put, "/steps/8", many.as_bytes());
+    assert_eq!(
+        (r.status, text(&r)),
+        (
+            409,
+            r#"{"status":"WONTGO","status-msg":"State JSON has bad format","progress":100,"retries":1}"#.into()
+        )
+    );
     // REMOTE_RUN names a Hub revision only
     let r = post_cmd(&mut ctl, r#"{"op":"REMOTE_RUN","payload":"locals/a"}"#);
     assert_eq!(r.status, 400);
