@@ -351,6 +351,26 @@ fn remote_retries_across_a_reboot_a_container_refused_and_the_hub_gate_rolling_b
     assert_eq!(progress_json(&r, "1"), wontgo);
     assert_eq!(cmd(&r, &dev, "REMOTE_RUN", "1"), (409, wontgo.to_string()));
 
+    // an object missing from the store at REMOTE_RUN: WONTGO as a local run, the device runs on
+    let (_, state3) = revision(&r, "r3", &desc("k4", "v1"));
+    let (code, out) = call(&r, &dev, "PUT", "/steps/3", &state3);
+    assert_eq!(code, 200, "{out}");
+    assert_eq!(cmd(&r, &dev, "REMOTE_RUN", "3").0, 200);
+    assert!(
+        wait_progress(&r, &mut dev, "3", "WONTGO"),
+        "log:\n{}",
+        r.log_of("0")
+    );
+    assert_eq!(
+        progress_json(&r, "3")
+            .split(r#","logs":"#)
+            .next()
+            .unwrap_or_default()
+            .trim_end_matches('}'),
+        r#"{"status":"WONTGO","status-msg":"Internal error","progress":100,"retries":1"#
+    );
+    assert_eq!(r.env(), (Some("0".into()), None));
+
     // the Hub gate: a Hub revision tried while the Hub is never reachable rolls back after
     // PH_UPDATER_NETWORK_TIMEOUT with upstream's message
     let (objects, state) = revision(&r, "r2", &desc("k3", "v1"));

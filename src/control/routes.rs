@@ -381,6 +381,11 @@ impl BodySink for StateSink {
         let max = json::Limits::default().max_values;
         if self.values.at_least() > max {
             let _ = self.fs.remove_file(&self.tmp);
+            if let Some(f) = self.remote {
+                // not read back: a Hub step's attempt ends WONTGO as one that does not parse
+                let st = Storage::new(self.fs, self.root.clone());
+                return remote_step(&st, &self.rev, b"", f);
+            }
             return Response::error(422, &format!("{BAD_STATE}: more than {max} values"));
         }
         let body = flushed.and_then(|()| self.fs.read(&self.tmp));
@@ -821,6 +826,26 @@ impl Ctl<'_> {
         }
     }
 
+    /// UPDATE_METADATA in remote mode: the Hub client is woken to send device-meta now, and,
+    /// as upstream, the first member of a payload object (`{"key":"value"}`) becomes a
+    /// device-meta key.
+    fn update_metadata(&mut self, payload: &str) -> Response {
+        let resp = answer(self.dev.request(Ask::UpdateMetadata));
+        if resp.status != 200 {
+            return resp;
+        }
+        let Ok(v) = json::parse_str(payload, json::Limits::default()) else {
+            return resp;
+        };
+        match v.as_object().and_then(|o| o.first()) {
+            Some((k, val)) if valid_key(k) => {
+                let text = val.as_str().unwrap_or_else(|| val.raw(payload));
+                self.meta_put(MetaKind::Device, k, text.as_bytes())
+            }
+            _ => resp,
+        }
+    }
+
     /// REMOTE_RUN's checks: a Hub revision with a state, admitted and not installed yet.
     fn remote_run(&self, caller: &Caller, rev: String) -> Result<Ask, Response> {
         if !caller.is_host() {
@@ -855,7 +880,7 @@ impl Ctl<'_> {
             "GO_REMOTE" if !self.cfg.control_remote() => {
                 return Response::error(409, REMOTE_DISABLED)
             }
-            "UPDATE_METADATA" => return answer(self.dev.request(Ask::UpdateMetadata)),
+            "UPDATE_METADATA" => return self.update_metadata(&payload),
             "DEFER_REBOOT" if !self.cfg.debug_shell() => {
                 return Response::error(
                     409,

@@ -1093,6 +1093,22 @@ fn go_remote_and_update_metadata() {
         asked(),
         vec![Ask::Command(Command::GoRemote), Ask::UpdateMetadata]
     );
+    // as upstream, a payload's first member becomes a device-meta key
+    let r = post_cmd(
+        &mut ctl,
+        r#"{"op":"UPDATE_METADATA","payload":"{\"pantahub.state\":\"sync\",\"x\":\"y\"}"}"#,
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(asked(), vec![Ask::UpdateMetadata]);
+    assert_eq!(
+        ctl.meta_changed,
+        vec![(MetaKind::Device, "pantahub.state".to_string())]
+    );
+    let devmeta = MetaStore::new(&fs, cfg.cache_devmetadir().as_ref());
+    assert_eq!(
+        devmeta.get("pantahub.state").unwrap(),
+        Some(b"sync".to_vec())
+    );
     for (refusal, status, body) in [
         (
             Refusal::LocalMode,
@@ -1223,6 +1239,16 @@ fn hub_client_calls_are_the_hosts_and_answer_progress() {
     );
     assert_eq!((r.status, text(&r).as_str()), (409, want));
     assert!(asked().is_empty());
+    // a state past the parser's value limit, never read back: WONTGO as one that does not parse
+    let many = format!("[{}0]", "0,".repeat(70_000));
+    let r = call(&mut ctl, h, Method::Put, "/steps/8", many.as_bytes());
+    assert_eq!(
+        (r.status, text(&r)),
+        (
+            409,
+            r#"{"status":"WONTGO","status-msg":"State JSON has bad format","progress":100,"retries":1}"#.into()
+        )
+    );
     // REMOTE_RUN names a Hub revision only
     let r = post_cmd(&mut ctl, r#"{"op":"REMOTE_RUN","payload":"locals/a"}"#);
     assert_eq!(r.status, 400);

@@ -375,6 +375,17 @@ pub struct Pipe {
 /// A line longer than this is logged in parts.
 const LINE_MAX: usize = 4096;
 
+/// What a daemon's environment adds to PATH: the Hub client is told the pv-ctrl socket, its
+/// one way to the device.
+pub fn env(spec: &Spec, rundir: &str) -> Vec<String> {
+    if spec.remote {
+        let sock = std::path::Path::new(rundir).join("pv-ctrl");
+        vec![format!("PV_CTRL_SOCKET={}", sock.display())]
+    } else {
+        Vec::new()
+    }
+}
+
 /// Forks and execs `spec` (a plain fork and exec through `sys`, as the hooks): its own
 /// session and process group, default signal handling and an empty mask, upstream's tsh PATH
 /// and `env` as its whole environment, PID 1's stdin, stdout and stderr into pipes.
@@ -420,14 +431,7 @@ impl Device<'_> {
         if !std::path::Path::new(spec.testpath).exists() {
             return Some(Input::DaemonSpawned(i, None));
         }
-        // the Hub client's one way to the device
-        let env: Vec<String> = if spec.remote {
-            let sock = std::path::Path::new(self.cfg.system_rundir()).join("pv-ctrl");
-            vec![format!("PV_CTRL_SOCKET={}", sock.display())]
-        } else {
-            Vec::new()
-        };
-        match spawn(spec, &env) {
+        match spawn(spec, &env(spec, self.cfg.system_rundir())) {
             Ok((pid, out, err)) => {
                 pvlog!(Info, "daemons", "spawned daemon {}: {pid}", spec.name);
                 self.watch_daemon_pipe(out, format!("{}-out", spec.name));

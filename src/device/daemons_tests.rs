@@ -49,6 +49,8 @@ fn table_is_upstreams() {
     assert_eq!(h.argv, ["/proc/self/exe", "hub"]);
     assert_eq!(h.modes, [InitMode::Embedded, InitMode::Standalone]);
     assert!(h.remote);
+    assert!(super::env(d, "/run/pv").is_empty());
+    assert_eq!(super::env(h, "/run/pv"), ["PV_CTRL_SOCKET=/run/pv/pv-ctrl"]);
 }
 
 /// At start a daemon of the init mode is spawned once; another mode leaves it (pid 0,

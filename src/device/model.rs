@@ -354,7 +354,7 @@ pub fn step(m: &mut Model, input: Input, now_ms: u64) -> Vec<Effect> {
         Input::CommandDone(o) => m.command_done(o, &mut fx),
         Input::DaemonSpawned(i, pid) => m.daemon_spawned(i, pid, &mut fx),
         Input::DaemonExited(i) => m.daemon_exited(i, &mut fx),
-        Input::HubOnline(on) => m.online = on,
+        Input::HubOnline(on) => m.hub_online(on, &mut fx),
         Input::RevisionRuns { local, remote } => {
             m.local_rev = local;
             m.set_remote(remote, &mut fx);

@@ -50,6 +50,18 @@ impl Model {
         self.remote && !self.local_rev && self.gate == Some(Gate::InProgress)
     }
 
+    /// `pantahub.online` changed. Upstream's `pv_wait_network` rolls a Hub revision back when
+    /// the Hub communication fails while TESTING; here when the Hub client reports the Hub
+    /// lost (online to offline) then.
+    pub(super) fn hub_online(&mut self, on: bool, fx: &mut Vec<Effect>) {
+        let lost = self.online && !on;
+        self.online = on;
+        let testing = matches!(self.gate, Some(Gate::Testing { .. }));
+        if lost && testing && self.remote && !self.local_rev {
+            self.failed("", msg::HUB_UNSTABLE, fx);
+        }
+    }
+
     /// [`Timer::Network`]: a Hub revision still waiting for the Hub rolls back.
     pub(super) fn network_timed_out(&mut self, fx: &mut Vec<Effect>) {
         if self.waits_for_hub() {
@@ -163,6 +175,12 @@ impl Model {
                 Level::Error,
                 "controller",
                 "timed out before getting any response from cloud. Rolling back...".into(),
+            ));
+        } else if why == msg::HUB_UNSTABLE {
+            fx.push(Effect::Log(
+                Level::Error,
+                "controller",
+                "connection with cloud not stable during testing, Rolling back...".into(),
             ));
         } else {
             fx.push(Effect::Log(

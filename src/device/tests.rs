@@ -812,3 +812,45 @@ fn gc_keeps_the_hub_steps_being_downloaded() {
     }
     assert_eq!(super::updates::admitted(&st), vec!["2", "3"]);
 }
+
+/// Issue 12: upstream rolls a Hub revision back when the Hub communication fails while
+/// TESTING ("Hub communication not stable"); here when the Hub client reports it lost.
+#[test]
+fn a_hub_revision_losing_the_hub_while_testing_rolls_back() {
+    let tried = |local: bool| {
+        let mut m = model(vec![ctr("a", 0, StatusGoal::Started, none())], 1, true);
+        run(
+            &mut m,
+            Input::RevisionRuns {
+                local,
+                remote: true,
+            },
+            0,
+        );
+        run(&mut m, Input::HubOnline(true), 0);
+        settle(&mut m, 0);
+        assert!(matches!(m.gate, Some(Gate::Testing { .. })));
+        m
+    };
+    let mut m = tried(false);
+    // online again, or offline before it was ever online: nothing
+    assert!(run(&mut m, Input::HubOnline(true), 100).is_empty());
+    let fx = run(&mut m, Input::HubOnline(false), 200);
+    assert!(
+        fx.iter()
+            .any(|e| matches!(e, Effect::Fail { why, .. } if *why == msg::HUB_UNSTABLE)),
+        "{fx:?}"
+    );
+    assert_eq!(
+        errors(&fx),
+        vec![(
+            "controller",
+            "connection with cloud not stable during testing, Rolling back...".to_string()
+        )]
+    );
+    assert!(m.rollback);
+    // a local revision does not depend on the Hub
+    let mut m = tried(true);
+    assert!(run(&mut m, Input::HubOnline(false), 200).is_empty());
+    assert!(!m.rollback);
+}
