@@ -126,9 +126,11 @@ impl Setup {
     }
 
     fn wait_ready(&mut self, rev: &str) {
-        let ready = self.r.wait(&mut self.dev, Duration::from_secs(40), &|r, d| {
-            r.status_of(d, "alpha").as_deref() == Some("STARTED")
-        });
+        let ready = self
+            .r
+            .wait(&mut self.dev, Duration::from_secs(40), &|r, d| {
+                r.status_of(d, "alpha").as_deref() == Some("STARTED")
+            });
         assert!(ready, "revision {rev}: device not ready:\n{}", self.r.log());
     }
 
@@ -479,9 +481,15 @@ fn an_object_served_with_wrong_bytes_is_never_installed() {
         s.why()
     );
     for (sha, _) in &new {
-        assert!(!s.r.storage.join("objects").join(sha).exists(), "{sha} was stored");
+        assert!(
+            !s.r.storage.join("objects").join(sha).exists(),
+            "{sha} was stored"
+        );
     }
-    assert!(!s.r.storage.join("trails/1/web").exists(), "revision 1 was checked out");
+    assert!(
+        !s.r.storage.join("trails/1/web").exists(),
+        "revision 1 was checked out"
+    );
     assert_eq!(s.r.env(), (Some("0".into()), None));
 }
 
@@ -492,7 +500,9 @@ fn downloads_cut_at_random_points_resume_with_range() {
     let id = claimed(&s);
     // three cuts, each after a different number of bytes of the answer
     let seed = std::process::id() as u64;
-    let cuts: Vec<u64> = (0..3).map(|i| 300_000 + (seed * 7919 + i * 104_729) % 1_500_000).collect();
+    let cuts: Vec<u64> = (0..3)
+        .map(|i| 300_000 + (seed * 7919 + i * 104_729) % 1_500_000)
+        .collect();
     let blob = 6 << 20;
     let description = desc_with("v2", blob, false);
     // the blob's object id, before the step is posted
@@ -505,17 +515,32 @@ fn downloads_cut_at_random_points_resume_with_range() {
     let sha = big.file_name().unwrap().to_string_lossy().into_owned();
     let size = std::fs::metadata(&big).unwrap().len();
     for after in &cuts {
-        fault(&s, &format!(r#"{{"kind":"cut","sha":"{sha}","after":{after}}}"#));
+        fault(
+            &s,
+            &format!(r#"{{"kind":"cut","sha":"{sha}","after":{after}}}"#),
+        );
     }
     post_step(&s, &id, 1, &description);
     let h = wait_final(&s, &id, 1, Duration::from_secs(120));
-    assert_eq!(h.last().map(|p| p.0.as_str()), Some("UPDATED"), "{h:#?}\n{}", s.why());
+    assert_eq!(
+        h.last().map(|p| p.0.as_str()),
+        Some("UPDATED"),
+        "{h:#?}\n{}",
+        s.why()
+    );
     let (bytes, requests) = served(&s, &sha);
     let again = bytes.saturating_sub(size);
     println!("object of {size} B, cuts after {cuts:?}: {requests} requests, {bytes} B served, {again} B twice");
-    assert_eq!(requests, cuts.len() + 1, "one request per cut, then the rest");
+    assert_eq!(
+        requests,
+        cuts.len() + 1,
+        "one request per cut, then the rest"
+    );
     // at most one chunk (the durable slice) fetched again per cut
-    assert!(again <= cuts.len() as u64 * (1 << 20), "{again} B fetched twice");
+    assert!(
+        again <= cuts.len() as u64 * pantavisor::hub::fetch::SLICE,
+        "{again} B fetched twice"
+    );
     let ranged = s
         .hub
         .log()
@@ -523,7 +548,11 @@ fn downloads_cut_at_random_points_resume_with_range() {
         .filter(|l| l.contains(&format!("/local-s3/{sha}")) && l.contains("\"range\": \"bytes="))
         .count();
     assert_eq!(ranged, cuts.len(), "every resume asks with Range");
-    assert!(s.client_log().contains("received before"), "{}", s.client_log());
+    assert!(
+        s.client_log().contains("received before"),
+        "{}",
+        s.client_log()
+    );
 }
 
 #[test]
@@ -531,7 +560,10 @@ fn insufficient_space_is_wontgo_after_gc_as_upstream() {
     let _g = SERIAL.lock();
     let s = setup(
         "hub-space",
-        &[("PH_FACTORY_AUTOTOK", "tok-1"), ("PV_STORAGE_GC_RESERVED", "100")],
+        &[
+            ("PH_FACTORY_AUTOTOK", "tok-1"),
+            ("PV_STORAGE_GC_RESERVED", "100"),
+        ],
     );
     let id = claimed(&s);
     let new = post_step(&s, &id, 1, &desc_with("v2", 300_000, false));
@@ -539,13 +571,20 @@ fn insufficient_space_is_wontgo_after_gc_as_upstream() {
     let h = wait_final(&s, &id, 1, Duration::from_secs(60));
     assert_eq!(
         h.last().cloned(),
-        Some(("WONTGO".into(), format!("Space required {needed} B, available 0 B"))),
+        Some((
+            "WONTGO".into(),
+            format!("Space required {needed} B, available 0 B")
+        )),
         "{h:#?}\n{}",
         s.why()
     );
     let l = local(&s, "1").unwrap();
     assert_eq!((l.0.as_str(), l.2), ("WONTGO", 1), "{l:?}");
-    assert!(s.r.log().contains("GC"), "no GC before the refusal: {}", s.r.log());
+    assert!(
+        s.r.log().contains("GC"),
+        "no GC before the refusal: {}",
+        s.r.log()
+    );
 }
 
 #[test]
@@ -553,7 +592,10 @@ fn update_retries_across_device_crashes_end_wontgo_as_upstream() {
     let _g = SERIAL.lock();
     let mut s = setup(
         "hub-retries",
-        &[("PH_FACTORY_AUTOTOK", "tok-1"), ("PV_REVISION_RETRIES", "3")],
+        &[
+            ("PH_FACTORY_AUTOTOK", "tok-1"),
+            ("PV_REVISION_RETRIES", "3"),
+        ],
     );
     let id = claimed(&s);
     // a download slow enough to crash the device in the middle of it
@@ -563,7 +605,12 @@ fn update_retries_across_device_crashes_end_wontgo_as_upstream() {
         let downloading = follow(&mut s, Duration::from_secs(60), &|s| {
             local(s, "1").is_some_and(|p| p.0 == "DOWNLOADING" && p.2 == n)
         });
-        assert!(downloading, "attempt {n}: {:?}\n{}", local(&s, "1"), s.why());
+        assert!(
+            downloading,
+            "attempt {n}: {:?}\n{}",
+            local(&s, "1"),
+            s.why()
+        );
         assert_eq!(
             local(&s, "1").map(|p| p.1),
             Some(format!("Downloading update artifacts, retry {n} of 3"))
@@ -574,7 +621,10 @@ fn update_retries_across_device_crashes_end_wontgo_as_upstream() {
     let h = wait_final(&s, &id, 1, Duration::from_secs(60));
     assert_eq!(
         h.last().cloned(),
-        Some(("WONTGO".into(), "Max update processing retries reached".into())),
+        Some((
+            "WONTGO".into(),
+            "Max update processing retries reached".into()
+        )),
         "{h:#?}\n{}",
         s.why()
     );
@@ -609,11 +659,20 @@ fn user_meta_from_the_hub_set_and_deleted_and_device_meta_pushed() {
     while !ls(&s).contains("\"fleet.colour\":\"blue\"") && t.elapsed() < Duration::from_secs(20) {
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert!(ls(&s).contains("\"fleet.colour\":\"blue\""), "{}\n{}", ls(&s), s.why());
+    assert!(
+        ls(&s).contains("\"fleet.colour\":\"blue\""),
+        "{}\n{}",
+        ls(&s),
+        s.why()
+    );
     // a config key from user-meta reaches the device's config
     let (_, conf) = s.r.pvcontrol(&s.dev, &["conf", "ls"]);
     assert!(conf.contains("PV_LOG_LEVEL"), "{conf}");
-    let (st, _) = s.hub.ctl("DELETE", &format!("/devices/{id}/user-meta/fleet.colour"), "");
+    let (st, _) = s.hub.ctl(
+        "DELETE",
+        &format!("/devices/{id}/user-meta/fleet.colour"),
+        "",
+    );
     assert_eq!(st, 200);
     let t = std::time::Instant::now();
     while ls(&s).contains("fleet.colour") && t.elapsed() < Duration::from_secs(20) {
@@ -622,8 +681,17 @@ fn user_meta_from_the_hub_set_and_deleted_and_device_meta_pushed() {
     assert!(!ls(&s).contains("fleet.colour"), "not deleted: {}", ls(&s));
     // device-meta on the Hub: the device's keys of 8.6
     let (_, dev) = s.hub.ctl("GET", &format!("/devices/{id}"), "");
-    for k in ["pantavisor.revision", "pantavisor.mode", "pantahub.claimed", "pantahub.online", "pantahub.state"] {
-        assert!(dev.contains(&format!("\"{k}\"")), "{k} missing on the Hub: {dev}");
+    for k in [
+        "pantavisor.revision",
+        "pantavisor.mode",
+        "pantahub.claimed",
+        "pantahub.online",
+        "pantahub.state",
+    ] {
+        assert!(
+            dev.contains(&format!("\"{k}\"")),
+            "{k} missing on the Hub: {dev}"
+        );
     }
 }
 
@@ -643,10 +711,17 @@ fn simultaneous_updates_each_end_updated_in_turn() {
         let l = local(&s, &rev.to_string()).unwrap();
         assert_eq!(
             (l.0.as_str(), l.1.as_str(), l.2),
-            ("UPDATED", "Update finished, revision not set as rollback point", 1),
+            (
+                "UPDATED",
+                "Update finished, revision not set as rollback point",
+                1
+            ),
             "revision {rev}"
         );
-        assert_eq!(history(&s, &id, rev).last().map(|p| p.0.as_str()), Some("UPDATED"));
+        assert_eq!(
+            history(&s, &id, rev).last().map(|p| p.0.as_str()),
+            Some("UPDATED")
+        );
     }
     let up = s.r.wait(&mut s.dev, Duration::from_secs(10), &|r, _| {
         r.console_of("3", "web").contains("v4")
@@ -661,14 +736,20 @@ fn log_lines(s: &Setup, rev: &str) -> Vec<(String, String, String)> {
     let mut out = Vec::new();
     let mut stack = vec![root.clone()];
     while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for e in rd.flatten() {
             let p = e.path();
             if p.is_dir() {
                 stack.push(p);
                 continue;
             }
-            let rel = p.strip_prefix(&root).unwrap().to_string_lossy().into_owned();
+            let rel = p
+                .strip_prefix(&root)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
             if rel.contains(".gz") {
                 continue;
             }
@@ -715,7 +796,10 @@ fn log_push_sends_every_line_once_across_a_device_restart() {
     let mut s = setup("hub-logs", &[("PH_FACTORY_AUTOTOK", "tok-1")]);
     let id = claimed(&s);
     let _ = id;
-    assert!(s.r.storage.join("logs/0").is_dir(), "no log tree under the storage");
+    assert!(
+        s.r.storage.join("logs/0").is_dir(),
+        "no log tree under the storage"
+    );
     let same = |s: &Setup| {
         let (f, h) = (log_lines(s, "0"), hub_lines(s, "0"));
         !f.is_empty() && f == h
@@ -724,22 +808,37 @@ fn log_push_sends_every_line_once_across_a_device_restart() {
     while !same(&s) && t.elapsed() < Duration::from_secs(30) {
         std::thread::sleep(Duration::from_millis(300));
     }
-    assert!(same(&s), "files and Hub differ before the restart: {} lines vs {}", log_lines(&s, "0").len(), hub_lines(&s, "0").len());
+    assert!(
+        same(&s),
+        "files and Hub differ before the restart: {} lines vs {}\n{}",
+        log_lines(&s, "0").len(),
+        hub_lines(&s, "0").len(),
+        s.why()
+    );
     let before = hub_lines(&s, "0").len();
     // an orderly restart: the positions survive, nothing is sent twice
     assert!(matches!(finish(&mut s.dev), harness::End::PowerOff));
     assert_eq!(s.boot(), "0");
     s.wait_ready("0");
     let t = std::time::Instant::now();
-    while !(same(&s) && hub_lines(&s, "0").len() > before) && t.elapsed() < Duration::from_secs(30) {
+    while !(same(&s) && hub_lines(&s, "0").len() > before) && t.elapsed() < Duration::from_secs(30)
+    {
         std::thread::sleep(Duration::from_millis(300));
     }
     let (f, h) = (log_lines(&s, "0"), hub_lines(&s, "0"));
     let mut dup = h.clone();
     dup.dedup();
-    println!("{} lines before the restart, {} after; {} on the Hub", before, f.len(), h.len());
+    println!(
+        "{} lines before the restart, {} after; {} on the Hub",
+        before,
+        f.len(),
+        h.len()
+    );
     assert!(h.len() > before, "nothing pushed after the restart");
-    assert_eq!(f, h, "the Hub's lines are not the files' lines exactly once");
+    assert_eq!(
+        f, h,
+        "the Hub's lines are not the files' lines exactly once"
+    );
 }
 
 #[test]
@@ -748,9 +847,14 @@ fn a_hung_hub_never_delays_pv_ctrl_or_supervision() {
     let mut s = setup("hub-hang", &[("PH_FACTORY_AUTOTOK", "tok-1")]);
     let id = claimed(&s);
     let _ = id;
-    fault(&s, r#"{"kind":"hang","path":"/","seconds":15,"count":null}"#);
+    fault(
+        &s,
+        r#"{"kind":"hang","path":"/","seconds":15,"count":null}"#,
+    );
     // a request is hanging on the Hub side
-    let hung = s.hub.wait_for(Duration::from_secs(15), |l| l.contains("\"fault\": \"hang\""));
+    let hung = s.hub.wait_for(Duration::from_secs(15), |l| {
+        l.contains("\"fault\": \"hang\"")
+    });
     let t0 = std::time::Instant::now();
     let mut worst = Duration::ZERO;
     let mut n = 0;
@@ -764,14 +868,21 @@ fn a_hung_hub_never_delays_pv_ctrl_or_supervision() {
     }
     // a container that ends is restarted meanwhile, as its policy says
     let pids = s.r.pids_of("web");
-    println!("{n} pv-ctrl requests while the Hub hung, slowest {worst:?}; hung request seen: {}", hung.is_some());
+    println!(
+        "{n} pv-ctrl requests while the Hub hung, slowest {worst:?}; hung request seen: {}",
+        hung.is_some()
+    );
     assert!(worst < Duration::from_secs(1), "pv-ctrl took {worst:?}");
     assert!(!pids.is_empty());
     let ok = s.r.wait(&mut s.dev, Duration::from_secs(5), &|r, d| {
         r.status_of(d, "web").as_deref() == Some("STARTED")
     });
     assert!(ok);
-    assert!(hung.is_some() || s.hub.log().iter().any(|l| l.contains("hang")), "the fault never hit: {}", s.why());
+    assert!(
+        hung.is_some() || s.hub.log().iter().any(|l| l.contains("hang")),
+        "the fault never hit: {}",
+        s.why()
+    );
     assert_eq!(s.r.env().0.as_deref(), Some("0"));
 }
 
@@ -809,7 +920,152 @@ fn a_device_that_ran_upstream_stays_the_same_device_on_the_hub() {
     });
     assert!(polled.is_some(), "{}", s.why());
     let log = s.hub.log();
-    assert!(!log.iter().any(|l| l.contains("\"/devices/\"") && l.contains("\"POST\"")), "registered again");
-    assert!(!log.iter().any(|l| l.contains("\"/trails/\"") && l.contains("\"POST\"")), "synced again");
+    assert!(
+        !log.iter()
+            .any(|l| l.contains("\"/devices/\"") && l.contains("\"POST\"")),
+        "registered again"
+    );
+    assert!(
+        !log.iter()
+            .any(|l| l.contains("\"/trails/\"") && l.contains("\"POST\"")),
+        "synced again"
+    );
     assert_eq!(device_id(&s).as_deref(), Some("0123456789abcdef01234567"));
+}
+
+/// A small xorshift for the cut moments, seeded from the pid (printed, to replay a run).
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n.max(1)
+    }
+}
+
+#[test]
+fn power_cuts_during_remote_downloads_and_installs_end_on_the_old_or_the_new_revision() {
+    let _g = SERIAL.lock();
+    let mut s = setup(
+        "hub-cuts",
+        &[
+            ("PH_FACTORY_AUTOTOK", "tok-1"),
+            ("PV_REVISION_RETRIES", "40"),
+        ],
+    );
+    let id = claimed(&s);
+    // downloads of a few seconds, so that the cuts land in them as well as in the installs
+    fault(&s, r#"{"kind":"slow","rate":300000,"count":null}"#);
+    let seed = 0x2545_f491_4f6c_dd1d ^ u64::from(std::process::id());
+    println!("seed {seed:#x}");
+    let mut rng = Rng(seed);
+    let mut rev = 1u32;
+    let mut new = post_step(&s, &id, rev, &desc_with("v2", 1 << 20, false));
+    let mut cuts: Vec<(u32, String)> = Vec::new();
+    let mut outcomes = Vec::new();
+    let t = std::time::Instant::now();
+    while cuts.len() < 20 && t.elapsed() < Duration::from_secs(300) {
+        std::thread::sleep(Duration::from_millis(200 + rng.below(2500)));
+        if s.dev.try_wait().unwrap().is_some() {
+            // it rebooted by itself (a reboot update, a rollback): boot it
+            s.boot();
+            continue;
+        }
+        let phase = local(&s, &rev.to_string()).map_or("-".to_string(), |p| p.0);
+        if matches!(phase.as_str(), "UPDATED" | "DONE" | "ERROR" | "WONTGO") {
+            // this one ended: check it, and the next update comes
+            check_outcome(&mut s, rev, &phase, &new);
+            outcomes.push((rev, phase));
+            rev += 1;
+            new = post_step(
+                &s,
+                &id,
+                rev,
+                &desc_with(&format!("v{}", rev + 1), 1 << 20, false),
+            );
+            continue;
+        }
+        s.cut();
+        cuts.push((rev, phase));
+        let booted = s.boot();
+        let (old, newer) = ((rev - 1).to_string(), rev.to_string());
+        assert!(
+            booted == old || booted == newer,
+            "cut {}: the bootloader picked {booted}",
+            cuts.len()
+        );
+        let up = s.r.wait(&mut s.dev, Duration::from_secs(40), &|r, d| {
+            r.status_of(d, "alpha").as_deref() == Some("STARTED")
+        });
+        assert!(
+            up,
+            "cut {}: revision {booted} not up: {}",
+            cuts.len(),
+            s.why()
+        );
+    }
+    println!("cuts (revision, its phase): {cuts:?}");
+    assert_eq!(cuts.len(), 20, "{}", s.why());
+    let (st, _) = s.hub.ctl("DELETE", "/faults", "");
+    assert_eq!(st, 200);
+    let last = {
+        let t = std::time::Instant::now();
+        loop {
+            let p = local(&s, &rev.to_string()).map(|p| p.0).unwrap_or_default();
+            if matches!(p.as_str(), "UPDATED" | "DONE" | "ERROR" | "WONTGO")
+                || t.elapsed() > Duration::from_secs(120)
+            {
+                break p;
+            }
+            if s.dev.try_wait().unwrap().is_some() {
+                s.boot();
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    };
+    check_outcome(&mut s, rev, &last, &new);
+    outcomes.push((rev, last));
+    println!("outcomes: {outcomes:?}");
+    // and the Hub was told each outcome
+    for (r, o) in &outcomes {
+        let h = wait_final(&s, &id, *r, Duration::from_secs(30));
+        assert_eq!(h.last().map(|p| &p.0), Some(o), "revision {r}: {h:?}");
+    }
+}
+
+/// Revision `rev` ended `status`: the device runs it (UPDATED, DONE) or the one before, and
+/// every object on storage is whole.
+fn check_outcome(s: &mut Setup, rev: u32, status: &str, new: &[(String, u64)]) {
+    match status {
+        "UPDATED" | "DONE" => {
+            let motd = format!("v{}", rev + 1);
+            let up = s.r.wait(&mut s.dev, Duration::from_secs(20), &|r, _| {
+                r.console_of(&rev.to_string(), "web").contains(&motd)
+            });
+            assert!(
+                up,
+                "revision {rev} {status} but web does not show {motd}: {}",
+                s.why()
+            );
+            for (sha, _) in new {
+                assert!(s.r.storage.join("objects").join(sha).exists());
+            }
+        }
+        "ERROR" | "WONTGO" => {}
+        other => panic!("revision {rev}: no outcome ({other}): {}", s.why()),
+    }
+    for e in std::fs::read_dir(s.r.storage.join("objects")).unwrap() {
+        let p = e.unwrap().path();
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        if name.len() == 64 {
+            let data = std::fs::read(&p).unwrap();
+            assert_eq!(
+                pantavisor::storage::objects::sha256_hex(&data),
+                name,
+                "a torn object"
+            );
+        }
+    }
 }

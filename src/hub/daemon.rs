@@ -189,7 +189,9 @@ impl Daemon {
             ) else {
                 continue;
             };
-            if val != "(null)" {
+            // a default stays a default: paths under the storage are rebased only then
+            let default = e.get("modified").and_then(|m| m.as_str()) == Some("default");
+            if val != "(null)" && !default {
                 let _ = cfg.set(Level::Env, k, val);
             }
         }

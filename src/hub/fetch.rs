@@ -3,9 +3,11 @@
 //! removes as a crash's leftover -- and made durable every [`SLICE`]; the object is published
 //! as `objects/<sha>` only once its sha256 matches (fsync, rename, directory fsync).
 //!
-//! After a power loss the bytes past the last durable slice may not be what was written, so a
-//! partial file this process did not write itself is cut back to a slice boundary first; a
-//! partial that still does not hash right at its end is dropped and fetched again whole.
+//! A partial file left by an earlier process (a crash, a restart, a power loss) is resumed
+//! from its whole length: after a crash or a SIGKILL the page cache holds what was written.
+//! After a real power loss its tail past the last durable slice may be other bytes; then the
+//! whole object does not hash right, and it is fetched again from zero -- not counted as the
+//! server's wrong bytes, since the prefix was not this process's own.
 
 use super::download::{self, Ask, Then};
 use super::http::Head;
@@ -17,7 +19,7 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 /// Made durable in slices of this size as it arrives.
-pub const SLICE: u64 = 1 << 20;
+pub const SLICE: u64 = 256 << 10;
 
 pub fn partial_dir(storage: &Path) -> PathBuf {
     storage.join("objects").join(".partial")
@@ -47,6 +49,8 @@ pub struct Fetcher {
     pub again: u64,
     /// The most of each object ever held, to count `again`.
     high: BTreeMap<String, u64>,
+    /// Objects resumed from a partial file an earlier process left.
+    inherited: std::collections::BTreeSet<String>,
 }
 
 struct Writer<'a> {
@@ -191,9 +195,12 @@ impl Fetcher {
         let len = fs::metadata(&path).map_or(0, |m| m.len());
         let keep = match self.trusted.get(sha) {
             Some(&t) => t.min(len),
-            None => len / SLICE * SLICE,
+            None => len,
         };
         let keep = if keep > size { 0 } else { keep };
+        if keep > 0 && !self.trusted.contains_key(sha) {
+            self.inherited.insert(sha.to_string());
+        }
         if keep != len {
             OpenOptions::new()
                 .create(true)
@@ -273,12 +280,19 @@ impl Fetcher {
                 if found != sha {
                     let _ = fs::remove_file(&path);
                     self.trusted.remove(sha);
-                    Got::WrongBytes
+                    if self.inherited.remove(sha) {
+                        Got::Later(format!(
+                            "object {sha}: the bytes kept from before did not hash right (a power loss?): fetched again whole"
+                        ))
+                    } else {
+                        Got::WrongBytes
+                    }
                 } else {
                     match publish(storage, &path, sha) {
                         Ok(()) => {
                             self.trusted.remove(sha);
                             self.high.remove(sha);
+                            self.inherited.remove(sha);
                             Got::Stored
                         }
                         Err(e) => Got::Later(format!("object {sha}: publish: {e}")),

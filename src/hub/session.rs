@@ -4,8 +4,8 @@
 
 use super::http::{self, Body, Head};
 use super::tls::{self, Link, Target};
-use rustls::ClientConfig;
 use super::Online;
+use rustls::ClientConfig;
 use std::io::{self, BufReader, Read};
 use std::sync::Arc;
 use std::time::Duration;
