@@ -219,7 +219,12 @@ fn handshake_get_and_eof_with_or_without_close_notify() {
                 proxy_connect: true,
                 timeout: Duration::from_secs(30),
             };
-            let mut link = connect(&t, Some(&config)).unwrap();
+            // made on one thread, used on another (the daemon may hand links around)
+            let c = Arc::clone(&config);
+            let mut link = std::thread::spawn(move || connect(&t, Some(&c)))
+                .join()
+                .unwrap()
+                .unwrap();
             crate::hub::http::write_request(&mut link, "GET", "127.0.0.1", "/", &[], b"").unwrap();
             let mut r = io::BufReader::new(&mut link);
             let head = crate::hub::http::read_head(&mut r, false).unwrap();
