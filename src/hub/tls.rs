@@ -53,7 +53,7 @@ pub struct Target<'a> {
     pub port: u16,
     /// PH_CREDS_PROXY_HOST/PORT; with `proxy_connect` (PH_CREDS_PROXY_NOPROXYCONNECT == 0) an
     /// HTTP CONNECT tunnel is opened through it first, else the stream (and TLS, verifying the
-    /// Hub's name) goes to the proxy itself, as upstream's libthttp does.
+    /// Hub's name) goes to the proxy itself.
     pub proxy: Option<(&'a str, u16)>,
     pub proxy_connect: bool,
     /// connect, read and write timeout (PH_LIBEVENT_HTTP_TIMEOUT): [`connect`] as a whole
@@ -87,7 +87,9 @@ fn open(t: &Target, tls: Option<&Arc<ClientConfig>>) -> Result<Link, String> {
     if t.timeout.is_zero() {
         return Err("timeout 0 s (PH_LIBEVENT_HTTP_TIMEOUT): would wait for ever".into());
     }
-    let deadline = Instant::now() + t.timeout;
+    let deadline = Instant::now()
+        .checked_add(t.timeout)
+        .ok_or("timeout too long (PH_LIBEVENT_HTTP_TIMEOUT)")?;
     let (host, port) = t.proxy.unwrap_or((t.host, t.port));
     let mut tcp = dial(host, port, deadline)?;
     if t.proxy.is_some() && t.proxy_connect {

@@ -17,6 +17,28 @@ dmXxx35y3uuUUIugPVlerGyoOaYroI8Q9YputBtaOA==
 -----END CERTIFICATE-----
 ";
 
+/// A server certificate for localhost and 127.0.0.1 signed by [`CA`], and its key: the
+/// in-process handshake below runs ring's assembler on every port (under qemu-user).
+const SERVER: &str = "-----BEGIN CERTIFICATE-----
+MIIBtjCCAV2gAwIBAgIBBzAKBggqhkjOPQQDAjAiMSAwHgYDVQQDDBdwYW50YXZp
+c29yIHVuaXQtdGVzdCBDQTAgFw0yNjEyMDcxNzU0MTdaGA8yMTI2MTExMzE3NTQx
+N1owFDESMBAGA1UEAwwJbG9jYWxob3N0MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcD
+QgAE0eZKeHttdnkv9lBjhKXCDGe5+FtFIm8cy7x91UaMXgbGfgrRdbW64+d3TqJl
+RS02Yi1R8R61hVrWKMT4jBJT9qOBjzCBjDAaBgNVHREEEzARgglsb2NhbGhvc3SH
+BH8AAAEwCQYDVR0TBAIwADAOBgNVHQ8BAf8EBAMCB4AwEwYDVR0lBAwwCgYIKwYB
+BQUHAwEwHQYDVR0OBBYEFL63krKSiohl1t3ipVqvQL3FbR/GMB8GA1UdIwQYMBaA
+FBCBPhM9QdF6olQNndq0zs6tM9LaMAoGCCqGSM49BAMCA0cAMEQCIDnmIqNlVkAm
+l5r/5vkZIiLFm0j+PYkRxHDyKLtc1fJVAiBOhM9G25NWSck6RP9TwnWBN8UG3XIZ
+oS+70A21HHmWZA==
+-----END CERTIFICATE-----
+";
+const SERVER_KEY: &str = "-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgf8dm3R51y+i6gV/f
+S3mdcVXOVoANYTT10MygVSMX5sShRANCAATR5kp4e212eS/2UGOEpcIMZ7n4W0Ui
+bxzLvH3VRoxeBsZ+CtF1tbrj53dOomVFLTZiLVHxHrWFWtYoxPiMElP2
+-----END PRIVATE KEY-----
+";
+
 static SEQ: AtomicUsize = AtomicUsize::new(0);
 
 /// A fresh certificate directory under the system temp dir, removed on drop.
@@ -139,4 +161,80 @@ fn certificate_errors_say_what_is_wrong() {
     assert!(tls_error(&forged).contains("bad signature"));
     let expired = rustls::Error::InvalidCertificate(CertificateError::Expired);
     assert!(tls_error(&expired).starts_with("certificate: "));
+}
+
+/// One TLS server connection on a thread: reads a request head, writes `answer`, then closes
+/// with or without close_notify.
+fn serve_once(
+    version: &'static rustls::SupportedProtocolVersion,
+    answer: &'static [u8],
+    close_notify: bool,
+) -> (u16, std::thread::JoinHandle<()>) {
+    use rustls::pki_types::PrivateKeyDer;
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[version])
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![CertificateDer::from_pem_slice(SERVER.as_bytes()).unwrap()],
+            PrivateKeyDer::from_pem_slice(SERVER_KEY.as_bytes()).unwrap(),
+        )
+        .unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let (tcp, _) = listener.accept().unwrap();
+        let conn = rustls::ServerConnection::new(Arc::new(config)).unwrap();
+        let mut s = StreamOwned::new(conn, tcp);
+        let mut head = Vec::new();
+        let mut b = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") && s.read(&mut b).unwrap() == 1 {
+            head.push(b[0]);
+        }
+        s.write_all(answer).unwrap();
+        if close_notify {
+            s.conn.send_close_notify();
+        }
+        s.flush().unwrap();
+    });
+    (port, server)
+}
+
+#[test]
+fn handshake_get_and_eof_with_or_without_close_notify() {
+    let d = Dir::new(&[("ca.pem", CA)]);
+    let config = client_config(&d.0).unwrap();
+    let length: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
+    let close: &[u8] = b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nhello";
+    let versions = [&rustls::version::TLS13, &rustls::version::TLS12];
+    for version in versions {
+        for (answer, close_notify) in [(length, false), (close, false), (close, true)] {
+            let (port, server) = serve_once(version, answer, close_notify);
+            let t = Target {
+                host: "127.0.0.1",
+                port,
+                proxy: None,
+                proxy_connect: true,
+                timeout: Duration::from_secs(30),
+            };
+            // made on one thread, used on another (the daemon may hand links around)
+            let c = Arc::clone(&config);
+            let mut link = std::thread::spawn(move || connect(&t, Some(&c)))
+                .join()
+                .unwrap()
+                .unwrap();
+            crate::hub::http::write_request(&mut link, "GET", "127.0.0.1", "/", &[], b"").unwrap();
+            let mut r = io::BufReader::new(&mut link);
+            let head = crate::hub::http::read_head(&mut r, false).unwrap();
+            let body = crate::hub::http::Body::new(&mut r, head.framing).read_all(100);
+            let what = format!("{version:?} {close_notify}");
+            assert_eq!(body.unwrap(), b"hello", "{what}");
+            // the end of the stream, not an error, once the server has gone
+            server.join().unwrap();
+            let mut rest = Vec::new();
+            assert_eq!(r.read_to_end(&mut rest).unwrap(), 0, "{what}");
+        }
+    }
 }
