@@ -164,7 +164,12 @@ fn hwrngd_spawned_respawned_stopped_started_and_stopped_at_power_off() {
         .log()
         .contains(&format!("daemon hwrngd (pid {p1}) exited: SIGKILL")));
 
-    // stopped through pv-ctrl: SIGTERM, pid -1, respawn false, and not spawned again
+    // stopped through pv-ctrl: SIGTERM, pid -1, respawn false, and not spawned again -- once
+    // the respawned script has set its trap (it says hello right after)
+    let trapped = r.wait(&mut dev, Duration::from_secs(5), &|r, _| {
+        r.log().matches("[hwrngd-out]: rngd says hello").count() >= 2
+    });
+    assert!(trapped, "the respawned hwrngd never said hello");
     let (code, out) = r.pvcontrol(&dev, &["daemons", "stop", "hwrngd"]);
     assert_eq!(code, 0, "{out}");
     assert!(

@@ -115,7 +115,11 @@ fn reboot_update_commits_with_pv_rev_advanced_and_hooks_run() {
         ))
     );
     assert_eq!(r.env(), (Some("locals/r1".into()), None));
-    assert!(r.storage.join("trails/locals/r1/.pv/done").exists());
+    // progress DONE is written before `.pv/done`: wait for it rather than race it
+    let marked = r.wait(&mut dev, Duration::from_secs(5), &|r, _| {
+        r.storage.join("trails/locals/r1/.pv/done").exists()
+    });
+    assert!(marked, "no .pv/done");
     assert_eq!(
         std::fs::read_link(r.storage.join("trails/current")).ok(),
         Some("locals/r1".into())

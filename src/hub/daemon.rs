@@ -444,7 +444,7 @@ impl Daemon {
         let d = wire::device(&r.body)?;
         if d.owner.is_some() {
             self.save_creds(true)?;
-            let _ = std::fs::remove_file(creds::path(&self.storage, creds::UNCLAIMED));
+            // unclaimed.config stays, as upstream's (`ls /storage/config` shows both)
             let _ = std::fs::remove_file(self.rundir.join("challenge"));
             self.claimed = true;
             // the token's claims hold the owner as at login: log in again
