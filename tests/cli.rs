@@ -158,7 +158,7 @@ fn standalone_boot_resumes_updates_as_the_boot_env_says() {
     let conf = t.0.join("pantavisor.config");
     std::fs::write(
         &conf,
-        format!("PV_SYSTEM_INIT_MODE=standalone\nPV_STORAGE_MNTPOINT={}\nPV_LOG_LEVEL=3\nPV_BOGUS_KEY=1\n", storage.display()),
+        format!("PV_SYSTEM_INIT_MODE=standalone\nPV_STORAGE_MNTPOINT={}\nPV_LOG_LEVEL=3\nPV_BOGUS_KEY=1\nPV_CONTROL_REMOTE=0\n", storage.display()),
     )
     .unwrap();
     let fs = RealFs;

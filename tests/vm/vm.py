@@ -422,6 +422,8 @@ def build_initramfs(a, work):
                 "PV_STORAGE_WAIT=30\n"
                 "PV_BOOTLOADER_TYPE=uboot\n"
                 "PV_LOG_LEVEL=3\n"
+                # a device updated locally (no Hub here): no Hub client, no Hub gate
+                "PV_CONTROL_REMOTE=0\n"
                 f"PV_UPDATER_COMMIT_DELAY={COMMIT_DELAY}\n")
     kver, mods = modules_for(a.kernel)
     names = []
