@@ -1076,3 +1076,45 @@ fn check_outcome(s: &mut Setup, rev: u32, status: &str, new: &[(String, u64)]) {
         }
     }
 }
+
+#[test]
+fn a_rebooted_device_reports_the_outcome_the_hub_missed() {
+    let _g = SERIAL.lock();
+    let mut s = setup("hub-missed", &[("PH_FACTORY_AUTOTOK", "tok-1")]);
+    let id = claimed(&s);
+    // the Hub takes no progress of revision 1 while the update runs
+    fault(
+        &s,
+        &format!(
+            r#"{{"kind":"status","path":"/trails/{id}/steps/1/progress","status":503,"count":null}}"#
+        ),
+    );
+    post_step(&s, &id, 1, &desc("v2"));
+    let ended = follow(&mut s, Duration::from_secs(60), &|s| {
+        local(s, "1").is_some_and(|p| p.0 == "UPDATED")
+    });
+    assert!(ended, "{:?}\n{}", local(&s, "1"), s.why());
+    assert!(
+        history(&s, &id, 1).is_empty(),
+        "the Hub took a progress through the fault"
+    );
+    // an orderly reboot, then the Hub answers again: the outcome reaches it
+    assert!(matches!(finish(&mut s.dev), harness::End::PowerOff));
+    let (st, _) = s.hub.ctl("DELETE", "/faults", "");
+    assert_eq!(st, 200);
+    s.boot();
+    s.wait_ready("after the reboot");
+    let told = follow(&mut s, Duration::from_secs(60), &|s| {
+        let h = history(s, &id, 1);
+        let local = local(s, "1").map(|p| p.0);
+        h.last().map(|p| Some(p.0.clone())) == Some(local.clone())
+            && matches!(local.as_deref(), Some("UPDATED" | "DONE"))
+    });
+    assert!(
+        told,
+        "Hub {:?}, device {:?}\n{}",
+        history(&s, &id, 1),
+        local(&s, "1"),
+        s.why()
+    );
+}
