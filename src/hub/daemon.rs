@@ -15,7 +15,7 @@ use super::logpush::{self, Pusher};
 use super::meta::{self, Op};
 use super::session::{Dialer, Reply, Route, Session};
 use super::wire;
-use super::{State as ClientState, Trails};
+use super::{Facts, Reports, Sent, State as ClientState, Trails, Update};
 use crate::config::{Config, Key, Level};
 use crate::control::client::request;
 use crate::json::{self, Limits, ObjectWriter};
@@ -46,9 +46,12 @@ const WRONG_BYTES_TRIES: u32 = 3;
 /// Everything the daemon does next, each at its own time.
 #[derive(Default)]
 struct Due {
+    round: Option<Instant>,
     login: Option<Instant>,
     trails: Option<Instant>,
     steps: Option<Instant>,
+    /// The next try at the admitted step's preparation or download after one failed.
+    work: Option<Instant>,
     usrmeta: Option<Instant>,
     devmeta: Option<Instant>,
     register: Option<Instant>,
@@ -81,6 +84,8 @@ struct Work {
     objects: Vec<(String, u64, String)>,
     retries: u32,
     wrong: u32,
+    /// The object metadata is in and the space checked: the objects are downloaded next.
+    prepared: bool,
 }
 
 pub struct Daemon {
@@ -100,9 +105,7 @@ pub struct Daemon {
     /// The revision REMOTE_RUN was asked for: not admitted again while the device takes it up.
     ran: Option<String>,
     fetcher: Fetcher,
-    /// The last progress body the Hub took, per revision; a report that failed waits here.
-    reported: BTreeMap<String, String>,
-    unsent: Option<(String, String)>,
+    reports: Reports,
     /// Device-meta this daemon published (`pantahub.*`), to write only changes.
     published: BTreeMap<&'static str, String>,
     devmeta_sent: Option<String>,
@@ -161,8 +164,7 @@ impl Daemon {
             work: None,
             ran: None,
             fetcher: Fetcher::default(),
-            reported: BTreeMap::new(),
-            unsent: None,
+            reports: Reports::default(),
             published: BTreeMap::new(),
             devmeta_sent: None,
             usrmeta_prev: None,
@@ -316,55 +318,125 @@ impl Daemon {
         self.sess.as_ref().is_some_and(|s| s.token.is_some())
     }
 
-    /// One round of the client: what is due is done; returns how long to wait.
+    /// Where the update this process works on stands (for [`super::next`]).
+    fn update(&self) -> Update {
+        match (&self.ran, &self.work) {
+            (Some(_), _) => Update::Trying,
+            (None, Some(w)) if w.prepared => Update::Downloading,
+            (None, Some(_)) => Update::Queued,
+            (None, None) => Update::NoneOrFinal,
+        }
+    }
+
+    /// One round of the client: the state [`super::next`] picks is acted on; returns how long
+    /// to wait.
     pub fn tick(&mut self, now: Instant) -> Duration {
-        if let Err(e) = self.load_config() {
-            say!("ERROR", "{e}");
-            return RETRY;
+        // the configuration, metadata and logs once a second, also while a try is watched
+        let round = due(self.due.round, now);
+        if round {
+            if let Err(e) = self.load_config() {
+                say!("ERROR", "{e}");
+                return RETRY;
+            }
+            self.due.round = Some(now + Duration::from_secs(1));
         }
         if !self.claimed {
             self.unclaimed(now);
             return Duration::from_secs(1);
         }
-        if !self.authenticated() {
-            self.set_state(ClientState::Login);
-            if due(self.due.login, now) && !self.login() {
-                self.due.login = Some(now + RETRY);
+        let state = super::next(Facts {
+            authenticated: self.authenticated(),
+            trails: self.trails,
+            update: self.update(),
+        });
+        self.set_state(state);
+        let wait = match state {
+            ClientState::Login => {
+                if due(self.due.login, now) && !self.login() {
+                    self.due.login = Some(now + RETRY);
+                }
+                // logged in: on at once
+                return if self.authenticated() {
+                    Duration::ZERO
+                } else {
+                    Duration::from_secs(1)
+                };
             }
-            if !self.authenticated() {
-                return Duration::from_secs(1);
-            }
-        }
-        self.flush_report();
-        match self.trails {
-            Trails::Unknown => {
-                self.set_state(ClientState::WaitHub);
+            ClientState::WaitHub => {
                 if due(self.due.trails, now) {
                     self.check_trails();
                     self.due.trails = Some(now + RETRY);
                 }
+                Duration::from_secs(1)
             }
-            Trails::Unsynced => {
-                self.set_state(ClientState::Sync);
+            ClientState::Sync => {
                 if let Err(e) = self.sync() {
                     say!("ERROR", "first sync: {e}");
                 }
                 self.trails = Trails::Unknown;
                 self.due.trails = Some(now + RETRY);
+                Duration::from_secs(1)
             }
-            Trails::Synced => {
+            ClientState::Idle => {
                 if due(self.due.steps, now) {
                     self.due.steps = Some(now + self.interval(Key::PH_UPDATER_INTERVAL));
                     self.poll_steps();
                 }
-                self.metadata(now);
-                self.push_logs();
-                if self.watch() {
-                    return WATCH;
+                // a step admitted or a try to watch: on at once
+                if self.update() == Update::NoneOrFinal {
+                    Duration::from_secs(1)
+                } else {
+                    Duration::ZERO
                 }
             }
+            ClientState::PrepDownload => {
+                if due(self.due.work, now) {
+                    match self.prepare() {
+                        Ok(()) => {
+                            if let Some(w) = self.work.as_mut() {
+                                w.prepared = true;
+                            }
+                        }
+                        Err(e) => {
+                            say!("WARN", "{e}");
+                            self.due.work = Some(now + RETRY);
+                        }
+                    }
+                }
+                Duration::from_millis(if self.update() == Update::Queued {
+                    1000
+                } else {
+                    0
+                })
+            }
+            ClientState::Download => {
+                if due(self.due.work, now) {
+                    self.download();
+                    if self.update() == Update::Downloading {
+                        // the Hub is in trouble: the download resumes a while later
+                        self.due.work = Some(now + RETRY);
+                    }
+                }
+                Duration::from_millis(if self.update() == Update::Downloading {
+                    1000
+                } else {
+                    0
+                })
+            }
+            _ => {
+                if self.watch() {
+                    WATCH
+                } else {
+                    Duration::ZERO
+                }
+            }
+        };
+        self.flush_reports();
+        if round && self.trails == Trails::Synced {
+            self.metadata(now);
+            self.push_logs();
         }
-        Duration::from_secs(1)
+        wait
     }
 
     /// While the device tries a revision it was asked to run, its progress is read often and
@@ -380,7 +452,6 @@ impl Daemon {
         self.report(&rev, raw);
         if p.status.is_final() {
             self.ran = None;
-            self.set_state(ClientState::Idle);
             return false;
         }
         true
@@ -622,10 +693,7 @@ impl Daemon {
         };
         let step = match wire::first_step(&r.body) {
             Ok(Some(s)) => s,
-            Ok(None) => {
-                self.set_state(ClientState::Idle);
-                return;
-            }
+            Ok(None) => return,
             Err(e) => return say!("WARN", "GET steps: {e}"),
         };
         self.step(step);
@@ -642,36 +710,22 @@ impl Daemon {
         }
     }
 
+    /// A step the Hub has not seen finished: the device's outcome or try is reported, or the
+    /// step is admitted (prep download comes next).
     fn step(&mut self, s: wire::Step) {
         let rev = s.rev.clone();
-        if self.work.as_ref().is_some_and(|w| w.rev != rev) {
-            self.work = None;
-        }
         if let Some((p, raw)) = self.device_progress(&rev) {
             match p.status {
-                st if st.is_final() => {
-                    self.work = None;
-                    self.set_state(ClientState::Idle);
-                    return self.report(&rev, raw);
-                }
+                st if st.is_final() => return self.report(&rev, raw),
                 Status::Inprogress | Status::Testing => {
-                    self.set_state(ClientState::Report);
+                    // being tried (this process asked for it before it restarted): watched
+                    self.ran = Some(rev.clone());
                     return self.report(&rev, raw);
                 }
                 _ => {}
             }
         }
-        if self.ran.as_deref() == Some(rev.as_str()) {
-            // REMOTE_RUN was asked for: the device's progress moves on by itself
-            return;
-        }
-        if self.work.is_none() && !self.admit(&s) {
-            return;
-        }
-        if let Err(e) = self.prepare() {
-            return say!("WARN", "revision {rev}: {e}");
-        }
-        self.download();
+        self.admit(&s);
     }
 
     /// One processing attempt at a Hub step, counted by the device (`PUT /steps/<rev>`).
@@ -687,6 +741,7 @@ impl Daemon {
                     objects: Vec::new(),
                     retries: p.map_or(1, |p| p.retries),
                     wrong: 0,
+                    prepared: false,
                 });
                 true
             }
@@ -846,7 +901,7 @@ impl Daemon {
                 let (got, answered) = {
                     // fields, not `self`: the download borrows the fetcher
                     let sess = &mut self.sess;
-                    let reported = &mut self.reported;
+                    let reported = &mut self.reports;
                     let p = &mut p;
                     let mut on = |have: u64| {
                         if last.elapsed() < RETRY {
@@ -918,7 +973,7 @@ impl Daemon {
         let mut o = ObjectWriter::new();
         o.str("op", "REMOTE_RUN").str("payload", &rev);
         match self.ctrl("POST", "/commands", o.finish().as_bytes()) {
-            Ok((200, _)) => self.set_state(ClientState::Report),
+            Ok((200, _)) => self.ran = Some(rev.clone()),
             Ok((st, b)) => say!(
                 "WARN",
                 "REMOTE_RUN {rev}: pv-ctrl answered {st} {}",
@@ -939,41 +994,37 @@ impl Daemon {
         self.put_progress(rev, &p);
     }
 
-    /// A progress for the Hub: sent unless the Hub has it already; one in flight, and a
-    /// report that could not go waits, replaced by any newer one.
+    /// A progress for the Hub: sent now unless the Hub has it already;
+    /// a report that could not go waits, replaced by any newer one of its step.
     fn report(&mut self, rev: &str, body: String) {
-        if self.reported.get(rev) == Some(&body) {
-            return;
-        }
-        self.unsent = Some((rev.to_string(), body));
-        self.flush_report();
+        self.reports.push(rev, body);
+        self.flush_reports();
     }
 
-    fn flush_report(&mut self) {
-        let Some((rev, body)) = self.unsent.take() else {
-            return;
-        };
-        let id = self.creds.id.clone().unwrap_or_default();
-        let path = format!("/trails/{id}/steps/{rev}/progress");
-        match self.call("PUT", &path, Some(body.as_bytes()), true) {
-            Ok(r) if r.ok() => {
-                self.reported.insert(rev, body);
-            }
-            Ok(r) if (400..500).contains(&r.status) && r.status != 401 => {
-                say!(
+    fn flush_reports(&mut self) {
+        // one round of the waiting ones: a Hub that fails them is tried again next round
+        for _ in 0..8 {
+            let Some((rev, body)) = self.reports.take() else {
+                return;
+            };
+            let id = self.creds.id.clone().unwrap_or_default();
+            let path = format!("/trails/{id}/steps/{rev}/progress");
+            let res = self.call("PUT", &path, Some(body.as_bytes()), true);
+            let how = Sent::of(res.as_ref().ok().map(|r| r.status));
+            match (&res, how) {
+                (_, Sent::Taken) => {}
+                (Ok(r), Sent::Refused) => say!(
                     "WARN",
                     "progress of {rev}: the Hub refused it: {} {}",
                     r.status,
                     String::from_utf8_lossy(&r.body)
-                );
+                ),
+                (Ok(r), _) => say!("WARN", "progress of {rev}: the Hub answered {}", r.status),
+                (Err(e), _) => say!("WARN", "{e}"),
             }
-            Ok(r) => {
-                say!("WARN", "progress of {rev}: the Hub answered {}", r.status);
-                self.unsent = Some((rev, body));
-            }
-            Err(e) => {
-                say!("WARN", "{e}");
-                self.unsent = Some((rev, body));
+            self.reports.done(rev, body, how);
+            if how == Sent::Again {
+                return;
             }
         }
     }
@@ -1153,7 +1204,7 @@ fn live_progress(
     id: &str,
     rev: &str,
     p: &Progress,
-    reported: &mut BTreeMap<String, String>,
+    reported: &mut Reports,
 ) {
     let path = format!("/steps/{rev}/progress");
     if !matches!(
@@ -1168,7 +1219,8 @@ fn live_progress(
     let hub = format!("/trails/{id}/steps/{rev}/progress");
     if let (Ok(r), _) = sess.call("PUT", &hub, Some(&body), true, &[]) {
         if r.ok() {
-            reported.insert(rev.to_string(), String::from_utf8_lossy(&body).into_owned());
+            let body = String::from_utf8_lossy(&body).into_owned();
+            reported.done(rev.to_string(), body, Sent::Taken);
         }
     }
 }

@@ -73,34 +73,24 @@ pub struct Facts {
     pub authenticated: bool,
     pub trails: Trails,
     pub update: Update,
-    /// A progress PUT is in flight or queued.
-    pub progress_pending: bool,
 }
 
-/// The next state, or `None` to stay (upstream's `pv_pantahub_evaluate_state`, in its order):
-/// no session means login; the trail must be known and synced; with no update the client
-/// idles (polling steps); a pending progress report holds the state where it is; then the
-/// update's phase decides.
-pub fn next(f: Facts) -> Option<State> {
+/// The next state (upstream's `pv_pantahub_evaluate_state`, in its order): no session means
+/// login; the trail must be known and synced; with no update the client idles (polling
+/// steps); then the update's phase decides. Upstream also holds the state while a progress
+/// PUT is in flight; this client's PUTs are synchronous, so none is in flight when it decides.
+pub fn next(f: Facts) -> State {
     if !f.authenticated {
-        return Some(State::Login);
+        return State::Login;
     }
-    match f.trails {
-        Trails::Unknown => return Some(State::WaitHub),
-        Trails::Unsynced => return Some(State::Sync),
-        Trails::Synced => {}
+    match (f.trails, f.update) {
+        (Trails::Unknown, _) => State::WaitHub,
+        (Trails::Unsynced, _) => State::Sync,
+        (Trails::Synced, Update::NoneOrFinal) => State::Idle,
+        (Trails::Synced, Update::Queued) => State::PrepDownload,
+        (Trails::Synced, Update::Downloading) => State::Download,
+        (Trails::Synced, Update::Trying) => State::Report,
     }
-    if f.update == Update::NoneOrFinal {
-        return Some(State::Idle);
-    }
-    if f.progress_pending {
-        return None;
-    }
-    Some(match f.update {
-        Update::Queued => State::PrepDownload,
-        Update::Downloading => State::Download,
-        Update::Trying | Update::NoneOrFinal => State::Report,
-    })
 }
 
 /// Online/offline (reference 8.1): a response of any kind makes the client online; it goes
@@ -140,35 +130,72 @@ impl Online {
     }
 }
 
-/// Progress reports to the Hub (reference 8.5): one PUT in flight; a newer report waits in a
-/// single slot, replacing an older waiting one (only the newest state of a step matters).
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct ProgressQueue {
-    in_flight: bool,
-    next: Option<(String, String)>,
+/// How a progress PUT ended, by the Hub's status (`None`: no answer).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sent {
+    Taken,
+    /// A 4xx other than 401: the Hub will never take this body; dropped with a log line.
+    Refused,
+    /// No answer, a 5xx or a 401 (the session logs in again): sent again later.
+    Again,
 }
 
-impl ProgressQueue {
-    /// A report for step `rev` with this body: returns it when it is to be sent now.
-    pub fn push(&mut self, rev: String, body: String) -> Option<(String, String)> {
-        if self.in_flight {
-            self.next = Some((rev, body));
-            return None;
+impl Sent {
+    pub fn of(status: Option<u16>) -> Sent {
+        match status {
+            Some(200..=299) => Sent::Taken,
+            Some(401) | None => Sent::Again,
+            Some(400..=499) => Sent::Refused,
+            Some(_) => Sent::Again,
         }
-        self.in_flight = true;
-        Some((rev, body))
+    }
+}
+
+/// Progress reports to the Hub (reference 8.5): what the Hub has, per step, and one report
+/// waiting per step, a newer one replacing an older (only the newest state of a step matters;
+/// a final outcome of one step is never replaced by another step's report).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Reports {
+    taken: std::collections::BTreeMap<String, String>,
+    waiting: Vec<(String, String)>,
+}
+
+impl Reports {
+    /// A progress of step `rev`: to send, unless the Hub has this very body already.
+    pub fn push(&mut self, rev: &str, body: String) {
+        if self.taken.get(rev) == Some(&body) {
+            self.waiting.retain(|(r, _)| r != rev);
+            return;
+        }
+        match self.waiting.iter_mut().find(|(r, _)| r == rev) {
+            Some(w) => w.1 = body,
+            None => self.waiting.push((rev.to_string(), body)),
+        }
     }
 
-    /// The PUT in flight ended (sent or failed): the waiting report, to send now, if any.
-    pub fn done(&mut self) -> Option<(String, String)> {
-        self.in_flight = false;
-        let next = self.next.take()?;
-        self.in_flight = true;
-        Some(next)
+    /// The oldest waiting report, to PUT now; give it back with [`Reports::done`].
+    pub fn take(&mut self) -> Option<(String, String)> {
+        (!self.waiting.is_empty()).then(|| self.waiting.remove(0))
+    }
+
+    /// The PUT of a taken report ended. A report sent again goes after the others, unless a
+    /// newer one of its step waits already.
+    pub fn done(&mut self, rev: String, body: String, how: Sent) {
+        match how {
+            Sent::Taken => {
+                self.taken.insert(rev, body);
+            }
+            Sent::Refused => {}
+            Sent::Again => {
+                if !self.waiting.iter().any(|(r, _)| *r == rev) {
+                    self.waiting.push((rev, body));
+                }
+            }
+        }
     }
 
     pub fn pending(&self) -> bool {
-        self.in_flight || self.next.is_some()
+        !self.waiting.is_empty()
     }
 }
 

@@ -13,25 +13,21 @@ fn next_state_for_every_combination_of_facts() {
     for authenticated in [false, true] {
         for trails in [Trails::Unknown, Trails::Unsynced, Trails::Synced] {
             for update in UPDATES {
-                for progress_pending in [false, true] {
-                    let f = Facts {
-                        authenticated,
-                        trails,
-                        update,
-                        progress_pending,
-                    };
-                    let want = match (authenticated, trails, update, progress_pending) {
-                        (false, ..) => Some(State::Login),
-                        (true, Trails::Unknown, ..) => Some(State::WaitHub),
-                        (true, Trails::Unsynced, ..) => Some(State::Sync),
-                        (true, Trails::Synced, Update::NoneOrFinal, _) => Some(State::Idle),
-                        (true, Trails::Synced, _, true) => None,
-                        (true, Trails::Synced, Update::Queued, false) => Some(State::PrepDownload),
-                        (true, Trails::Synced, Update::Downloading, false) => Some(State::Download),
-                        (true, Trails::Synced, Update::Trying, false) => Some(State::Report),
-                    };
-                    assert_eq!(next(f), want, "{f:?}");
-                }
+                let f = Facts {
+                    authenticated,
+                    trails,
+                    update,
+                };
+                let want = match (authenticated, trails, update) {
+                    (false, ..) => State::Login,
+                    (true, Trails::Unknown, _) => State::WaitHub,
+                    (true, Trails::Unsynced, _) => State::Sync,
+                    (true, Trails::Synced, Update::NoneOrFinal) => State::Idle,
+                    (true, Trails::Synced, Update::Queued) => State::PrepDownload,
+                    (true, Trails::Synced, Update::Downloading) => State::Download,
+                    (true, Trails::Synced, Update::Trying) => State::Report,
+                };
+                assert_eq!(next(f), want, "{f:?}");
             }
         }
     }
@@ -108,22 +104,53 @@ fn online_after_any_answer_offline_only_past_the_threshold() {
 }
 
 #[test]
-fn one_progress_in_flight_and_the_newest_waiting() {
-    let mut q = ProgressQueue::default();
+fn a_put_ends_taken_refused_or_to_send_again() {
+    assert_eq!(Sent::of(Some(200)), Sent::Taken);
+    assert_eq!(Sent::of(Some(204)), Sent::Taken);
+    assert_eq!(Sent::of(Some(400)), Sent::Refused);
+    assert_eq!(Sent::of(Some(404)), Sent::Refused);
+    assert_eq!(Sent::of(Some(499)), Sent::Refused);
+    assert_eq!(Sent::of(Some(401)), Sent::Again);
+    assert_eq!(Sent::of(Some(500)), Sent::Again);
+    assert_eq!(Sent::of(Some(503)), Sent::Again);
+    assert_eq!(Sent::of(Some(302)), Sent::Again);
+    assert_eq!(Sent::of(None), Sent::Again);
+}
+
+#[test]
+fn the_newest_report_of_each_step_waits_and_the_hubs_copy_is_not_sent_again() {
+    let p = |r: &str, b: &str| Some((r.to_string(), b.to_string()));
+    let mut q = Reports::default();
     assert!(!q.pending());
-    let p = |r: &str, b: &str| (r.to_string(), b.to_string());
-    assert_eq!(q.push("1".into(), "QUEUED".into()), Some(p("1", "QUEUED")));
+    assert_eq!(q.take(), None);
+    q.push("1", "QUEUED".into());
+    q.push("1", "DOWNLOADING 10".into());
+    q.push("2", "NEW".into());
+    q.push("1", "DOWNLOADING 20".into());
     assert!(q.pending());
-    assert_eq!(q.push("1".into(), "DOWNLOADING 10".into()), None);
-    assert_eq!(q.push("1".into(), "DOWNLOADING 20".into()), None);
-    // only the newest waiting one goes next
-    assert_eq!(q.done(), Some(p("1", "DOWNLOADING 20")));
-    assert!(q.pending());
-    assert_eq!(q.done(), None);
+    // only step 1's newest, in the order the steps first waited
+    assert_eq!(q.take(), p("1", "DOWNLOADING 20"));
+    q.done("1".into(), "DOWNLOADING 20".into(), Sent::Taken);
+    // what the Hub has is not sent again
+    q.push("1", "DOWNLOADING 20".into());
+    assert_eq!(q.take(), p("2", "NEW"));
+    // failed: sent again, after the others
+    q.push("1", "UPDATED".into());
+    q.done("2".into(), "NEW".into(), Sent::Again);
+    assert_eq!(q.take(), p("1", "UPDATED"));
+    // refused: dropped; the Hub's copy stays what it took
+    q.done("1".into(), "UPDATED".into(), Sent::Refused);
+    assert_eq!(q.take(), p("2", "NEW"));
     assert!(!q.pending());
-    assert_eq!(q.push("2".into(), "NEW".into()), Some(p("2", "NEW")));
-    // a failed PUT ends the flight the same way
-    assert_eq!(q.done(), None);
+    // a failed report does not come back over a newer one of its step
+    q.push("2", "QUEUED".into());
+    q.done("2".into(), "NEW".into(), Sent::Again);
+    assert_eq!(q.take(), p("2", "QUEUED"));
+    assert_eq!(q.take(), None);
+    // the Hub's copy arriving makes a waiting duplicate go
+    q.push("3", "DONE".into());
+    q.done("3".into(), "DONE".into(), Sent::Taken);
+    q.push("3", "DONE".into());
     assert!(!q.pending());
 }
 
