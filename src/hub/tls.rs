@@ -3,8 +3,13 @@
 //! server's certificate verified against the PEM certificates of `PV_LIBTHTTP_CERTSDIR` and its
 //! name against the Hub's host. `hub::http` writes and reads HTTP/1.1 over a [`Link`].
 
-use rustls::pki_types::{pem::PemObject, CertificateDer, ServerName};
-use rustls::{CertificateError, ClientConfig, ClientConnection, RootCertStore, StreamOwned};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
+use rustls::pki_types::{pem::PemObject, CertificateDer, ServerName, UnixTime};
+use rustls::{
+    CertificateError, ClientConfig, ClientConnection, DigitallySignedStruct, RootCertStore,
+    SignatureScheme, StreamOwned,
+};
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
@@ -37,13 +42,106 @@ pub fn client_config(certsdir: &Path) -> Result<Arc<ClientConfig>, String> {
     // (ML-KEM); aws-lc-rs, which has it, costs twice ring's bytes (README "TLS for the Hub
     // client"). X25519 and the NIST curves remain.
     #[allow(deprecated)]
-    let provider = rustls::crypto::ring::default_provider();
-    let config = ClientConfig::builder_with_provider(Arc::new(provider))
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .build()
+        .map_err(|e| format!("TLS: {e}"))?;
+    let floor = clock_floor();
+    if UnixTime::now() < floor {
+        say_unset_clock(floor);
+    }
+    let config = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS: {e}"))?
-        .with_root_certificates(roots)
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(UnsetClock { inner, floor }))
         .with_no_client_auth();
     Ok(Arc::new(config))
+}
+
+/// No clock can be right before this binary's source was: `SOURCE_DATE_EPOCH` of the build
+/// (Buildroot sets it for reproducible builds), else the date of this release.
+fn clock_floor() -> UnixTime {
+    const RELEASE: u64 = 1_796_083_200; // 2026-12-01
+    let built = option_env!("SOURCE_DATE_EPOCH").and_then(|s| s.trim().parse::<u64>().ok());
+    UnixTime::since_unix_epoch(Duration::from_secs(built.unwrap_or(0).max(RELEASE)))
+}
+
+fn say_unset_clock(floor: UnixTime) {
+    let _ = writeln!(
+        io::stderr(),
+        "WARN the clock reads before {} s since 1970, so it is not set (a board without a \
+         real-time clock): the Hub's certificates are checked as of that time, and one issued \
+         later as of its own start",
+        floor.as_secs()
+    );
+}
+
+/// The Hub's certificate verified by webpki, chain, name and validity, but a board without
+/// a real-time clock boots in 1970 and would refuse every certificate as not valid yet (upstream
+/// never sees this: its libthttp does not verify the server at all). While the clock reads
+/// earlier than [`clock_floor`], validity is checked as of the floor, or, for a chain issued
+/// after it, as of the latest start in the chain. A chain that expired before the floor is
+/// still refused, as is every wrong signature or name; one that expired later cannot be told
+/// from a valid one without a clock (the price of reaching the Hub at all). A set clock is used
+/// as it is.
+#[derive(Debug)]
+struct UnsetClock {
+    inner: Arc<WebPkiServerVerifier>,
+    floor: UnixTime,
+}
+
+impl ServerCertVerifier for UnsetClock {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let verify = |at| {
+            self.inner
+                .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, at)
+        };
+        if now >= self.floor {
+            return verify(now);
+        }
+        let mut at = self.floor;
+        // each certificate of the chain may start later than the one before
+        for _ in 0..8 {
+            match verify(at) {
+                Err(rustls::Error::InvalidCertificate(CertificateError::NotValidYetContext {
+                    not_before,
+                    ..
+                })) if not_before > at => at = not_before,
+                r => return r,
+            }
+        }
+        verify(at)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
 }
 
 /// Where [`connect`] goes.

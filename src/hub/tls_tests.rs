@@ -238,3 +238,63 @@ fn handshake_get_and_eof_with_or_without_close_notify() {
         }
     }
 }
+
+#[test]
+fn a_board_without_a_clock_still_verifies_chain_name_and_expiry() {
+    let mut roots = RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(CA.as_bytes()).unwrap())
+        .unwrap();
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+        .build()
+        .unwrap();
+    let leaf = CertificateDer::from_pem_slice(SERVER.as_bytes()).unwrap();
+    let name = |n: &str| ServerName::try_from(n.to_string()).unwrap();
+    let at = |secs: u64| UnixTime::since_unix_epoch(Duration::from_secs(secs));
+    let year_2200 = at(7_258_118_400);
+    let v = UnsetClock {
+        inner: inner.clone(),
+        floor: clock_floor(),
+    };
+    let check =
+        |v: &UnsetClock, host: &str, now| v.verify_server_cert(&leaf, &[], &name(host), &[], now);
+    // webpki alone refuses a leaf issued on 2026-12-07 at a 1970 clock
+    let bare = inner.verify_server_cert(&leaf, &[], &name("localhost"), &[], at(0));
+    assert!(
+        matches!(
+            bare,
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidYetContext { .. }
+            ))
+        ),
+        "{bare:?}"
+    );
+    // the floor (2026-12-01) is before the leaf's start: checked as of that start
+    assert!(check(&v, "localhost", at(0)).is_ok());
+    assert!(check(&v, "127.0.0.1", at(1_000_000)).is_ok());
+    // the name is still checked
+    assert!(matches!(
+        check(&v, "hub.example.com", at(0)),
+        Err(rustls::Error::InvalidCertificate(_))
+    ));
+    // a set clock is used as it is: expired in 2126
+    assert!(matches!(
+        check(&v, "localhost", year_2200),
+        Err(rustls::Error::InvalidCertificate(
+            CertificateError::ExpiredContext { .. }
+        ))
+    ));
+    // a chain that expired before the floor is refused at an unset clock
+    let late = UnsetClock {
+        inner,
+        floor: year_2200,
+    };
+    assert!(matches!(
+        check(&late, "localhost", at(0)),
+        Err(rustls::Error::InvalidCertificate(
+            CertificateError::ExpiredContext { .. }
+        ))
+    ));
+}
