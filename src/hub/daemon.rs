@@ -890,13 +890,13 @@ impl Daemon {
     fn objects_meta(&mut self, shas: Vec<String>) -> Result<Vec<(String, u64, String)>, String> {
         let ctx = self.xfer_ctx()?;
         let n = self.workers(shas.len());
-        let mut plan = Plan::new(shas.iter().cloned(), n);
-        let mut found = BTreeMap::new();
+        let mut plan = Plan::new(0..shas.len(), n);
+        let mut found: Vec<Option<(u64, String)>> = vec![None; shas.len()];
         let mut failed = None;
         xfer::with_workers(n, &ctx, |pool| {
             while !plan.over() {
-                while let Some(sha) = plan.start() {
-                    pool.send(Job::Meta(sha));
+                while let Some(i) = plan.start() {
+                    pool.send(Job::Meta(i, shas.get(i).cloned().unwrap_or_default()));
                 }
                 let ev = match pool.recv(RETRY) {
                     Ok(ev) => ev,
@@ -905,14 +905,16 @@ impl Daemon {
                         return;
                     }
                 };
-                let Some(Event::Meta { sha, res, answered }) = ev else {
+                let Some(Event::Meta { id, res, answered }) = ev else {
                     continue;
                 };
                 plan.ended();
                 self.answered(answered);
                 match res {
                     Ok(o) => {
-                        found.insert(sha, o);
+                        if let Some(f) = found.get_mut(id) {
+                            *f = Some(o);
+                        }
                     }
                     Err(e) => {
                         if e == MetaErr::Unauthorized {
@@ -920,6 +922,7 @@ impl Daemon {
                                 s.token = None;
                             }
                         }
+                        let sha = shas.get(id).map_or("", String::as_str);
                         let why = match e {
                             MetaErr::Unauthorized => {
                                 format!("GET /objects/{sha}: the Hub answered 401")
@@ -935,12 +938,14 @@ impl Daemon {
         if let Some(why) = failed {
             return Err(why);
         }
-        shas.into_iter()
-            .map(|sha| match found.remove(&sha) {
-                Some((size, url)) => Ok((sha, size, url)),
-                None => Err(format!("GET /objects/{sha}: no answer")),
-            })
-            .collect()
+        let mut objects = Vec::with_capacity(shas.len());
+        for (sha, f) in shas.into_iter().zip(found) {
+            let Some((size, url)) = f else {
+                return Err(format!("GET /objects/{sha}: no answer"));
+            };
+            objects.push((sha, size, url));
+        }
+        Ok(objects)
     }
 
     /// The objects into the object store, at most PH_UPDATER_TRANSFER_MAX_COUNT downloads in
@@ -950,7 +955,7 @@ impl Daemon {
         &mut self,
         rev: &str,
         p: &mut Progress,
-        objects: Vec<(String, u64, String)>,
+        mut objects: Vec<(String, u64, String)>,
     ) -> bool {
         let ctx = match self.xfer_ctx() {
             Ok(c) => c,
@@ -960,25 +965,22 @@ impl Daemon {
             }
         };
         let n = self.workers(objects.len());
-        let want = objects.len();
-        let mut plan = Plan::new(objects.iter().map(|o| o.0.clone()), n);
-        let mut known: BTreeMap<String, (u64, String)> = objects
-            .into_iter()
-            .map(|(sha, size, url)| (sha, (size, url)))
-            .collect();
-        let mut held: BTreeMap<String, u64> = BTreeMap::new();
-        let mut renewed: BTreeMap<String, u32> = BTreeMap::new();
+        let mut plan = Plan::new(0..objects.len(), n);
+        // by the object's place in `objects`: bytes held, URL renewals this round
+        let mut held = vec![0u64; objects.len()];
+        let mut renewed = vec![0u32; objects.len()];
         let (mut stored, mut refused) = (0, false);
         let mut every = xfer::Every::new(RETRY, Instant::now());
         xfer::with_workers(n, &ctx, |pool| {
             while !plan.over() {
-                while let Some(sha) = plan.start() {
-                    let Some((size, url)) = known.get(&sha).cloned() else {
+                while let Some(id) = plan.start() {
+                    let Some((sha, size, url)) = objects.get(id).cloned() else {
                         plan.ended();
                         continue;
                     };
                     let fetcher = self.fetcher.lend(&sha);
                     pool.send(Job::Fetch {
+                        id,
                         sha,
                         size,
                         url,
@@ -990,11 +992,13 @@ impl Daemon {
                     Err(e) => return say!("ERROR", "revision {rev}: {e}"),
                 };
                 match ev {
-                    Some(Event::Bytes(sha, have)) => {
-                        held.insert(sha, have);
+                    Some(Event::Bytes(id, have)) => {
+                        if let Some(h) = held.get_mut(id) {
+                            *h = have;
+                        }
                     }
                     Some(Event::Fetched {
-                        sha,
+                        id,
                         got,
                         answered,
                         fetcher,
@@ -1002,15 +1006,15 @@ impl Daemon {
                         plan.ended();
                         self.fetcher.merge(fetcher);
                         self.answered(answered);
-                        if refused {
+                        let (Some((sha, size, _)), false) = (objects.get(id).cloned(), refused)
+                        else {
                             continue;
-                        }
+                        };
                         let wrong = if got == Got::WrongBytes {
                             say!(
                                 "ERROR",
                                 "object {sha}: the bytes served do not hash to it; not stored"
                             );
-                            held.remove(&sha);
                             self.work.as_mut().map_or(xfer::WRONG_BYTES_TRIES, |w| {
                                 w.wrong += 1;
                                 w.wrong
@@ -1018,27 +1022,29 @@ impl Daemon {
                         } else {
                             0
                         };
-                        let renewals = renewed.get(&sha).copied().unwrap_or(0);
+                        let renewals = renewed.get(id).copied().unwrap_or(0);
                         match xfer::next(&got, wrong, renewals) {
                             Next::Stored => {
                                 stored += 1;
-                                if let Some((size, _)) = known.get(&sha) {
-                                    held.insert(sha, *size);
+                                if let Some(h) = held.get_mut(id) {
+                                    *h = size;
                                 }
                             }
-                            Next::Again => plan.again(sha),
+                            Next::Again => plan.again(id),
                             next @ (Next::Renew | Next::RenewAndStop) => {
                                 if let Got::Later(why) = &got {
                                     say!("WARN", "{why}");
                                 }
-                                renewed.insert(sha.clone(), renewals + 1);
+                                if let Some(r) = renewed.get_mut(id) {
+                                    *r += 1;
+                                }
                                 let fresh = self.renew(&sha);
-                                if let (Some(url), Some(k)) = (&fresh, known.get_mut(&sha)) {
-                                    k.1.clone_from(url);
+                                if let (Some(url), Some(o)) = (&fresh, objects.get_mut(id)) {
+                                    o.2.clone_from(url);
                                     self.keep_url(&sha, url);
                                 }
                                 if next == Next::Renew && fresh.is_some() {
-                                    plan.again(sha);
+                                    plan.again(id);
                                 } else {
                                     plan.stop();
                                 }
@@ -1056,11 +1062,11 @@ impl Daemon {
                     _ => {}
                 }
                 if !refused && every.due(Instant::now()) {
-                    self.download_progress(rev, p, held.values().sum());
+                    self.download_progress(rev, p, held.iter().sum());
                 }
             }
         });
-        !refused && stored == want
+        !refused && stored == objects.len()
     }
 
     /// A fresh signed URL for object `sha`: a resume asks the Hub again first, as the one

@@ -12,8 +12,7 @@ use super::wire;
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// Upstream sets no bound; ours keeps a bad config from asking for thousands of threads.
@@ -26,12 +25,14 @@ pub fn workers(max: u64, jobs: usize) -> usize {
     max.clamp(1, MAX_WORKERS).min(jobs)
 }
 
-/// A transfer for a worker.
+/// A transfer for a worker; `id` names it back in its events (the object's place in the
+/// daemon's list).
 pub enum Job {
     /// `GET /objects/<sha>`: the object's size and signed URL.
-    Meta(String),
+    Meta(usize, String),
     /// One try at an object from its signed URL, with the fetcher's state of it, lent.
     Fetch {
+        id: usize,
         sha: String,
         size: u64,
         url: String,
@@ -51,16 +52,16 @@ pub enum MetaErr {
 /// (None: none was made), for online/offline.
 pub enum Event {
     /// Bytes of an object held so far, as they grow.
-    Bytes(String, u64),
+    Bytes(usize, u64),
     /// An object's metadata: (size, signed URL), or why not.
     Meta {
-        sha: String,
+        id: usize,
         res: Result<(u64, String), MetaErr>,
         answered: Option<bool>,
     },
     /// One try at an object ended; the lent fetcher comes back.
     Fetched {
-        sha: String,
+        id: usize,
         got: Got,
         answered: Option<bool>,
         fetcher: Fetcher,
@@ -74,32 +75,76 @@ pub struct Ctx {
     pub storage: PathBuf,
 }
 
+/// What the daemon's thread and the workers share: jobs one way, events the other, under one
+/// lock. A mutex and condvars rather than std's channels, which cost more of the binary (as
+/// in `crate::worker`).
+#[derive(Default)]
+struct Shared {
+    q: Mutex<Queues>,
+    job: Condvar,
+    event: Condvar,
+    abort: AtomicBool,
+}
+
+#[derive(Default)]
+struct Queues {
+    jobs: VecDeque<Job>,
+    events: VecDeque<Event>,
+    /// No more jobs: idle workers end.
+    hung_up: bool,
+    /// Workers running.
+    workers: usize,
+}
+
+/// A lock that a panicked holder does not make unusable (the data are plain queues).
+fn lock(m: &Mutex<Queues>) -> MutexGuard<'_, Queues> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Shared {
+    fn event(&self, e: Event) {
+        lock(&self.q).events.push_back(e);
+        self.event.notify_one();
+    }
+}
+
 /// The daemon's side of the workers.
 pub struct Pool<'a> {
-    jobs: Sender<Job>,
-    events: Receiver<Event>,
-    abort: &'a AtomicBool,
+    shared: &'a Shared,
 }
 
 impl Pool<'_> {
-    /// False when no worker is left to take it.
-    pub fn send(&self, job: Job) -> bool {
-        self.jobs.send(job).is_ok()
+    pub fn send(&self, job: Job) {
+        lock(&self.shared.q).jobs.push_back(job);
+        self.shared.job.notify_one();
     }
 
     /// The next event, or Ok(None) after `wait`; Err when no worker is left.
     pub fn recv(&self, wait: Duration) -> Result<Option<Event>, String> {
-        match self.events.recv_timeout(wait) {
-            Ok(e) => Ok(Some(e)),
-            Err(RecvTimeoutError::Timeout) => Ok(None),
-            Err(RecvTimeoutError::Disconnected) => Err("no transfer worker is left".into()),
+        let until = Instant::now() + wait.min(Duration::from_secs(3600));
+        let mut q = lock(&self.shared.q);
+        loop {
+            if let Some(e) = q.events.pop_front() {
+                return Ok(Some(e));
+            }
+            if q.workers == 0 {
+                return Err("no transfer worker is left".into());
+            }
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(None);
+            }
+            q = match self.shared.event.wait_timeout(q, left) {
+                Ok((q, _)) => q,
+                Err(e) => e.into_inner().0,
+            };
         }
     }
 
     /// Downloads in flight end at their next bytes (what arrived is kept): the update is
     /// given up.
     pub fn abort(&self) {
-        self.abort.store(true, Ordering::Relaxed);
+        self.shared.abort.store(true, Ordering::Relaxed);
     }
 }
 
@@ -108,53 +153,65 @@ impl Pool<'_> {
 /// lost. Workers the system cannot start are fewer workers; `recv` answers Err when none
 /// started.
 pub fn with_workers<R>(n: usize, ctx: &Ctx, drive: impl FnOnce(&Pool) -> R) -> R {
-    let abort = AtomicBool::new(false);
-    let (jobs, jobs_rx) = mpsc::channel::<Job>();
-    let (events_tx, events) = mpsc::channel();
-    let jobs_rx = Mutex::new(jobs_rx);
+    let shared = Shared::default();
     std::thread::scope(|sc| {
         for i in 0..n {
-            let (events_tx, jobs_rx, abort) = (events_tx.clone(), &jobs_rx, &abort);
+            lock(&shared.q).workers += 1;
+            let shared = &shared;
             let started = std::thread::Builder::new()
                 .name(format!("hub-xfer-{i}"))
-                .spawn_scoped(sc, move || work(ctx, jobs_rx, &events_tx, abort));
+                .spawn_scoped(sc, move || work(ctx, shared));
             if started.is_err() {
+                lock(&shared.q).workers -= 1;
                 break;
             }
         }
-        drop(events_tx);
-        let pool = Pool {
-            jobs,
-            events,
-            abort: &abort,
-        };
-        drive(&pool)
-        // the pool's job sender goes here: idle workers end, the scope joins them
+        let r = drive(&Pool { shared: &shared });
+        lock(&shared.q).hung_up = true;
+        shared.job.notify_all();
+        r
     })
+}
+
+/// Counts a worker out however it ends.
+struct Leave<'a>(&'a Shared);
+
+impl Drop for Leave<'_> {
+    fn drop(&mut self) {
+        lock(&self.0.q).workers -= 1;
+        self.0.event.notify_one();
+    }
 }
 
 /// A worker: jobs until the daemon hangs up. Its session (for metadata) keeps its
 /// connection alive from one job to the next.
-fn work(ctx: &Ctx, jobs: &Mutex<Receiver<Job>>, events: &Sender<Event>, abort: &AtomicBool) {
+fn work(ctx: &Ctx, shared: &Shared) {
+    let _leave = Leave(shared);
     let mut sess: Option<Session> = None;
     loop {
-        let job = match jobs.lock() {
-            Ok(rx) => rx.recv(),
-            Err(_) => return,
-        };
-        let Ok(job) = job else {
-            return;
+        let job = {
+            let mut q = lock(&shared.q);
+            loop {
+                if let Some(j) = q.jobs.pop_front() {
+                    break j;
+                }
+                if q.hung_up {
+                    return;
+                }
+                q = shared.job.wait(q).unwrap_or_else(|e| e.into_inner());
+            }
         };
         let ev = match job {
-            Job::Meta(sha) => {
+            Job::Meta(id, sha) => {
                 let s = sess.get_or_insert_with(|| {
                     let mut s = Session::new(ctx.dialer.clone(), 1);
                     s.token = ctx.token.clone();
                     s
                 });
-                meta(s, sha)
+                meta(s, id, &sha)
             }
             Job::Fetch {
+                id,
                 sha,
                 size,
                 url,
@@ -162,31 +219,29 @@ fn work(ctx: &Ctx, jobs: &Mutex<Receiver<Job>>, events: &Sender<Event>, abort: &
             } => {
                 let (got, answered) = {
                     let mut on = |have: u64| {
-                        let _ = events.send(Event::Bytes(sha.clone(), have));
-                        !abort.load(Ordering::Relaxed)
+                        shared.event(Event::Bytes(id, have));
+                        !shared.abort.load(Ordering::Relaxed)
                     };
                     fetcher.fetch(&ctx.dialer, &ctx.storage, &sha, size, &url, &mut on)
                 };
                 Event::Fetched {
-                    sha,
+                    id,
                     got,
                     answered,
                     fetcher,
                 }
             }
         };
-        if events.send(ev).is_err() {
-            return;
-        }
+        shared.event(ev);
     }
 }
 
-fn meta(s: &mut Session, sha: String) -> Event {
+fn meta(s: &mut Session, id: usize, sha: &str) -> Event {
     if s.token.is_none() {
         // an earlier job of this worker had a 401
         let res = Err(MetaErr::Unauthorized);
         return Event::Meta {
-            sha,
+            id,
             res,
             answered: None,
         };
@@ -194,7 +249,7 @@ fn meta(s: &mut Session, sha: String) -> Event {
     let (res, _) = s.call("GET", &format!("/objects/{sha}"), None, true, &[]);
     let answered = Some(res.is_ok());
     let res = match res {
-        Ok(r) if r.ok() => wire::object(&r.body, &sha)
+        Ok(r) if r.ok() => wire::object(&r.body, sha)
             .map(|o| (o.size, o.url))
             .map_err(MetaErr::Other),
         Ok(r) if r.status == 401 => Err(MetaErr::Unauthorized),
@@ -204,7 +259,7 @@ fn meta(s: &mut Session, sha: String) -> Event {
         ))),
         Err(e) => Err(MetaErr::Other(e)),
     };
-    Event::Meta { sha, res, answered }
+    Event::Meta { id, res, answered }
 }
 
 /// Which transfer next, and when a round is over: jobs in order, at most `max` in flight,
