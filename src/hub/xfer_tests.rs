@@ -78,3 +78,55 @@ fn every_is_due_once_a_period() {
     // a clock read before the start is not a panic
     assert_eq!(Every::new(s, t0 + s).left(t0), s);
 }
+
+/// The pool itself, with jobs that need no network: every job sent comes back as an event,
+/// the workers end when the daemon's side returns, and none at all is an error, not a hang.
+#[test]
+fn workers_answer_every_job_and_end_with_the_round() {
+    use crate::hub::session::Route;
+    let dir = std::env::temp_dir().join(format!("pv-xfer-{}", std::process::id()));
+    let data = b"an object already stored";
+    let sha = crate::storage::objects::sha256_hex(data);
+    std::fs::create_dir_all(dir.join("objects")).unwrap();
+    std::fs::write(dir.join("objects").join(&sha), data).unwrap();
+    let route = Route {
+        host: "127.0.0.1".into(),
+        port: 9,
+        proxy: None,
+        proxy_connect: false,
+        timeout: Duration::from_secs(1),
+    };
+    let ctx = Ctx {
+        dialer: Dialer::new(route, None),
+        // no token: a metadata job is a 401 without a request
+        token: None,
+        storage: dir.clone(),
+    };
+    let (mut meta, mut fetched) = (None, None);
+    with_workers(2, &ctx, |pool| {
+        pool.send(Job::Meta(0, "ab".into()));
+        pool.send(Job::Fetch {
+            id: 1,
+            sha: sha.clone(),
+            size: data.len() as u64,
+            url: "http://127.0.0.1:9/x".into(),
+            fetcher: Fetcher::default(),
+        });
+        while meta.is_none() || fetched.is_none() {
+            match pool.recv(Duration::from_secs(30)) {
+                Ok(Some(Event::Meta { id, res, answered })) => meta = Some((id, res, answered)),
+                Ok(Some(Event::Fetched {
+                    id, got, answered, ..
+                })) => fetched = Some((id, got, answered)),
+                Ok(Some(Event::Bytes(..))) => {}
+                Ok(None) => panic!("no event in 30 s"),
+                Err(e) => panic!("{e}"),
+            }
+        }
+    });
+    assert_eq!(meta, Some((0, Err(MetaErr::Unauthorized), None)));
+    assert_eq!(fetched, Some((1, Got::Stored, None)));
+    let none = with_workers(0, &ctx, |pool| pool.recv(Duration::from_secs(30)));
+    assert!(none.is_err());
+    let _ = std::fs::remove_dir_all(&dir);
+}
