@@ -37,16 +37,7 @@ fn desc_with(motd: &str, blob: usize, fail: bool) -> String {
     let extra = if blob == 0 {
         String::new()
     } else {
-        // not compressible, so that it is really that many bytes on the wire
-        let mut x: u64 = 0x9e37_79b9_7f4a_7c15 ^ blob as u64 ^ motd.len() as u64;
-        let text: String = (0..blob)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                char::from(b'a' + (x % 26) as u8)
-            })
-            .collect();
+        let text = noise(blob as u64 ^ motd.len() as u64, blob);
         format!(r#","extra":{{"web/blob.txt":"{text}"}}"#)
     };
     format!(
@@ -1174,4 +1165,119 @@ fn a_power_cut_while_logs_are_pushed_sends_at_most_the_batch_in_flight_again() {
         twice <= 200,
         "{twice} lines sent twice: more than the one batch in flight (200 entries)"
     );
+}
+
+/// `size` letters from `seed`: not compressible, so that an object of them is really that
+/// many bytes on the wire.
+fn noise(seed: u64, size: usize) -> String {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15 ^ seed ^ size as u64;
+    (0..size)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            char::from(b'a' + (x % 26) as u8)
+        })
+        .collect()
+}
+
+/// [`desc`] with `n` text objects of `size` bytes more in app `web`, each its own.
+fn desc_blobs(motd: &str, n: usize, size: usize) -> String {
+    let base = desc(motd);
+    let blobs: Vec<String> = (0..n)
+        .map(|i| {
+            format!(
+                r#""web/blob{i}.txt":"{}""#,
+                noise((i as u64 + 1) << 32, size)
+            )
+        })
+        .collect();
+    let open = base.strip_suffix('}').expect("a JSON object");
+    format!(r#"{open},"extra":{{{}}}}}"#, blobs.join(","))
+}
+
+/// The most requests of `kind` ("GET objects", "GET local-s3") the mock had in flight at once.
+fn most_in_flight(s: &Setup, kind: &str) -> u64 {
+    let (st, body) = s.hub.ctl("GET", "/state", "");
+    assert_eq!(st, 200, "{body}");
+    let v = pantavisor::json::parse_str(&body, Default::default()).unwrap();
+    v.get("inflight-max")
+        .and_then(|m| m.get(kind))
+        .and_then(|n| n.as_u64())
+        .unwrap_or(0)
+}
+
+/// A remote update of 6 new objects (5 of 300 kB, each served at 300 kB/s, and a small one;
+/// each metadata answer held 0.5 s) with PH_UPDATER_TRANSFER_MAX_COUNT=`max`, to UPDATED with
+/// every object byte-exact: (most metadata requests in flight, most downloads in flight,
+/// seconds from the first metadata request to the last download's end).
+fn parallel_update(name: &str, max: u32) -> (u64, u64, f64) {
+    let _g = SERIAL.lock();
+    let max = max.to_string();
+    let s = setup(
+        name,
+        &[
+            ("PH_FACTORY_AUTOTOK", "tok-1"),
+            ("PH_UPDATER_TRANSFER_MAX_COUNT", &max),
+        ],
+    );
+    let id = claimed(&s);
+    fault(
+        &s,
+        r#"{"kind":"hang","path":"/objects/","method":"GET","seconds":0.5,"count":null}"#,
+    );
+    fault(&s, r#"{"kind":"slow","rate":300000,"count":null}"#);
+    let new = post_step(&s, &id, 1, &desc_blobs("v2", 5, 300_000));
+    assert_eq!(new.len(), 6, "{new:?}");
+    let h = wait_final(&s, &id, 1, Duration::from_secs(90));
+    assert_eq!(
+        h.last().map(|p| p.0.as_str()),
+        Some("UPDATED"),
+        "{h:#?}\n{}",
+        s.why()
+    );
+    for (sha, size) in &new {
+        let data = std::fs::read(s.r.storage.join("objects").join(sha)).unwrap();
+        assert_eq!(data.len() as u64, *size, "{sha}");
+        assert_eq!(&pantavisor::storage::objects::sha256_hex(&data), sha);
+    }
+    // from the request log: when the metadata requests began, when the last download ended
+    let (mut first, mut last) = (f64::MAX, 0f64);
+    for l in s.hub.log() {
+        let v = pantavisor::json::parse_str(&l, Default::default()).unwrap();
+        let (Some(m), Some(p), Some(t)) = (
+            v.get("method").and_then(|m| m.as_str()),
+            v.get("path").and_then(|p| p.as_str()),
+            v.get("t").and_then(|t| t.as_f64()),
+        ) else {
+            continue;
+        };
+        let ms = v.get("ms").and_then(|t| t.as_f64()).unwrap_or(0.0);
+        if m == "GET" && p.starts_with("/objects/") {
+            first = first.min(t);
+        }
+        if m == "GET" && p.starts_with("/local-s3/") {
+            last = last.max(t + ms / 1000.0);
+        }
+    }
+    let took = last - first;
+    let (meta, s3) = (
+        most_in_flight(&s, "GET objects"),
+        most_in_flight(&s, "GET local-s3"),
+    );
+    println!("PH_UPDATER_TRANSFER_MAX_COUNT={max}: at most {meta} metadata requests and {s3} downloads in flight; objects in {took:.2} s");
+    (meta, s3, took)
+}
+
+#[test]
+fn transfers_keep_to_ph_updater_transfer_max_count_in_flight() {
+    let (meta, s3, _) = parallel_update("hub-xfer3", 3);
+    assert!((2..=3).contains(&meta), "{meta} metadata requests at once");
+    assert!((2..=3).contains(&s3), "{s3} downloads at once");
+}
+
+#[test]
+fn transfers_go_one_at_a_time_with_a_max_count_of_one() {
+    let (meta, s3, _) = parallel_update("hub-xfer1", 1);
+    assert_eq!((meta, s3), (1, 1), "metadata requests, downloads at once");
 }
