@@ -310,7 +310,7 @@ pub(crate) fn mount_storage(
     pvlog!(
         Debug,
         "container",
-        "{name}: storage volume {} ({}) on {}",
+        "container {name}: storage volume {} ({}) on {}",
         s.name,
         s.persistence.as_str(),
         target.display()
