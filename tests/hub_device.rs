@@ -1274,9 +1274,63 @@ fn ext_device(name: &str) -> (Setup, std::path::PathBuf) {
         format!("PH_CREDS_ID={EXT_ID}\nPH_CREDS_PRN=prn:::devices:/{EXT_ID}\n"),
     )
     .unwrap();
+    std::fs::write(
+        s.r.dir.join("keep"),
+        format!("PRN=prn:::devices:/{EXT_ID}\nSECRET=s3cret\n"),
+    )
+    .unwrap();
     let dir = s.r.dir.join("btools");
     std::fs::create_dir_all(&dir).unwrap();
     (s, dir)
+}
+
+/// `ext-test.register` and `ext-test.login` in `dir`, as a device maker's: register posts to
+/// the Hub with the auto-token `tok-1`, keeps the prn and the secret in `<rig>/keep` (the
+/// device never sees them) and writes only the id into the creds work dir; login posts what
+/// `keep` holds and prints the Hub's answer. Each run adds a line to `<rig>/runs`.
+fn ext_handlers(s: &Setup, dir: &std::path::Path) {
+    let curl = format!(
+        "/usr/bin/curl -fsS --cacert {} -A 'Pantavisor/2 (Linux; x86_64) PV/ext-test Date/0' -H 'Content-Type: application/json'",
+        s.hub.ca_pem().display()
+    );
+    let (hub, keep, runs) = (
+        format!("https://127.0.0.1:{}", s.hub.port),
+        s.r.dir.join("keep").display().to_string(),
+        s.r.dir.join("runs").display().to_string(),
+    );
+    let creds = s.r.dir.join("run/phconfig").display().to_string();
+    let register = format!(
+        r#"#!/bin/sh
+echo register >> {runs}
+out=$({curl} -H 'Pantahub-Devices-Auto-Token-V1: tok-1' -d '{{}}' {hub}/devices/) || exit 1
+f() {{ echo "$out" | sed -n "s/.*\"$1\":\"\([^\"]*\)\".*/\1/p"; }}
+printf 'PRN=%s\nSECRET=%s\n' "$(f prn)" "$(f secret)" > {keep}
+printf 'PH_CREDS_ID=%s\n' "$(f id)" > {creds}/unclaimed.config.tmp
+mv {creds}/unclaimed.config.tmp {creds}/unclaimed.config
+"#
+    );
+    let login = format!(
+        r#"#!/bin/sh
+echo login >> {runs}
+. {keep}
+exec {curl} -d "{{\"username\":\"$PRN\",\"password\":\"$SECRET\"}}" {hub}/auth/login
+"#
+    );
+    use std::os::unix::fs::PermissionsExt;
+    for (name, text) in [("ext-test.register", register), ("ext-test.login", login)] {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+}
+
+/// How many times the handlers ran, `what` (`register`, `login`).
+fn runs(s: &Setup, what: &str) -> usize {
+    std::fs::read_to_string(s.r.dir.join("runs"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| *l == what)
+        .count()
 }
 
 #[test]
@@ -1284,30 +1338,10 @@ fn an_ext_login_handler_logs_the_device_in_and_again_after_a_401() {
     let _g = SERIAL.lock();
     let _b = Btools::new();
     let (mut s, dir) = ext_device("hub-ext");
-    // the handler logs in with the secret it holds and prints the Hub's answer; each run
-    // leaves a line in `runs`
-    let runs = s.r.dir.join("runs");
-    let login = dir.join("ext-test.login");
-    std::fs::write(
-        &login,
-        format!(
-            "#!/bin/sh\necho run >> {runs}\nexec /usr/bin/curl -sS --cacert {ca} -A 'Pantavisor/2 (Linux; x86_64) PV/ext-test Date/0' -H 'Content-Type: application/json' -d '{{\"username\":\"prn:::devices:/{EXT_ID}\",\"password\":\"s3cret\"}}' https://127.0.0.1:{port}/auth/login\n",
-            runs = runs.display(),
-            ca = s.hub.ca_pem().display(),
-            port = s.hub.port
-        ),
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&login, std::fs::Permissions::from_mode(0o755)).unwrap();
+    ext_handlers(&s, &dir);
     boot_with_btools(&mut s, &dir);
     s.wait_ready("0");
-    let runs_of = || {
-        std::fs::read_to_string(&runs)
-            .unwrap_or_default()
-            .lines()
-            .count()
-    };
+    let runs_of = || runs(&s, "login");
     // the device has no secret: a poll the Hub takes carries the handler's token
     let polled = s.hub.wait_for(Duration::from_secs(30), |l| {
         l.contains(&format!("/trails/{EXT_ID}/steps?")) && l.contains("\"status\": 200")
@@ -1320,6 +1354,7 @@ fn an_ext_login_handler_logs_the_device_in_and_again_after_a_401() {
         s.why()
     );
     assert_eq!(count(&s, is_register), 0, "{}", s.why());
+    assert_eq!(runs(&s, "register"), 0);
     // every login the Hub saw is the handler's
     let logins = count(&s, |l| l.contains("\"/auth/login\""));
     assert_eq!(logins, runs_of(), "{}", s.why());
@@ -1359,4 +1394,39 @@ fn a_missing_ext_handler_or_an_unknown_creds_type_sends_nothing_to_the_hub() {
     let unknown = "unable to get trest client for creds_type tpm. Currently supported: builtin and ext-* handlers";
     assert!(said(&mut s, unknown, 2), "{}", s.why());
     assert!(s.hub.log().is_empty(), "{}", s.why());
+}
+
+#[test]
+fn an_ext_register_handler_registers_then_the_device_is_claimed_and_synced() {
+    let _g = SERIAL.lock();
+    let _b = Btools::new();
+    let mut s = unbooted(
+        "hub-ext-register",
+        &desc("v1"),
+        &[("PH_CREDS_TYPE", "ext-test")],
+    );
+    let dir = s.r.dir.join("btools");
+    std::fs::create_dir_all(&dir).unwrap();
+    ext_handlers(&s, &dir);
+    boot_with_btools(&mut s, &dir);
+    s.wait_ready("0");
+    // registered by the handler (which retries until the auto-token exists), claimed through
+    // the handler's login, then the first sync
+    let id = claimed(&s);
+    let registered = |l: &str| is_register(l) && l.contains("\"status\": 200");
+    assert_eq!(count(&s, registered), 1, "{}", s.why());
+    assert!(runs(&s, "register") >= 1 && runs(&s, "login") >= 1);
+    assert_eq!(
+        count(&s, |l| l.contains("\"/auth/login\"")),
+        runs(&s, "login"),
+        "a login not by the handler: {}",
+        s.why()
+    );
+    let pc = std::fs::read_to_string(s.r.storage.join("config/pantahub.config")).unwrap();
+    assert!(pc.contains(&format!("PH_CREDS_ID={id}")), "{pc}");
+    assert!(pc.contains("PH_CREDS_TYPE=ext-test"), "{pc}");
+    assert!(
+        !pc.contains("PH_CREDS_SECRET"),
+        "the handler's secret: {pc}"
+    );
 }
