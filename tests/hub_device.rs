@@ -1430,3 +1430,33 @@ fn an_ext_register_handler_registers_then_the_device_is_claimed_and_synced() {
         "the handler's secret: {pc}"
     );
 }
+
+#[test]
+fn without_the_pv_phconfig_volume_the_device_runs_on_and_nothing_goes_to_the_hub() {
+    let _g = SERIAL.lock();
+    // PV_STORAGE_PHCONFIG_VOL=1 but the state declares no pv--phconfig: upstream's error
+    let env = [
+        ("PH_FACTORY_AUTOTOK", "tok-1"),
+        ("PV_STORAGE_PHCONFIG_VOL", "1"),
+    ];
+    let mut s = setup("hub-no-phconfig", &env);
+    let (st, body) = s.hub.ctl(
+        "POST",
+        "/autotokens",
+        r#"{"token":"tok-1","owner":"prn:::accounts:/owner1"}"#,
+    );
+    assert_eq!(st, 200, "{body}");
+    let missing = format!(
+        "{}: does not exist but required by config",
+        s.r.dir.join("volumes/bsp/pv--phconfig").display()
+    );
+    let unbound = "phconfig: not there, the device could not bind the Hub credentials";
+    let said = s.r.wait(&mut s.dev, Duration::from_secs(30), &|r, _| {
+        let log = r.log();
+        log.contains(&missing) && log.matches(unbound).count() >= 2
+    });
+    assert!(said, "{}", s.why());
+    assert!(s.hub.log().is_empty(), "{}", s.why());
+    assert_eq!(s.r.status_of(&s.dev, "web").as_deref(), Some("STARTED"));
+    assert!(!s.r.storage.join("config/unclaimed.config").exists());
+}
