@@ -10,11 +10,11 @@
 
 use crate::config::{Config, Key, Level};
 use crate::storage::fs::{write_atomic, Fs};
-use std::io::{self, Read};
-use std::os::fd::AsFd;
-use std::os::unix::process::CommandExt;
+use crate::sys::{self, CStrArray, WaitStatus};
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 pub const PANTAHUB: &str = "pantahub.config";
@@ -26,7 +26,8 @@ pub const BTOOLS: &str = "/btools";
 /// What a handler may print (its login answer is a small JSON); more is an error.
 pub const OUTPUT_MAX: usize = 64 * 1024;
 
-/// How long a handler may run before it is killed: a hung one must not hang the client.
+/// How long a handler may run before it is killed with its session: a hung one must not
+/// hang the client.
 pub const HANDLER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The creds work dir, `<rundir>/phconfig`.
@@ -115,67 +116,85 @@ fn check_executable(cmd: &Path) -> Result<(), String> {
 }
 
 /// Runs a handler with no arguments, stdout and stderr into one pipe (upstream parses both),
-/// waiting at most `timeout` for it to end; a handler still running then is killed with its
-/// process group. Returns its exit status and output (at most [`OUTPUT_MAX`] bytes).
-pub fn run(cmd: &Path, timeout: Duration) -> Result<(ExitStatus, Vec<u8>), String> {
+/// waiting at most `timeout` for it to end; past that it is killed with its session. Returns
+/// how it ended and its output (at most [`OUTPUT_MAX`] bytes). A plain fork and exec through
+/// `sys`, as the hooks (std::process would cost some 37 KB of the binary): its own session,
+/// default signals, stdin /dev/null, this process's environment.
+pub fn run(cmd: &Path, timeout: Duration) -> Result<(WaitStatus, Vec<u8>), String> {
+    use std::os::unix::ffi::OsStrExt;
     check_executable(cmd)?;
     let what = |e: io::Error| format!("{}: {e}", cmd.display());
-    let (mut r, w) = io::pipe().map_err(what)?;
-    let mut c = Command::new(cmd);
-    c.stdin(Stdio::null())
-        .stdout(w.try_clone().map_err(what)?)
-        .stderr(w)
-        // its own group: what it leaves running goes with it at the time out
-        .process_group(0);
-    let mut child = c.spawn().map_err(what)?;
-    // the write ends are the child's alone now: its end is our end of file
-    drop(c);
+    let nul = |_| format!("{}: a NUL byte in its path or environment", cmd.display());
+    let path = CString::new(cmd.as_os_str().as_bytes()).map_err(nul)?;
+    let argv = CStrArray::new(vec![path.clone()]);
+    let mut vars = Vec::new();
+    for (k, v) in std::env::vars_os() {
+        let mut kv = k.as_bytes().to_vec();
+        kv.push(b'=');
+        kv.extend_from_slice(v.as_bytes());
+        vars.push(CString::new(kv).map_err(nul)?);
+    }
+    let envp = CStrArray::new(vars);
+    let null = std::fs::File::open("/dev/null").map_err(what)?;
+    let (r, pipe_w) = sys::pipe_cloexec().map_err(what)?;
+    // numbered 3 or more, so the child's dup2 onto 0, 1 and 2 cannot clobber one of them
+    let w = sys::dup_cloexec_min(pipe_w.as_fd(), 3).map_err(what)?;
+    drop(pipe_w);
+    let null = sys::dup_cloexec_min(null.as_fd(), 3).map_err(what)?;
+    let (o, i) = (w.as_raw_fd(), null.as_raw_fd());
+    let (pid, _) = sys::clone_process(0, None, true, &mut || {
+        sys::reset_signals();
+        let redirected = sys::dup2(i, 0)
+            .and_then(|()| sys::dup2(o, 1))
+            .and_then(|()| sys::dup2(o, 2));
+        if sys::setsid().is_err() || redirected.is_err() {
+            return 127;
+        }
+        sys::cloexec_from(3);
+        let _ = sys::execve(&path, &argv, &envp);
+        127
+    })
+    .map_err(what)?;
+    // the write end is the child's alone now: its end is our end of file
+    drop(w);
     let end = Instant::now() + timeout;
-    let left = |end: Instant| {
+    let left = || {
         i32::try_from(end.saturating_duration_since(Instant::now()).as_millis()).unwrap_or(i32::MAX)
     };
     let mut out = Vec::new();
     let mut buf = [0u8; 4096];
     let mut why = None;
-    loop {
-        match crate::sys::poll_readable(r.as_fd(), left(end)) {
-            Ok(true) => {}
-            Ok(false) => {
-                why = Some(format!("still running after {timeout:?}: killed"));
-                break;
-            }
-            Err(e) => {
-                why = Some(format!("reading its output: {e}"));
-                break;
-            }
-        }
-        match r.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) if out.len() + n > OUTPUT_MAX => {
-                why = Some(format!("more than {OUTPUT_MAX} B of output: killed"));
-                break;
-            }
-            Ok(n) => out.extend_from_slice(buf.get(..n).unwrap_or_default()),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => {
-                why = Some(format!("reading its output: {e}"));
-                break;
-            }
+    while why.is_none() {
+        match sys::poll_readable(r.as_fd(), left()) {
+            Ok(true) => match sys::read(r.as_raw_fd(), &mut buf) {
+                Ok(0) => break,
+                Ok(n) if out.len() + n > OUTPUT_MAX => {
+                    why = Some(format!("more than {OUTPUT_MAX} B of output: killed"));
+                }
+                Ok(n) => out.extend_from_slice(buf.get(..n).unwrap_or_default()),
+                Err(e) => why = Some(format!("reading its output: {e}")),
+            },
+            Ok(false) => why = Some(format!("still running after {timeout:?}: killed")),
+            Err(e) => why = Some(format!("reading its output: {e}")),
         }
     }
     // its output is closed: it ends now, or by the deadline
     while why.is_none() {
-        match child.try_wait() {
-            Ok(Some(st)) => return Ok((st, out)),
-            Ok(None) if left(end) > 0 => std::thread::sleep(Duration::from_millis(10)),
+        match sys::waitpid(pid, true) {
+            Ok(Some(st)) => match sys::decode_wait_status(st) {
+                WaitStatus::Other => {}
+                ended => return Ok((ended, out)),
+            },
+            Ok(None) if left() > 0 => std::thread::sleep(Duration::from_millis(10)),
             Ok(None) => why = Some(format!("still running after {timeout:?}: killed")),
-            Err(e) => why = Some(format!("wait: {e}")),
+            Err(e) => return Err(format!("{}: wait: {e}", cmd.display())),
         }
     }
-    let pid = child.id() as crate::sys::Pid;
-    let _ = crate::sys::kill(-pid, libc::SIGKILL);
-    let _ = child.kill();
-    let _ = child.wait();
+    // the session first (it leads one), the pid alone if setsid failed
+    if sys::kill(-pid, libc::SIGKILL).is_err() {
+        let _ = sys::kill(pid, libc::SIGKILL);
+    }
+    let _ = sys::waitpid(pid, false);
     Err(format!("{}: {}", cmd.display(), why.unwrap_or_default()))
 }
 

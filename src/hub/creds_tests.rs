@@ -102,7 +102,7 @@ fn a_handler_runs_bounded_and_its_output_is_both_streams() {
     };
     let ok = script("ok", r#"echo '{"token":'; echo '"t1"}' >&2; exit 3"#, 0o755);
     let (st, out) = run(&ok, Duration::from_secs(10)).unwrap();
-    assert_eq!(st.code(), Some(3));
+    assert_eq!(st, WaitStatus::Exited(3));
     assert_eq!(String::from_utf8_lossy(&out), "{\"token\":\n\"t1\"}\n");
 
     let missing = d.join("missing");

@@ -422,9 +422,9 @@ impl Daemon {
                 self.set_state(ClientState::Register);
                 // the handler writes the credentials files; they are read again here
                 let (st, out) = creds::run(&register, creds::HANDLER_TIMEOUT)?;
-                if !st.success() {
+                if st != crate::sys::WaitStatus::Exited(0) {
                     return Err(format!(
-                        "registration attempt with cmd: {} ({st}): {}",
+                        "registration attempt with cmd: {} ({st:?}): {}",
                         register.display(),
                         String::from_utf8_lossy(&out).trim()
                     ));
