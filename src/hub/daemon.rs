@@ -539,14 +539,11 @@ impl Daemon {
         let answer = match creds::handler(self.cfg.creds_type()) {
             Ok(creds::Handler::External { login, .. }) => {
                 say!("INFO", "external login handler called: {}", login.display());
-                match creds::run(&login, creds::HANDLER_TIMEOUT) {
-                    // as upstream, what it printed is the answer whatever its exit status
-                    Ok((_, out)) => Ok(super::session::Reply {
-                        status: 200,
-                        body: out,
-                    }),
-                    Err(e) => Err(e),
-                }
+                // as upstream, what it printed is the answer whatever its exit status
+                creds::run(&login, creds::HANDLER_TIMEOUT).map(|(_, out)| Reply {
+                    status: 200,
+                    body: out,
+                })
             }
             Ok(creds::Handler::Builtin) => {
                 let (Some(prn), Some(secret)) = (self.creds.prn.clone(), self.creds.secret.clone())
