@@ -202,16 +202,31 @@ impl Daemon {
         let _ = cfg.take_warnings();
         self.storage = PathBuf::from(cfg.storage_mntpoint());
         self.rundir = PathBuf::from(cfg.system_rundir());
+        // upstream's error line and no Hub traffic for a type it does not know
+        let ext = match creds::handler(cfg.creds_type())? {
+            creds::Handler::Builtin => false,
+            creds::Handler::External { .. } => true,
+        };
+        // the work dir the device bound; without it there are no credentials to keep
+        let dir = creds::dir(&self.rundir);
+        if !dir.is_dir() {
+            return Err(format!(
+                "{}: not there, the device could not bind the Hub credentials (see its log)",
+                dir.display()
+            ));
+        }
         let boot = Creds {
             id: cfg.creds_id().map(str::to_string),
             prn: cfg.creds_prn().map(str::to_string),
             secret: cfg.creds_secret().map(str::to_string),
         };
-        let claimed = read_creds(&creds::path(&self.storage, creds::PANTAHUB));
-        let unclaimed = read_creds(&creds::path(&self.storage, creds::UNCLAIMED));
+        // an ext-* handler holds the secret: the device id is what makes credentials
+        let complete = |c: &Creds| c.complete() || (ext && c.id.is_some());
+        let claimed = read_creds(&creds::path(&self.rundir, creds::PANTAHUB));
+        let unclaimed = read_creds(&creds::path(&self.rundir, creds::UNCLAIMED));
         (self.creds, self.claimed) = match (claimed, unclaimed) {
-            (Some(c), _) if c.complete() => (c, true),
-            _ if boot.complete() => (boot, true),
+            (Some(c), _) if complete(&c) => (c, true),
+            _ if complete(&boot) => (boot, true),
             (_, Some(u)) => (u, false),
             _ => (boot, false),
         };
@@ -475,7 +490,37 @@ impl Daemon {
     }
 
     fn register_or_claim(&mut self) -> Result<(), String> {
-        if !self.creds.complete() {
+        if let creds::Handler::External { register, .. } = creds::handler(self.cfg.creds_type())? {
+            if self.creds.id.is_none() {
+                self.set_state(ClientState::Register);
+                // the handler writes the credentials files; they are read again here
+                let (st, out) = creds::run(&register, creds::HANDLER_TIMEOUT)?;
+                if st != crate::sys::WaitStatus::Exited(0) {
+                    return Err(format!(
+                        "registration attempt with cmd: {} ({st:?}): {}",
+                        register.display(),
+                        String::from_utf8_lossy(&out).trim()
+                    ));
+                }
+                self.load_config()?;
+                let Some(id) = self.creds.id.clone() else {
+                    return Err(format!(
+                        "{} left no PH_CREDS_ID in {}",
+                        register.display(),
+                        creds::dir(&self.rundir).display()
+                    ));
+                };
+                say!(
+                    "INFO",
+                    "registered as device {id} by {}",
+                    register.display()
+                );
+                self.write_run("device-id", &id);
+                if self.claimed {
+                    return Ok(());
+                }
+            }
+        } else if !self.creds.complete() {
             self.set_state(ClientState::Register);
             let tok = self.cfg.factory_autotok().map(str::to_string);
             let extra: Vec<(&str, &str)> = tok
@@ -545,7 +590,7 @@ impl Daemon {
                     .map_err(|e| format!("{k}: {e:?}"))?;
             }
         }
-        creds::save(&RealFs, &self.storage, cfg, claimed)
+        creds::save(&RealFs, &self.rundir, cfg, claimed)
             .map(|_| ())
             .map_err(|e| format!("saving the credentials: {e}"))
     }
@@ -561,15 +606,31 @@ impl Daemon {
         }
     }
 
-    /// POST /auth/login (8.3): the session's token, or false.
+    /// POST /auth/login (8.3), or the output of an `ext-*` login handler: the session's
+    /// token, or false.
     fn login(&mut self) -> bool {
-        let (Some(prn), Some(secret)) = (self.creds.prn.clone(), self.creds.secret.clone()) else {
-            return false;
+        let answer = match creds::handler(self.cfg.creds_type()) {
+            Ok(creds::Handler::External { login, .. }) => {
+                say!("INFO", "external login handler called: {}", login.display());
+                // as upstream, what it printed is the answer whatever its exit status
+                creds::run(&login, creds::HANDLER_TIMEOUT).map(|(_, out)| Reply {
+                    status: 200,
+                    body: out,
+                })
+            }
+            Ok(creds::Handler::Builtin) => {
+                let (Some(prn), Some(secret)) = (self.creds.prn.clone(), self.creds.secret.clone())
+                else {
+                    return false;
+                };
+                let mut o = ObjectWriter::new();
+                o.str("username", &prn).str("password", &secret);
+                let body = o.finish();
+                self.call("POST", "/auth/login", Some(body.as_bytes()), false)
+            }
+            Err(e) => Err(e),
         };
-        let mut o = ObjectWriter::new();
-        o.str("username", &prn).str("password", &secret);
-        let body = o.finish();
-        match self.call("POST", "/auth/login", Some(body.as_bytes()), false) {
+        match answer {
             Ok(r) if r.ok() => match wire::token(&r.body) {
                 Ok(t) => {
                     if let Some(s) = self.sess.as_mut() {
