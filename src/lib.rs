@@ -18,6 +18,7 @@ pub mod hub;
 pub mod init;
 pub mod json;
 pub mod logs;
+pub mod pvs;
 pub mod state;
 pub mod storage;
 pub mod supervisor;
