@@ -219,6 +219,16 @@ enum KeyKind {
     P384,
 }
 
+impl std::fmt::Display for KeyKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            KeyKind::Rsa => "RSA",
+            KeyKind::P256 => "P-256",
+            KeyKind::P384 => "P-384",
+        })
+    }
+}
+
 /// ring over the SubjectPublicKeyInfo's key: RS256 PKCS#1 v1.5, ES256/ES384 as JWS writes them
 /// (`r||s`, RFC 7518) or DER (what upstream's mbedTLS takes).
 pub(crate) fn verify_signature(
@@ -233,7 +243,7 @@ pub(crate) fn verify_signature(
         (Alg::Rs256, KeyKind::Rsa) => &[&s::RSA_PKCS1_2048_8192_SHA256],
         (Alg::Es256, KeyKind::P256) => &[&s::ECDSA_P256_SHA256_FIXED, &s::ECDSA_P256_SHA256_ASN1],
         (Alg::Es384, KeyKind::P384) => &[&s::ECDSA_P384_SHA384_FIXED, &s::ECDSA_P384_SHA384_ASN1],
-        (a, k) => return Err(format!("algorithm {a:?} does not fit the {k:?} key")),
+        (a, k) => return Err(format!("algorithm {} does not fit the {k} key", a.name())),
     };
     if algs
         .iter()

@@ -192,6 +192,16 @@ pub(crate) enum Alg {
     Es384,
 }
 
+impl Alg {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Alg::Rs256 => "RS256",
+            Alg::Es256 => "ES256",
+            Alg::Es384 => "ES384",
+        }
+    }
+}
+
 pub(crate) fn alg(name: &str) -> Result<Alg, String> {
     match name {
         "RS256" => Ok(Alg::Rs256),
