@@ -98,6 +98,11 @@ pub mod fuzz {
     pub fn http(data: &[u8]) {
         crate::control::http::fuzz_request(data)
     }
+    /// pvs signatures: the JWS protected header, selection globs, X.509 and key DER (states
+    /// come from the Hub and from containers).
+    pub fn pvs(data: &[u8]) {
+        crate::pvs::fuzz_input(data)
+    }
     /// Netlink replies from the kernel (lengths and attributes are checked before slicing).
     pub fn netlink(data: &[u8]) {
         crate::container::net::fuzz_reply(data)

@@ -321,6 +321,18 @@ fn common_name(mut name: &[u8]) -> Option<String> {
     None
 }
 
+/// The certificate and key parsers over untrusted bytes (an x5c entry, a pub.pem).
+pub(crate) fn fuzz_input(data: &[u8]) {
+    let cert = CertificateDer::from(data);
+    if let Ok(ee) = EndEntityCert::try_from(&cert) {
+        let _ = common_name(ee.subject());
+        let _ = spki(ee.subject_public_key_info().as_ref());
+    }
+    let _ = spki(data);
+    let _ = common_name(data);
+    let _ = verify_signature(Alg::Es256, data, b"m", data);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

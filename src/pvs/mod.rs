@@ -369,6 +369,20 @@ fn check_one(
     trust.check(&h, &selected, input.as_bytes(), &sig_bytes, now)
 }
 
+/// Fuzz entry (crate::fuzz::pvs): the protected header as base64url text and as JSON, the
+/// selection glob (`pattern\nkey`), and the DER/X.509 paths.
+pub fn fuzz_input(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let _ = header(&text);
+    let _ = header(&b64url(data));
+    if let Some((p, k)) = text.split_once('\n') {
+        let _ = glob(p, k);
+    }
+    let _ = b64_decode(&text, false);
+    #[cfg(feature = "pvs")]
+    crypto::fuzz_input(data);
+}
+
 /// base64 (RFC 4648): the URL alphabet for JWS parts, the standard one for x5c; padding optional.
 pub(crate) fn b64_decode(s: &str, url: bool) -> Option<Vec<u8>> {
     let body = s.trim_end_matches('=');
