@@ -193,6 +193,7 @@ pub(crate) enum Alg {
 }
 
 impl Alg {
+    #[cfg_attr(not(feature = "pvs"), allow(dead_code))]
     pub(crate) fn name(self) -> &'static str {
         match self {
             Alg::Rs256 => "RS256",
