@@ -61,6 +61,15 @@ impl Mode {
             )),
         }
     }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Disabled => "disabled",
+            Mode::Lenient => "lenient",
+            Mode::Strict => "strict",
+            Mode::Audit => "audit",
+        }
+    }
 }
 
 /// A state refused: upstream's `message`, and why, one line per signature or key.
@@ -91,8 +100,9 @@ pub fn verify(state: &State, trust: &Trust, mode: Mode, now: u64) -> Result<Vec<
         return Err(Refused {
             message: VALIDATION_FAILED,
             reasons: vec![format!(
-                "secure boot mode {mode:?} needs signature verification, and this build has none \
-                 (cargo feature pvs)"
+                "secure boot mode {} needs signature verification, and this build has none \
+                 (cargo feature pvs)",
+                mode.as_str()
             )],
         });
     }

@@ -134,6 +134,7 @@ fn modes_parse() {
         ("audit", Mode::Audit),
     ] {
         assert_eq!(Mode::parse(s), Ok(m));
+        assert_eq!(m.as_str(), s);
     }
     assert!(Mode::parse("Strict").unwrap_err().contains("'Strict'"));
 }
