@@ -543,3 +543,60 @@ fn upstream_developer_keys_verify() {
     let parsed = Parsed::parse(render(&bad).as_bytes()).unwrap();
     assert!(pvs::verify(&parsed, &trust, Mode::Lenient, dec_5_2026).is_err());
 }
+
+/// Signatures made by the real pvr: upstream's signed fixture states, re-serialised as pvr
+/// keeps states (canonical JSON: the stored copies are pretty-printed), verify against the
+/// developer CA they were made with. Their leaves expired on 2024-09-14, so the clock is one
+/// before the build, which skips validity only.
+#[test]
+fn pvr_made_signatures_verify() {
+    let upstream = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared");
+    let d = pki().path("pvr-made");
+    std::fs::create_dir_all(&d).unwrap();
+    let tgz = upstream.join("upstream/pvtests/local/common/pvs/pvs.defaultkeys.tar.gz");
+    let st = Command::new("tar")
+        .arg("xzf")
+        .arg(&tgz)
+        .arg("-C")
+        .arg(&d)
+        .status()
+        .unwrap();
+    assert!(st.success(), "{}", tgz.display());
+    let trust = Trust::from_dir(&d.join("pvs"), "ca-certificates", "x", None).unwrap();
+    let (mut total, mut failed) = (0, Vec::new());
+    let mut files: Vec<PathBuf> = std::fs::read_dir(upstream.join("fixtures/states"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    for p in files {
+        let canonical = Command::new("python3")
+            .args([
+                "-c",
+                "import json,sys; sys.stdout.write(json.dumps(json.load(open(sys.argv[1])), \
+                 sort_keys=True, separators=(',',':'), ensure_ascii=False))",
+            ])
+            .arg(&p)
+            .output()
+            .unwrap();
+        assert!(canonical.status.success(), "{}", p.display());
+        let s = Parsed::parse(&canonical.stdout).unwrap();
+        total += s.signatures().len();
+        if let Err(r) = pvs::verify(&s, &trust, Mode::Lenient, 86_400) {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            failed.extend(r.reasons.into_iter().map(|r| format!("{name}: {r}")));
+        }
+    }
+    assert_eq!(total, 17, "signatures in the fixture states");
+    // bsp_init's BSP leaf is of another CA ("PVS Sign Sub CA (EC)"); initial_state's
+    // _hostconfig signature includes `_hostconfig/**`, which that state no longer has
+    assert_eq!(failed.len(), 2, "{failed:#?}");
+    assert!(
+        failed[0].starts_with("bsp_init.json: _sigs/bsp.json: x5c: certificate chain not trusted")
+    );
+    assert!(failed[0].ends_with("UnknownIssuer"), "{}", failed[0]);
+    assert_eq!(
+        failed[1],
+        "initial_state.json: _sigs/_hostconfig.json: signature does not verify"
+    );
+}
