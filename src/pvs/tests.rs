@@ -1,4 +1,5 @@
 use super::*;
+use crate::state::State;
 
 #[test]
 fn glob_is_pvrs_doublestar() {
@@ -314,4 +315,39 @@ mod with_keys {
         assert!(e.contains("does not fit"), "{e}");
         assert!(crypto::verify_signature(Alg::Es384, &spki, b"msg", sig).is_err());
     }
+}
+
+fn minimal() -> State {
+    State::parse(br##"{"#spec":"pantavisor-service-system@1"}"##).unwrap()
+}
+
+#[test]
+fn structure_only_still_decides_coverage() {
+    let s = minimal();
+    assert_eq!(verify(&s, &Trust::none(), Mode::Lenient, 0), Ok(vec![]));
+    let e = verify(&s, &Trust::none(), Mode::Strict, 0).unwrap_err();
+    assert_eq!(e.message, NOT_COVERED);
+    assert_eq!(e.reasons, ["#spec is not covered by any signature"]);
+}
+
+#[cfg(not(feature = "pvs"))]
+#[test]
+fn without_the_feature_every_mode_but_disabled_refuses() {
+    let s = minimal();
+    let t = Trust::from_dir(
+        std::path::Path::new("/nowhere"),
+        "ca-certificates",
+        "x",
+        None,
+    )
+    .unwrap();
+    for m in [Mode::Lenient, Mode::Strict, Mode::Audit] {
+        let e = verify(&s, &t, m, 0).unwrap_err();
+        assert_eq!(e.message, VALIDATION_FAILED);
+        assert!(
+            e.reasons[0].contains(m.as_str()) && e.reasons[0].contains("feature pvs"),
+            "{e}"
+        );
+    }
+    assert_eq!(verify(&s, &t, Mode::Disabled, 0), Ok(vec![]));
 }
