@@ -504,14 +504,12 @@ fn usage_errors_exit_2() {
     );
 }
 
-/// Upstream's developer key and leaf (`pvs.defaultkeys.tar.gz`) sign with this signer, and the
-/// state verifies against upstream's `ca-certificates.crt`: interop with the real CA material.
-/// That leaf expires on 2026-12-20, so the clock is fixed inside its validity here.
-#[test]
-fn upstream_developer_keys_verify() {
+/// Upstream's developer keys (`pvs.defaultkeys.tar.gz`, used from there), unpacked under `dir`
+/// of the test PKI: the directory holding them.
+fn upstream_keys(dir: &str) -> PathBuf {
     let tgz = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../shared/upstream/pvtests/local/common/pvs/pvs.defaultkeys.tar.gz");
-    let d = pki().path("upstream");
+    let d = pki().path(dir);
     std::fs::create_dir_all(&d).unwrap();
     let st = Command::new("tar")
         .arg("xzf")
@@ -521,7 +519,15 @@ fn upstream_developer_keys_verify() {
         .status()
         .unwrap();
     assert!(st.success(), "{}", tgz.display());
-    let pvs_dir = d.join("pvs");
+    d.join("pvs")
+}
+
+/// Upstream's developer key and leaf (`pvs.defaultkeys.tar.gz`) sign with this signer, and the
+/// state verifies against upstream's `ca-certificates.crt`: interop with the real CA material.
+/// That leaf expires on 2026-12-20, so the clock is fixed inside its validity here.
+#[test]
+fn upstream_developer_keys_verify() {
+    let pvs_dir = upstream_keys("upstream");
     let mut s = base();
     let mut sig = Sig::new(
         "bsp",
@@ -551,18 +557,7 @@ fn upstream_developer_keys_verify() {
 #[test]
 fn pvr_made_signatures_verify() {
     let upstream = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared");
-    let d = pki().path("pvr-made");
-    std::fs::create_dir_all(&d).unwrap();
-    let tgz = upstream.join("upstream/pvtests/local/common/pvs/pvs.defaultkeys.tar.gz");
-    let st = Command::new("tar")
-        .arg("xzf")
-        .arg(&tgz)
-        .arg("-C")
-        .arg(&d)
-        .status()
-        .unwrap();
-    assert!(st.success(), "{}", tgz.display());
-    let trust = Trust::from_dir(&d.join("pvs"), "ca-certificates", "x", None).unwrap();
+    let trust = Trust::from_dir(&upstream_keys("pvr-made"), "ca-certificates", "x", None).unwrap();
     let (mut total, mut failed) = (0, Vec::new());
     let mut files: Vec<PathBuf> = std::fs::read_dir(upstream.join("fixtures/states"))
         .unwrap()
