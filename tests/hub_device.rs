@@ -37,16 +37,7 @@ fn desc_with(motd: &str, blob: usize, fail: bool) -> String {
     let extra = if blob == 0 {
         String::new()
     } else {
-        // not compressible, so that it is really that many bytes on the wire
-        let mut x: u64 = 0x9e37_79b9_7f4a_7c15 ^ blob as u64 ^ motd.len() as u64;
-        let text: String = (0..blob)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                char::from(b'a' + (x % 26) as u8)
-            })
-            .collect();
+        let text = noise(blob as u64 ^ motd.len() as u64, blob);
         format!(r#","extra":{{"web/blob.txt":"{text}"}}"#)
     };
     format!(
@@ -73,7 +64,15 @@ fn setup(name: &str, env: &[(&str, &str)]) -> Setup {
 
 /// [`setup`] with `before` run before the device boots (the device is not waited for).
 fn setup_with(name: &str, env: &[(&str, &str)], before: &dyn Fn(&Setup)) -> Setup {
-    let r = Rig::new(name, &desc("v1"));
+    let mut s = unbooted(name, &desc("v1"), env);
+    before(&s);
+    s.boot();
+    s
+}
+
+/// A device of `description` pointed at a fresh mock Hub, not booted yet.
+fn unbooted(name: &str, description: &str, env: &[(&str, &str)]) -> Setup {
+    let r = Rig::new(name, description);
     let certs = r.dir.join("hub");
     std::fs::create_dir_all(&certs).unwrap();
     let hub = MockHub::start(&certs, "127.0.0.1");
@@ -101,8 +100,6 @@ fn setup_with(name: &str, env: &[(&str, &str)], before: &dyn Fn(&Setup)) -> Setu
         env: all,
     };
     let _ = s.dev.wait();
-    before(&s);
-    s.boot();
     s
 }
 
@@ -239,20 +236,27 @@ fn manual_claim_by_the_challenge_then_a_401_logs_in_again() {
             .count()
     };
     let before = logins(&s);
-    let (st, body) = s.hub.ctl("POST", "/faults", r#"{"kind":"unauthorized"}"#);
+    logs_in_again_after_a_401(&s, ("/faults", r#"{"kind":"unauthorized"}"#), &|s| {
+        logins(s) > before
+    });
+}
+
+/// After `fault` (control API path, body) makes the Hub answer the device's token 401: the
+/// client logs in again (`relogged` says so) and its step polls are answered 200 again.
+fn logs_in_again_after_a_401(s: &Setup, fault: (&str, &str), relogged: &dyn Fn(&Setup) -> bool) {
+    let (st, body) = s.hub.ctl("POST", fault.0, fault.1);
     assert_eq!(st, 200, "{body}");
     let n = s.hub.log().len();
     let t = std::time::Instant::now();
     let mut again = false;
     while t.elapsed() < Duration::from_secs(30) {
-        let log = s.hub.log();
-        let after: Vec<&String> = log.iter().skip(n).collect();
-        let relogged = logins(&s) > before;
-        let steps_ok = after
+        let polled = s
+            .hub
+            .log()
             .iter()
-            .rev()
+            .skip(n)
             .any(|l| l.contains("/steps?") && l.contains("\"status\": 200"));
-        if relogged && steps_ok {
+        if relogged(s) && polled {
             again = true;
             break;
         }
@@ -1174,4 +1178,448 @@ fn a_power_cut_while_logs_are_pushed_sends_at_most_the_batch_in_flight_again() {
         twice <= 200,
         "{twice} lines sent twice: more than the one batch in flight (200 entries)"
     );
+}
+
+/// `size` letters from `seed`: not compressible, so that an object of them is really that
+/// many bytes on the wire.
+fn noise(seed: u64, size: usize) -> String {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15 ^ seed ^ size as u64;
+    (0..size)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            char::from(b'a' + (x % 26) as u8)
+        })
+        .collect()
+}
+
+/// [`desc`] with `n` text objects of `size` bytes more in app `web`, each its own.
+fn desc_blobs(motd: &str, n: usize, size: usize) -> String {
+    let base = desc(motd);
+    let blobs: Vec<String> = (0..n)
+        .map(|i| {
+            format!(
+                r#""web/blob{i}.txt":"{}""#,
+                noise((i as u64 + 1) << 32, size)
+            )
+        })
+        .collect();
+    let open = base.strip_suffix('}').expect("a JSON object");
+    format!(r#"{open},"extra":{{{}}}}}"#, blobs.join(","))
+}
+
+/// The most requests of `kind` ("GET objects", "GET local-s3") the mock had in flight at once.
+fn most_in_flight(s: &Setup, kind: &str) -> u64 {
+    let (st, body) = s.hub.ctl("GET", "/state", "");
+    assert_eq!(st, 200, "{body}");
+    let v = pantavisor::json::parse_str(&body, Default::default()).unwrap();
+    v.get("inflight-max")
+        .and_then(|m| m.get(kind))
+        .and_then(|n| n.as_u64())
+        .unwrap_or(0)
+}
+
+/// A remote update of 6 new objects (5 of 300 kB, each served at 300 kB/s, and a small one;
+/// each metadata answer held 0.5 s) with PH_UPDATER_TRANSFER_MAX_COUNT=`max`, to UPDATED with
+/// every object byte-exact: (most metadata requests in flight, most downloads in flight,
+/// seconds from the first metadata request to the last download's end).
+fn parallel_update(name: &str, max: u32) -> (u64, u64, f64) {
+    let _g = SERIAL.lock();
+    let max = max.to_string();
+    let s = setup(
+        name,
+        &[
+            ("PH_FACTORY_AUTOTOK", "tok-1"),
+            ("PH_UPDATER_TRANSFER_MAX_COUNT", &max),
+        ],
+    );
+    let id = claimed(&s);
+    fault(
+        &s,
+        r#"{"kind":"hang","path":"/objects/","method":"GET","seconds":0.5,"count":null}"#,
+    );
+    fault(&s, r#"{"kind":"slow","rate":300000,"count":null}"#);
+    let new = post_step(&s, &id, 1, &desc_blobs("v2", 5, 300_000));
+    assert_eq!(new.len(), 6, "{new:?}");
+    let h = wait_final(&s, &id, 1, Duration::from_secs(90));
+    assert_eq!(
+        h.last().map(|p| p.0.as_str()),
+        Some("UPDATED"),
+        "{h:#?}\n{}",
+        s.why()
+    );
+    for (sha, size) in &new {
+        let data = std::fs::read(s.r.storage.join("objects").join(sha)).unwrap();
+        assert_eq!(data.len() as u64, *size, "{sha}");
+        assert_eq!(&pantavisor::storage::objects::sha256_hex(&data), sha);
+    }
+    // from the request log: when the metadata requests began, when the last download ended
+    let (mut first, mut last) = (f64::MAX, 0f64);
+    for l in s.hub.log() {
+        let v = pantavisor::json::parse_str(&l, Default::default()).unwrap();
+        let (Some(m), Some(p), Some(t)) = (
+            v.get("method").and_then(|m| m.as_str()),
+            v.get("path").and_then(|p| p.as_str()),
+            v.get("t").and_then(|t| t.as_f64()),
+        ) else {
+            continue;
+        };
+        let ms = v.get("ms").and_then(|t| t.as_f64()).unwrap_or(0.0);
+        if m == "GET" && p.starts_with("/objects/") {
+            first = first.min(t);
+        }
+        if m == "GET" && p.starts_with("/local-s3/") {
+            last = last.max(t + ms / 1000.0);
+        }
+    }
+    let took = last - first;
+    let (meta, s3) = (
+        most_in_flight(&s, "GET objects"),
+        most_in_flight(&s, "GET local-s3"),
+    );
+    println!("PH_UPDATER_TRANSFER_MAX_COUNT={max}: at most {meta} metadata requests and {s3} downloads in flight; objects in {took:.2} s");
+    (meta, s3, took)
+}
+
+#[test]
+fn transfers_keep_to_ph_updater_transfer_max_count_in_flight() {
+    let (meta, s3, _) = parallel_update("hub-xfer3", 3);
+    assert!((2..=3).contains(&meta), "{meta} metadata requests at once");
+    assert!((2..=3).contains(&s3), "{s3} downloads at once");
+}
+
+#[test]
+fn transfers_go_one_at_a_time_with_a_max_count_of_one() {
+    let (meta, s3, _) = parallel_update("hub-xfer1", 1);
+    assert_eq!((meta, s3), (1, 1), "metadata requests, downloads at once");
+}
+
+/// The requests the Hub got that `pred` picks.
+fn count(s: &Setup, pred: impl Fn(&str) -> bool) -> usize {
+    s.hub.log().iter().filter(|l| pred(l)).count()
+}
+
+fn is_register(l: &str) -> bool {
+    l.contains("\"POST\"") && l.contains("\"/devices/\"")
+}
+
+#[test]
+fn credentials_in_the_pv_phconfig_volume_keep_the_device_across_a_reboot() {
+    let _g = SERIAL.lock();
+    // desc("v1") with device.json declaring the credentials' volume, permanent (reference 2.6)
+    let groups = r#"[{"name":"root","status_goal":"STARTED","restart_policy":"system","timeout":10},
+        {"name":"app","status_goal":"STARTED","restart_policy":"container","timeout":10}]"#;
+    let d = desc("v1");
+    let description = format!(
+        r#"{},"extra":{{"device.json":{{"groups":{groups},"volumes":{{"pv--phconfig":{{"persistence":"permanent"}}}}}}}}}}"#,
+        d.strip_suffix('}').unwrap()
+    );
+    let env = [
+        ("PH_FACTORY_AUTOTOK", "tok-1"),
+        ("PV_STORAGE_PHCONFIG_VOL", "1"),
+    ];
+    let mut s = unbooted("hub-phconfig", &description, &env);
+    s.boot();
+    s.wait_ready("0");
+    let id = claimed(&s);
+    let vol = s.r.storage.join("disks/perm/bsp/pv--phconfig");
+    let pc = std::fs::read_to_string(vol.join("pantahub.config"))
+        .unwrap_or_else(|e| panic!("{}: {e}\n{}", vol.display(), s.why()));
+    assert!(pc.contains(&format!("PH_CREDS_ID={id}")), "{pc}");
+    assert!(pc.contains("PH_CREDS_SECRET="), "{pc}");
+    assert!(vol.join("unclaimed.config").exists());
+    for f in ["pantahub.config", "unclaimed.config"] {
+        assert!(
+            !s.r.storage.join("config").join(f).exists(),
+            "{f} in <storage>/config"
+        );
+    }
+    assert_eq!(count(&s, is_register), 1, "{}", s.why());
+
+    // after a reboot: the same device, its credentials read from the volume again
+    assert!(matches!(finish(&mut s.dev), harness::End::PowerOff));
+    let n = s.hub.log().len();
+    s.boot();
+    s.wait_ready("0 after the reboot");
+    let polled = s.hub.wait_for(Duration::from_secs(30), |l| {
+        l.contains(&format!("/trails/{id}/steps?")) && l.contains("\"status\": 200")
+    });
+    assert!(polled.is_some(), "{}", s.why());
+    assert!(
+        s.hub.log().len() > n
+            && s.hub.log()[n..]
+                .iter()
+                .any(|l| l.contains(&format!("/trails/{id}/steps?"))),
+        "no poll after the reboot: {}",
+        s.why()
+    );
+    assert_eq!(count(&s, is_register), 1, "registered again: {}", s.why());
+    assert_eq!(device_id(&s).as_deref(), Some(id.as_str()));
+}
+
+/// `/btools`, made on the host for the time of a test when this host has none (upstream's
+/// handler folder is fixed); each device gets its own folder bound there, in its own mount
+/// namespace only.
+struct Btools {
+    made: bool,
+}
+
+impl Btools {
+    fn new() -> Btools {
+        let made = !std::path::Path::new("/btools").exists();
+        if made {
+            std::fs::create_dir("/btools").unwrap();
+        }
+        Btools { made }
+    }
+}
+
+impl Drop for Btools {
+    fn drop(&mut self) {
+        if self.made {
+            let _ = std::fs::remove_dir("/btools");
+        }
+    }
+}
+
+/// Boots as [`Setup::boot`] does, with `dir` bound at /btools in the device's mount namespace.
+fn boot_with_btools(s: &mut Setup, dir: &std::path::Path) {
+    let (_, cmdline) = s.r.bl.pick();
+    let console = std::fs::File::create(s.r.dir.join("console-btools.log")).unwrap();
+    let cg =
+        s.r.cgroup
+            .as_ref()
+            .map(|p| p.join("cgroup.procs").display().to_string())
+            .unwrap_or_default();
+    s.dev = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(r#"[ -z "$CG" ] || echo $$ > "$CG"; exec unshare --pid --fork --kill-child --mount --mount-proc --uts --ipc sh -c 'mount --bind "$BTOOLS" /btools && exec "$@"' sh "$@""#)
+        .arg("sh")
+        .arg(harness::BIN)
+        .arg("--config")
+        .arg(&s.r.bl.config)
+        .args(["--cmdline", &cmdline])
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("CG", cg)
+        .env("BTOOLS", dir)
+        .envs(s.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdin(std::process::Stdio::null())
+        .stdout(console.try_clone().unwrap())
+        .stderr(console)
+        .spawn()
+        .unwrap();
+}
+
+const EXT_ID: &str = "0123456789abcdef01234567";
+
+/// A device already on the Hub whose `pantahub.config` has its id but no secret (a login
+/// handler holds that), with `PH_CREDS_TYPE=ext-test`, and its (empty) /btools; not booted.
+fn ext_device(name: &str) -> (Setup, std::path::PathBuf) {
+    let s = unbooted(name, &desc("v1"), &[("PH_CREDS_TYPE", "ext-test")]);
+    let (st, body) = s.hub.ctl(
+        "POST",
+        "/devices",
+        &format!(r#"{{"id":"{EXT_ID}","secret":"s3cret","owner":"prn:::accounts:/owner1"}}"#),
+    );
+    assert_eq!(st, 200, "{body}");
+    let state = std::fs::read_to_string(s.r.storage.join("trails/0/.pvr/json")).unwrap();
+    let (st, body) = s.hub.ctl(
+        "POST",
+        &format!("/devices/{EXT_ID}/trail"),
+        &format!(r#"{{"state":{state}}}"#),
+    );
+    assert_eq!(st, 200, "{body}");
+    std::fs::create_dir_all(s.r.storage.join("config")).unwrap();
+    std::fs::write(
+        s.r.storage.join("config/pantahub.config"),
+        format!("PH_CREDS_ID={EXT_ID}\nPH_CREDS_PRN=prn:::devices:/{EXT_ID}\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        s.r.dir.join("keep"),
+        format!("PRN=prn:::devices:/{EXT_ID}\nSECRET=s3cret\n"),
+    )
+    .unwrap();
+    let dir = s.r.dir.join("btools");
+    std::fs::create_dir_all(&dir).unwrap();
+    (s, dir)
+}
+
+/// `ext-test.register` and `ext-test.login` in `dir`, as a device maker's: register posts to
+/// the Hub with the auto-token `tok-1`, keeps the prn and the secret in `<rig>/keep` (the
+/// device never sees them) and writes only the id into the creds work dir; login posts what
+/// `keep` holds and prints the Hub's answer. Each run adds a line to `<rig>/runs`.
+fn ext_handlers(s: &Setup, dir: &std::path::Path) {
+    let curl = format!(
+        "/usr/bin/curl -fsS --cacert {} -A 'Pantavisor/2 (Linux; x86_64) PV/ext-test Date/0' -H 'Content-Type: application/json'",
+        s.hub.ca_pem().display()
+    );
+    let (hub, keep, runs) = (
+        format!("https://127.0.0.1:{}", s.hub.port),
+        s.r.dir.join("keep").display().to_string(),
+        s.r.dir.join("runs").display().to_string(),
+    );
+    let creds = s.r.dir.join("run/phconfig").display().to_string();
+    let register = format!(
+        r#"#!/bin/sh
+echo register >> {runs}
+out=$({curl} -H 'Pantahub-Devices-Auto-Token-V1: tok-1' -d '{{}}' {hub}/devices/) || exit 1
+f() {{ echo "$out" | sed -n "s/.*\"$1\":\"\([^\"]*\)\".*/\1/p"; }}
+printf 'PRN=%s\nSECRET=%s\n' "$(f prn)" "$(f secret)" > {keep}
+printf 'PH_CREDS_ID=%s\n' "$(f id)" > {creds}/unclaimed.config.tmp
+mv {creds}/unclaimed.config.tmp {creds}/unclaimed.config
+"#
+    );
+    let login = format!(
+        r#"#!/bin/sh
+echo login >> {runs}
+. {keep}
+exec {curl} -d "{{\"username\":\"$PRN\",\"password\":\"$SECRET\"}}" {hub}/auth/login
+"#
+    );
+    use std::os::unix::fs::PermissionsExt;
+    for (name, text) in [("ext-test.register", register), ("ext-test.login", login)] {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+}
+
+/// How many times the handlers ran, `what` (`register`, `login`).
+fn runs(s: &Setup, what: &str) -> usize {
+    std::fs::read_to_string(s.r.dir.join("runs"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| *l == what)
+        .count()
+}
+
+#[test]
+fn an_ext_login_handler_logs_the_device_in_and_again_after_a_401() {
+    let _g = SERIAL.lock();
+    let _b = Btools::new();
+    let (mut s, dir) = ext_device("hub-ext");
+    ext_handlers(&s, &dir);
+    boot_with_btools(&mut s, &dir);
+    s.wait_ready("0");
+    let runs_of = || runs(&s, "login");
+    // the device has no secret: a poll the Hub takes carries the handler's token
+    let polled = s.hub.wait_for(Duration::from_secs(30), |l| {
+        l.contains(&format!("/trails/{EXT_ID}/steps?")) && l.contains("\"status\": 200")
+    });
+    assert!(polled.is_some(), "{}", s.why());
+    assert!(runs_of() >= 1);
+    assert!(
+        s.client_log().contains("external login handler called"),
+        "{}",
+        s.why()
+    );
+    assert_eq!(count(&s, is_register), 0, "{}", s.why());
+    assert_eq!(runs(&s, "register"), 0);
+    // every login the Hub saw is the handler's
+    let logins = count(&s, |l| l.contains("\"/auth/login\""));
+    assert_eq!(logins, runs_of(), "{}", s.why());
+
+    // a 401 drops the token: the handler runs again and the polls go on
+    let before = runs_of();
+    logs_in_again_after_a_401(&s, ("/revoke-tokens", ""), &|_| runs_of() > before);
+}
+
+#[test]
+fn a_missing_ext_handler_or_an_unknown_creds_type_sends_nothing_to_the_hub() {
+    let _g = SERIAL.lock();
+    let _b = Btools::new();
+    let (mut s, dir) = ext_device("hub-ext-missing");
+    boot_with_btools(&mut s, &dir);
+    s.wait_ready("0");
+    let said = |s: &mut Setup, line: &str, times: usize| {
+        let line = line.to_string();
+        s.r.wait(&mut s.dev, Duration::from_secs(30), &|r, _| {
+            r.log().matches(line.as_str()).count() >= times
+        })
+    };
+    // upstream's line, again at the next try, and not one request meanwhile
+    let missing = "unable to stat trest client for cmd /btools/ext-test.login";
+    assert!(said(&mut s, missing, 2), "{}", s.why());
+    assert!(s.hub.log().is_empty(), "{}", s.why());
+
+    // a type neither builtin nor ext-*: upstream's error, nothing sent either
+    assert!(matches!(finish(&mut s.dev), harness::End::PowerOff));
+    for (k, v) in s.env.iter_mut() {
+        if k == "PH_CREDS_TYPE" {
+            *v = "tpm".into();
+        }
+    }
+    s.boot();
+    s.wait_ready("0 again");
+    let unknown = "unable to get trest client for creds_type tpm. Currently supported: builtin and ext-* handlers";
+    assert!(said(&mut s, unknown, 2), "{}", s.why());
+    assert!(s.hub.log().is_empty(), "{}", s.why());
+}
+
+#[test]
+fn an_ext_register_handler_registers_then_the_device_is_claimed_and_synced() {
+    let _g = SERIAL.lock();
+    let _b = Btools::new();
+    let mut s = unbooted(
+        "hub-ext-register",
+        &desc("v1"),
+        &[("PH_CREDS_TYPE", "ext-test")],
+    );
+    let dir = s.r.dir.join("btools");
+    std::fs::create_dir_all(&dir).unwrap();
+    ext_handlers(&s, &dir);
+    boot_with_btools(&mut s, &dir);
+    s.wait_ready("0");
+    // registered by the handler (which retries until the auto-token exists), claimed through
+    // the handler's login, then the first sync
+    let id = claimed(&s);
+    let registered = |l: &str| is_register(l) && l.contains("\"status\": 200");
+    assert_eq!(count(&s, registered), 1, "{}", s.why());
+    assert!(runs(&s, "register") >= 1 && runs(&s, "login") >= 1);
+    assert_eq!(
+        count(&s, |l| l.contains("\"/auth/login\"")),
+        runs(&s, "login"),
+        "a login not by the handler: {}",
+        s.why()
+    );
+    let pc = std::fs::read_to_string(s.r.storage.join("config/pantahub.config")).unwrap();
+    assert!(pc.contains(&format!("PH_CREDS_ID={id}")), "{pc}");
+    assert!(pc.contains("PH_CREDS_TYPE=ext-test"), "{pc}");
+    assert!(
+        !pc.contains("PH_CREDS_SECRET"),
+        "the handler's secret: {pc}"
+    );
+}
+
+#[test]
+fn without_the_pv_phconfig_volume_the_device_runs_on_and_nothing_goes_to_the_hub() {
+    let _g = SERIAL.lock();
+    // PV_STORAGE_PHCONFIG_VOL=1 but the state declares no pv--phconfig: upstream's error
+    let env = [
+        ("PH_FACTORY_AUTOTOK", "tok-1"),
+        ("PV_STORAGE_PHCONFIG_VOL", "1"),
+    ];
+    let mut s = setup("hub-no-phconfig", &env);
+    let (st, body) = s.hub.ctl(
+        "POST",
+        "/autotokens",
+        r#"{"token":"tok-1","owner":"prn:::accounts:/owner1"}"#,
+    );
+    assert_eq!(st, 200, "{body}");
+    let missing = format!(
+        "{}: does not exist but required by config",
+        s.r.dir.join("volumes/bsp/pv--phconfig").display()
+    );
+    let unbound = "phconfig: not there, the device could not bind the Hub credentials";
+    let said = s.r.wait(&mut s.dev, Duration::from_secs(30), &|r, _| {
+        let log = r.log();
+        log.contains(&missing) && log.matches(unbound).count() >= 2
+    });
+    assert!(said, "{}", s.why());
+    assert!(s.hub.log().is_empty(), "{}", s.why());
+    assert_eq!(s.r.status_of(&s.dev, "web").as_deref(), Some("STARTED"));
+    assert!(!s.r.storage.join("config/unclaimed.config").exists());
 }

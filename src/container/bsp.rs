@@ -2,12 +2,28 @@
 //! `<PV_DISK_VOLDIR>/bsp/modules` and `<PV_DISK_VOLDIR>/bsp/firmware` for the running revision.
 //! On a device (embedded mode) they are also bound at `/lib/modules` and `/lib/firmware`, where
 //! module loading and the containers' automodfw binds look; a standalone test never touches the
-//! host's /lib.
+//! host's /lib. device.json `volumes` are mounted at `<PV_DISK_VOLDIR>/bsp/<name>` as a
+//! container's storage volumes are, and upstream's creds work dir `<rundir>/phconfig` is bound
+//! last; all go with the BSP at the end.
 use super::volumes::{self, Mounted};
 use super::{ms, Engine, Error};
 use crate::pvlog;
 use crate::state::{ImageRef, State};
+use crate::storage::{fs::RealFs, Storage};
 use std::path::{Path, PathBuf};
+
+/// The BSP volume that holds the Hub credentials when `PV_STORAGE_PHCONFIG_VOL=1` (pv:`paths.h`).
+pub const PHCONFIG_VOLUME: &str = "pv--phconfig";
+
+/// Where the credentials live (reference 1.1, 2.6): the BSP volume `pv--phconfig` when
+/// `from_volume`, else `<storage>/config`.
+pub fn phconfig_source(storage: &Path, voldir: &Path, from_volume: bool) -> PathBuf {
+    if from_volume {
+        voldir.join("bsp").join(PHCONFIG_VOLUME)
+    } else {
+        storage.join("config")
+    }
+}
 
 /// What is mounted for the BSP; give it back to [`Engine::unmount_bsp`].
 #[derive(Debug, Default)]
@@ -107,7 +123,67 @@ impl Engine {
         Ok(v)
     }
 
+    /// device.json `volumes` (reference 2.6, 2.7) at `<voldir>/bsp/<name>`, each as a
+    /// container's storage volume. One that cannot be mounted (a `disk` one: issue 13) is
+    /// logged, naming it, and the others are mounted all the same.
+    pub fn mount_bsp_volumes(&mut self, rev: &str, state: &State, v: &mut BspVolumes) {
+        let paths = self.paths().clone();
+        let st = Storage::new(&RealFs, &paths.storage);
+        for s in state.volumes() {
+            match volumes::mount_storage(&paths, &st, rev, state, "bsp", s) {
+                Ok(m) => v.mounted.push(m),
+                Err(e) => pvlog!(Error, "container", "{e}"),
+            }
+        }
+    }
+
+    /// Upstream's creds work dir: `<rundir>/phconfig` bound to [`phconfig_source`], after the
+    /// BSP volumes (the source may be one). A missing source is upstream's error and nothing
+    /// is bound: the Hub client then has no credentials, the device goes on.
+    pub fn mount_phconfig(
+        &mut self,
+        from_volume: bool,
+        v: &mut BspVolumes,
+    ) -> Result<PathBuf, Error> {
+        let p = self.paths();
+        let source = phconfig_source(&p.storage, &p.voldir, from_volume);
+        let target = p.rundir.join("phconfig");
+        // an empty mount point left behind would read as a credentials dir to the Hub client
+        let r = if source.is_dir() {
+            bind(&source, &target, &mut v.mounted)
+        } else {
+            Err(Error::invalid(
+                "bsp",
+                "creds",
+                &source,
+                "does not exist but required by config",
+            ))
+        };
+        if r.is_err() {
+            let _ = std::fs::remove_dir(&target);
+        }
+        r.map(|()| target)
+    }
+
     pub fn unmount_bsp(&mut self, v: BspVolumes) {
         volumes::unmount_all("bsp", v.mounted);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_creds_come_from_storage_config_or_the_pv_phconfig_volume() {
+        let (st, vol) = (Path::new("/storage"), Path::new("/volumes"));
+        assert_eq!(
+            phconfig_source(st, vol, false),
+            Path::new("/storage/config")
+        );
+        assert_eq!(
+            phconfig_source(st, vol, true),
+            Path::new("/volumes/bsp/pv--phconfig")
+        );
     }
 }

@@ -6,7 +6,7 @@
 use super::ms;
 use super::{Error, Paths};
 use crate::pvlog;
-use crate::state::{Container, Persistence, State, VolumeKind};
+use crate::state::{Container, Persistence, State, StorageVolume, VolumeKind};
 use crate::storage::fs::RealFs;
 use crate::storage::Storage;
 use crate::sys;
@@ -256,54 +256,69 @@ fn mount_each(
         }
     }
     for s in &c.storage {
-        let target = voldir.join(&s.name);
-        if !valid_name(&s.name) {
-            return Err(Error::invalid(name, "volume", &target, "bad volume name"));
-        }
-        let disk = s.disk.clone().or_else(|| {
-            state
-                .disks()
-                .iter()
-                .find(|d| d.default)
-                .map(|d| d.name.clone())
-        });
-        if let Some(d) = disk {
-            // no silent fallback to plain storage for data meant for a crypt/volume disk
-            return Err(Error::invalid(
-                name,
-                "volume",
-                &target,
-                format!("disk '{d}': disks are not supported yet"),
-            ));
-        }
-        mkdir_p(&target).map_err(|e| Error::io(name, "mkdir", &target, &e))?;
-        let r = match s.persistence {
-            Persistence::Permanent | Persistence::Revision => {
-                let src = if s.persistence == Persistence::Permanent {
-                    st.perm_volume_dir(name, &s.name)
-                } else {
-                    st.rev_volume_dir(rev, name, &s.name)
-                };
-                mkdir_p(&src).map_err(|e| Error::io(name, "mkdir", &src, &e))?;
-                mount_path(Some(&src), &target, None, ms::BIND)
-            }
-            Persistence::Boot => mount_tmpfs(&target),
-        };
-        r.map_err(|e| Error::io(name, "mount", &target, &e))?;
-        pvlog!(
-            Debug,
-            "container",
-            "container {name}: storage volume {} ({}) on {}",
-            s.name,
-            s.persistence.as_str(),
-            target.display()
-        );
-        done.push(Mounted {
-            target,
-            loop_dev: None,
-        });
+        done.push(mount_storage(paths, &st, rev, state, name, s)?);
     }
     Ok(())
+}
+
+/// One `storage` volume of `part` (a container, or `bsp` for device.json `volumes`) at
+/// `<voldir>/<part>/<volume>`, backed as reference 2.7 says: `disks/perm/<part>/<volume>`,
+/// `disks/rev/<rev>/<part>/<volume>` or a fresh tmpfs.
+pub(crate) fn mount_storage(
+    paths: &Paths,
+    st: &Storage,
+    rev: &str,
+    state: &State,
+    part: &str,
+    s: &StorageVolume,
+) -> Result<Mounted, Error> {
+    let name = part;
+    let target = paths.voldir.join(part).join(&s.name);
+    if !valid_name(&s.name) {
+        return Err(Error::invalid(name, "volume", &target, "bad volume name"));
+    }
+    let disk = s.disk.clone().or_else(|| {
+        state
+            .disks()
+            .iter()
+            .find(|d| d.default)
+            .map(|d| d.name.clone())
+    });
+    if let Some(d) = disk {
+        // no silent fallback to plain storage for data meant for a crypt/volume disk
+        return Err(Error::invalid(
+            name,
+            "volume",
+            &target,
+            format!("disk '{d}': disks are not supported yet"),
+        ));
+    }
+    mkdir_p(&target).map_err(|e| Error::io(name, "mkdir", &target, &e))?;
+    let r = match s.persistence {
+        Persistence::Permanent | Persistence::Revision => {
+            let src = if s.persistence == Persistence::Permanent {
+                st.perm_volume_dir(name, &s.name)
+            } else {
+                st.rev_volume_dir(rev, name, &s.name)
+            };
+            mkdir_p(&src).map_err(|e| Error::io(name, "mkdir", &src, &e))?;
+            mount_path(Some(&src), &target, None, ms::BIND)
+        }
+        Persistence::Boot => mount_tmpfs(&target),
+    };
+    r.map_err(|e| Error::io(name, "mount", &target, &e))?;
+    pvlog!(
+        Debug,
+        "container",
+        "container {name}: storage volume {} ({}) on {}",
+        s.name,
+        s.persistence.as_str(),
+        target.display()
+    );
+    Ok(Mounted {
+        target,
+        loop_dev: None,
+    })
 }
 
 pub(crate) fn mount_path(

@@ -252,10 +252,16 @@ fn init_and_run(args: Args, pid1: bool, storage: &mut Option<String>) -> Result<
     let fs = RealFs;
     let st = Storage::new(&fs, &root);
     st.init_layout().map_err(Fatal::StorageLayout)?;
-    // the Hub's level: PH_* keys the device keeps on its storage (absent until a Hub writes it)
+    // the Hub's level: PH_* keys the device keeps on its storage (absent until a Hub writes it).
+    // Upstream reads it through <rundir>/phconfig once the BSP volumes are up; from
+    // <storage>/config it is the same file, read here so every decision of INIT and the
+    // device's start sees it as before. From the pv--phconfig volume it can only be read once
+    // that is mounted (Device::mount_bsp).
     let ph = Path::new(&root).join("config/pantahub.config");
-    if let Ok(text) = std::fs::read_to_string(&ph) {
-        config.apply_text(Level::PhConfFile, "pantahub.config", &text);
+    if !config.get_bool(Key::PV_STORAGE_PHCONFIG_VOL) {
+        if let Ok(text) = std::fs::read_to_string(&ph) {
+            config.apply_text(Level::PhConfFile, "pantahub.config", &text);
+        }
     }
     let bl = bootloader::for_type(
         config.get_str(Key::PV_BOOTLOADER_TYPE).unwrap_or("uboot"),

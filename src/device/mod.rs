@@ -515,14 +515,16 @@ impl<'a> Device<'a> {
     }
 
     /// The BSP's modules and firmware images for this kernel; a failure is logged and the
-    /// containers' drivers then fail to load (required ones stop their container).
+    /// containers' drivers then fail to load (required ones stop their container). Then the
+    /// device.json volumes and the creds work dir `<rundir>/phconfig`, as upstream's
+    /// `pv_state_start` and `pv_config_load_creds`.
     fn mount_bsp(&mut self) {
         let release = std::fs::read_to_string("/proc/sys/kernel/osrelease")
             .unwrap_or_default()
             .trim()
             .to_string();
         let on_device = self.cfg.init_mode() == crate::config::InitMode::Embedded;
-        match self
+        let mut v = match self
             .engine
             .mount_bsp(&self.rev, &self.state, &release, on_device)
         {
@@ -530,10 +532,33 @@ impl<'a> Device<'a> {
                 if let Some(root) = &v.modules_root {
                     self.modules = crate::drivers::ModuleIndex::load(root);
                 }
-                self.bsp = Some(v);
+                v
             }
-            Err(e) => pvlog!(Error, "device", "{e}"),
+            Err(e) => {
+                pvlog!(Error, "device", "{e}");
+                container::bsp::BspVolumes::default()
+            }
+        };
+        self.engine
+            .mount_bsp_volumes(&self.rev, &self.state, &mut v);
+        let from_volume = self
+            .cfg
+            .get_bool(crate::config::Key::PV_STORAGE_PHCONFIG_VOL);
+        match self.engine.mount_phconfig(from_volume, &mut v) {
+            // from <storage>/config, init read pantahub.config already (see init.rs); from the
+            // volume, only now can it be read, as upstream does
+            Ok(dir) if from_volume => {
+                let ph = dir.join("pantahub.config");
+                if let Ok(text) = std::fs::read_to_string(&ph) {
+                    let src = ph.display().to_string();
+                    self.cfg
+                        .apply_text(crate::config::Level::PhConfFile, &src, &text);
+                }
+            }
+            Ok(_) => {}
+            Err(e) => pvlog!(Error, "device", "{e}; the Hub client has no credentials"),
         }
+        self.bsp = Some(v);
     }
 
     /// Loads the container's required and optional drivers (before its init is spawned).

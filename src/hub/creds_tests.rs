@@ -49,18 +49,78 @@ fn every_hub_key_with_a_value_and_nothing_else() {
 }
 
 #[test]
-fn saved_crash_safely_where_upstream_keeps_them() {
+fn saved_crash_safely_in_the_creds_work_dir() {
     let fs = SimFs::new();
-    let storage = Path::new("/storage");
+    let run = Path::new("/pv");
     let c = registered();
-    let p = save(&fs, storage, &c, false).unwrap();
-    assert_eq!(p, Path::new("/storage/config/unclaimed.config"));
+    // not bound (no <storage>/config, no pv--phconfig volume): nothing is saved anywhere
+    assert!(save(&fs, run, &c, false).is_err());
+    crate::storage::fs::create_dir_all(&fs, &dir(run)).unwrap();
+    let p = save(&fs, run, &c, false).unwrap();
+    assert_eq!(p, Path::new("/pv/phconfig/unclaimed.config"));
     assert_eq!(fs.read(&p).unwrap(), render(&c).into_bytes());
-    let p = save(&fs, storage, &c, true).unwrap();
-    assert_eq!(p, Path::new("/storage/config/pantahub.config"));
+    let p = save(&fs, run, &c, true).unwrap();
+    assert_eq!(p, Path::new("/pv/phconfig/pantahub.config"));
     assert_eq!(fs.read(&p).unwrap(), render(&c).into_bytes());
     // nothing in flight is left behind
     assert!(fs
-        .read(Path::new("/storage/config/pantahub.config.tmp"))
+        .read(Path::new("/pv/phconfig/pantahub.config.tmp"))
         .is_err());
+}
+
+#[test]
+fn creds_type_picks_the_handler_as_upstream() {
+    assert_eq!(handler("builtin"), Ok(Handler::Builtin));
+    assert_eq!(
+        handler("ext-tpm"),
+        Ok(Handler::External {
+            register: PathBuf::from("/btools/ext-tpm.register"),
+            login: PathBuf::from("/btools/ext-tpm.login"),
+        })
+    );
+    for bad in ["", "Builtin", "ext", "tpm", "ext-../../bin/sh", "x-ext-a"] {
+        let e = handler(bad).unwrap_err();
+        assert!(
+            e.ends_with("Currently supported: builtin and ext-* handlers"),
+            "{bad}: {e}"
+        );
+        assert!(e.contains(&format!("creds_type {bad}.")), "{bad}: {e}");
+    }
+}
+
+#[test]
+fn a_handler_runs_bounded_and_its_output_is_both_streams() {
+    let d = std::env::temp_dir().join(format!("pv-creds-handler-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    let script = |name: &str, body: &str, mode: u32| {
+        use std::os::unix::fs::PermissionsExt;
+        let p = d.join(name);
+        std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+        p
+    };
+    let ok = script("ok", r#"echo '{"token":'; echo '"t1"}' >&2; exit 3"#, 0o755);
+    let (st, out) = run(&ok, Duration::from_secs(10)).unwrap();
+    assert_eq!(st, WaitStatus::Exited(3));
+    assert_eq!(String::from_utf8_lossy(&out), "{\"token\":\n\"t1\"}\n");
+
+    let missing = d.join("missing");
+    let e = run(&missing, Duration::from_secs(10)).unwrap_err();
+    assert!(e.starts_with("unable to stat trest client for cmd "), "{e}");
+    let plain = script("plain", "echo x", 0o644);
+    let e = run(&plain, Duration::from_secs(10)).unwrap_err();
+    assert!(e.ends_with("... not executable."), "{e}");
+
+    // hung, with a child holding the pipe: both killed at the time out
+    let hung = script("hung", "sleep 600 & sleep 600", 0o755);
+    let t = Instant::now();
+    let e = run(&hung, Duration::from_millis(300)).unwrap_err();
+    assert!(e.contains("killed"), "{e}");
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+
+    let flood = script("flood", "while :; do echo 0123456789abcdef; done", 0o755);
+    let e = run(&flood, Duration::from_secs(10)).unwrap_err();
+    assert!(e.contains("more than 65536 B"), "{e}");
+    let _ = std::fs::remove_dir_all(&d);
 }

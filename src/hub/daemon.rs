@@ -6,7 +6,10 @@
 //! syncs, fetches steps and objects, and carries progress, metadata and logs to the Hub.
 //!
 //! Blocking I/O with timeouts, one thing at a time (upstream's client is one state machine
-//! too); SIGUSR1 (the device's UPDATE_METADATA) sends device-meta at once, SIGTERM ends it.
+//! too), but for an update's object metadata and downloads: up to
+//! PH_UPDATER_TRANSFER_MAX_COUNT workers (`hub::xfer`) do their network and writes while
+//! this thread decides and reports. SIGUSR1 (the device's UPDATE_METADATA) sends
+//! device-meta at once, SIGTERM ends it.
 
 use super::creds;
 use super::download;
@@ -15,6 +18,7 @@ use super::logpush::{self, Pusher};
 use super::meta::{self, Op};
 use super::session::{Dialer, Reply, Route, Session};
 use super::wire;
+use super::xfer::{self, Event, Job, MetaErr, Next, Plan};
 use super::{Facts, Reports, Sent, State as ClientState, Trails, Update};
 use crate::config::{Config, Key, Level};
 use crate::control::client::request;
@@ -40,8 +44,6 @@ const RETRY: Duration = Duration::from_secs(6);
 const REPORT: Duration = Duration::from_secs(2);
 /// How often the device's progress is read while it tries a revision (a local read).
 const WATCH: Duration = Duration::from_millis(100);
-/// A wrong object is fetched this many times before the update is refused.
-const WRONG_BYTES_TRIES: u32 = 3;
 
 /// Everything the daemon does next, each at its own time.
 #[derive(Default)]
@@ -200,16 +202,31 @@ impl Daemon {
         let _ = cfg.take_warnings();
         self.storage = PathBuf::from(cfg.storage_mntpoint());
         self.rundir = PathBuf::from(cfg.system_rundir());
+        // upstream's error line and no Hub traffic for a type it does not know
+        let ext = match creds::handler(cfg.creds_type())? {
+            creds::Handler::Builtin => false,
+            creds::Handler::External { .. } => true,
+        };
+        // the work dir the device bound; without it there are no credentials to keep
+        let dir = creds::dir(&self.rundir);
+        if !dir.is_dir() {
+            return Err(format!(
+                "{}: not there, the device could not bind the Hub credentials (see its log)",
+                dir.display()
+            ));
+        }
         let boot = Creds {
             id: cfg.creds_id().map(str::to_string),
             prn: cfg.creds_prn().map(str::to_string),
             secret: cfg.creds_secret().map(str::to_string),
         };
-        let claimed = read_creds(&creds::path(&self.storage, creds::PANTAHUB));
-        let unclaimed = read_creds(&creds::path(&self.storage, creds::UNCLAIMED));
+        // an ext-* handler holds the secret: the device id is what makes credentials
+        let complete = |c: &Creds| c.complete() || (ext && c.id.is_some());
+        let claimed = read_creds(&creds::path(&self.rundir, creds::PANTAHUB));
+        let unclaimed = read_creds(&creds::path(&self.rundir, creds::UNCLAIMED));
         (self.creds, self.claimed) = match (claimed, unclaimed) {
-            (Some(c), _) if c.complete() => (c, true),
-            _ if boot.complete() => (boot, true),
+            (Some(c), _) if complete(&c) => (c, true),
+            _ if complete(&boot) => (boot, true),
             (_, Some(u)) => (u, false),
             _ => (boot, false),
         };
@@ -473,7 +490,37 @@ impl Daemon {
     }
 
     fn register_or_claim(&mut self) -> Result<(), String> {
-        if !self.creds.complete() {
+        if let creds::Handler::External { register, .. } = creds::handler(self.cfg.creds_type())? {
+            if self.creds.id.is_none() {
+                self.set_state(ClientState::Register);
+                // the handler writes the credentials files; they are read again here
+                let (st, out) = creds::run(&register, creds::HANDLER_TIMEOUT)?;
+                if st != crate::sys::WaitStatus::Exited(0) {
+                    return Err(format!(
+                        "registration attempt with cmd: {} ({st:?}): {}",
+                        register.display(),
+                        String::from_utf8_lossy(&out).trim()
+                    ));
+                }
+                self.load_config()?;
+                let Some(id) = self.creds.id.clone() else {
+                    return Err(format!(
+                        "{} left no PH_CREDS_ID in {}",
+                        register.display(),
+                        creds::dir(&self.rundir).display()
+                    ));
+                };
+                say!(
+                    "INFO",
+                    "registered as device {id} by {}",
+                    register.display()
+                );
+                self.write_run("device-id", &id);
+                if self.claimed {
+                    return Ok(());
+                }
+            }
+        } else if !self.creds.complete() {
             self.set_state(ClientState::Register);
             let tok = self.cfg.factory_autotok().map(str::to_string);
             let extra: Vec<(&str, &str)> = tok
@@ -543,7 +590,7 @@ impl Daemon {
                     .map_err(|e| format!("{k}: {e:?}"))?;
             }
         }
-        creds::save(&RealFs, &self.storage, cfg, claimed)
+        creds::save(&RealFs, &self.rundir, cfg, claimed)
             .map(|_| ())
             .map_err(|e| format!("saving the credentials: {e}"))
     }
@@ -559,15 +606,31 @@ impl Daemon {
         }
     }
 
-    /// POST /auth/login (8.3): the session's token, or false.
+    /// POST /auth/login (8.3), or the output of an `ext-*` login handler: the session's
+    /// token, or false.
     fn login(&mut self) -> bool {
-        let (Some(prn), Some(secret)) = (self.creds.prn.clone(), self.creds.secret.clone()) else {
-            return false;
+        let answer = match creds::handler(self.cfg.creds_type()) {
+            Ok(creds::Handler::External { login, .. }) => {
+                say!("INFO", "external login handler called: {}", login.display());
+                // as upstream, what it printed is the answer whatever its exit status
+                creds::run(&login, creds::HANDLER_TIMEOUT).map(|(_, out)| Reply {
+                    status: 200,
+                    body: out,
+                })
+            }
+            Ok(creds::Handler::Builtin) => {
+                let (Some(prn), Some(secret)) = (self.creds.prn.clone(), self.creds.secret.clone())
+                else {
+                    return false;
+                };
+                let mut o = ObjectWriter::new();
+                o.str("username", &prn).str("password", &secret);
+                let body = o.finish();
+                self.call("POST", "/auth/login", Some(body.as_bytes()), false)
+            }
+            Err(e) => Err(e),
         };
-        let mut o = ObjectWriter::new();
-        o.str("username", &prn).str("password", &secret);
-        let body = o.finish();
-        match self.call("POST", "/auth/login", Some(body.as_bytes()), false) {
+        match answer {
             Ok(r) if r.ok() => match wire::token(&r.body) {
                 Ok(t) => {
                     if let Some(s) = self.sess.as_mut() {
@@ -790,15 +853,7 @@ impl Daemon {
             .collect();
         shas.retain(|sha| !self.storage.join("objects").join(sha).exists());
         self.fetcher.forget_others(&self.storage, &shas);
-        let mut objects = Vec::new();
-        for sha in shas {
-            let r = self.call("GET", &format!("/objects/{sha}"), None, true)?;
-            if !r.ok() {
-                return Err(format!("GET /objects/{sha}: the Hub answered {}", r.status));
-            }
-            let o = wire::object(&r.body, &sha)?;
-            objects.push((sha, o.size, o.url));
-        }
+        let objects = self.objects_meta(shas)?;
         let needed: u64 = objects
             .iter()
             .map(|(sha, size, _)| size.saturating_sub(self.fetcher.kept(&self.storage, sha)))
@@ -887,83 +942,11 @@ impl Daemon {
             current_time: start,
         });
         self.put_progress(&rev, &p);
-        let Some(dialer) = self.sess.as_ref().map(|s| s.dialer.clone()) else {
+        if !self.fetch_objects(&rev, &mut p, objects) {
             return;
-        };
-        let mut done_before = 0u64;
-        for (sha, size, url) in &objects {
-            let mut url = url.clone();
-            loop {
-                let mut last = Instant::now();
-                let storage = self.storage.clone();
-                let sock = self.ctrl.clone();
-                let id = self.creds.id.clone().unwrap_or_default();
-                let (got, answered) = {
-                    // fields, not `self`: the download borrows the fetcher
-                    let sess = &mut self.sess;
-                    let reported = &mut self.reports;
-                    let p = &mut p;
-                    let mut on = |have: u64| {
-                        if last.elapsed() < RETRY {
-                            return;
-                        }
-                        last = Instant::now();
-                        if let Some(d) = p.downloads.as_mut() {
-                            d.total_downloaded = done_before + have;
-                            d.current_time = now_secs();
-                        }
-                        if let Some(s) = sess.as_mut() {
-                            live_progress(s, &sock, &id, &rev, p, reported);
-                        }
-                    };
-                    self.fetcher
-                        .fetch(&dialer, &storage, sha, *size, &url, &mut on)
-                };
-                if let Some(a) = answered {
-                    let changed = self.sess.as_mut().and_then(|s| s.answered(a));
-                    self.online_changed(changed);
-                }
-                match got {
-                    Got::Stored => break,
-                    Got::WrongBytes => {
-                        let wrong = self.work.as_mut().map_or(WRONG_BYTES_TRIES, |w| {
-                            w.wrong += 1;
-                            w.wrong
-                        });
-                        say!(
-                            "ERROR",
-                            "object {sha}: the bytes served do not hash to it; not stored"
-                        );
-                        if wrong >= WRONG_BYTES_TRIES {
-                            let p = Progress::new(Status::Wontgo, msg::BAD_OBJECT);
-                            self.put_progress(&rev, &p);
-                            self.work = None;
-                            return;
-                        }
-                    }
-                    Got::NewUrl | Got::Later(_) => {
-                        if let Got::Later(why) = &got {
-                            say!("WARN", "{why}");
-                        }
-                        // a resume asks the Hub again first: the signed URL may have expired
-                        match self.call("GET", &format!("/objects/{sha}"), None, true) {
-                            Ok(r) if r.ok() => match wire::object(&r.body, sha) {
-                                Ok(o) => url = o.url,
-                                Err(e) => say!("WARN", "{e}"),
-                            },
-                            Ok(r) => say!("WARN", "GET /objects/{sha}: {}", r.status),
-                            Err(e) => say!("WARN", "{e}"),
-                        }
-                        if matches!(got, Got::Later(_)) {
-                            // the Hub is in trouble: the next poll resumes
-                            return;
-                        }
-                    }
-                }
-            }
-            done_before += size;
-            self.download_progress(&rev, &mut p, done_before);
         }
+        let total = p.downloads.as_ref().map_or(0, |d| d.total_size);
+        self.download_progress(&rev, &mut p, total);
         say!(
             "INFO",
             "revision {rev}: objects in, {} B received, {} B of them received before",
@@ -992,6 +975,236 @@ impl Daemon {
         }
         let p = p.clone();
         self.put_progress(rev, &p);
+    }
+
+    /// What the transfer workers need of the session.
+    fn xfer_ctx(&self) -> Result<xfer::Ctx, String> {
+        let s = self.sess.as_ref().ok_or("no session")?;
+        Ok(xfer::Ctx {
+            dialer: s.dialer.clone(),
+            token: s.token.clone(),
+            storage: self.storage.clone(),
+        })
+    }
+
+    /// Workers for `jobs` transfers (PH_UPDATER_TRANSFER_MAX_COUNT).
+    fn workers(&self, jobs: usize) -> usize {
+        xfer::workers(self.cfg.get_int(Key::PH_UPDATER_TRANSFER_MAX_COUNT), jobs)
+    }
+
+    /// A worker's request answered or not: online/offline.
+    fn answered(&mut self, answered: Option<bool>) {
+        if let Some(a) = answered {
+            let changed = self.sess.as_mut().and_then(|s| s.answered(a));
+            self.online_changed(changed);
+        }
+    }
+
+    /// Each object's size and signed URL (`GET /objects/<sha>`), with at most
+    /// PH_UPDATER_TRANSFER_MAX_COUNT requests in flight. The first failure ends the round
+    /// (the next poll asks again); a 401 drops the token, as any.
+    fn objects_meta(&mut self, shas: Vec<String>) -> Result<Vec<(String, u64, String)>, String> {
+        let ctx = self.xfer_ctx()?;
+        let n = self.workers(shas.len());
+        let mut plan = Plan::new(0..shas.len(), n);
+        let mut found: Vec<Option<(u64, String)>> = vec![None; shas.len()];
+        let mut failed = None;
+        xfer::with_workers(n, &ctx, |pool| {
+            while !plan.over() {
+                while let Some(i) = plan.start() {
+                    pool.send(Job::Meta(i, shas.get(i).cloned().unwrap_or_default()));
+                }
+                let ev = match pool.recv(RETRY) {
+                    Ok(ev) => ev,
+                    Err(e) => {
+                        failed = Some(e);
+                        return;
+                    }
+                };
+                let Some(Event::Meta { id, res, answered }) = ev else {
+                    continue;
+                };
+                plan.ended();
+                self.answered(answered);
+                match res {
+                    Ok(o) => {
+                        if let Some(f) = found.get_mut(id) {
+                            *f = Some(o);
+                        }
+                    }
+                    Err(e) => {
+                        if e == MetaErr::Unauthorized {
+                            if let Some(s) = self.sess.as_mut() {
+                                s.token = None;
+                            }
+                        }
+                        let sha = shas.get(id).map_or("", String::as_str);
+                        let why = match e {
+                            MetaErr::Unauthorized => {
+                                format!("GET /objects/{sha}: the Hub answered 401")
+                            }
+                            MetaErr::Other(why) => why,
+                        };
+                        failed.get_or_insert(why);
+                        plan.stop();
+                    }
+                }
+            }
+        });
+        if let Some(why) = failed {
+            return Err(why);
+        }
+        let mut objects = Vec::with_capacity(shas.len());
+        for (sha, f) in shas.into_iter().zip(found) {
+            let Some((size, url)) = f else {
+                return Err(format!("GET /objects/{sha}: no answer"));
+            };
+            objects.push((sha, size, url));
+        }
+        Ok(objects)
+    }
+
+    /// The objects into the object store, at most PH_UPDATER_TRANSFER_MAX_COUNT downloads in
+    /// flight, DOWNLOADING with the bytes held about every 6 s. True once all are stored;
+    /// false when the update was refused, or when a try ended so that the next poll resumes.
+    fn fetch_objects(
+        &mut self,
+        rev: &str,
+        p: &mut Progress,
+        mut objects: Vec<(String, u64, String)>,
+    ) -> bool {
+        let ctx = match self.xfer_ctx() {
+            Ok(c) => c,
+            Err(e) => {
+                say!("WARN", "{e}");
+                return false;
+            }
+        };
+        let n = self.workers(objects.len());
+        let mut plan = Plan::new(0..objects.len(), n);
+        // by the object's place in `objects`: bytes held, URL renewals this round
+        let mut held = vec![0u64; objects.len()];
+        let mut renewed = vec![0u32; objects.len()];
+        let (mut stored, mut refused) = (0, false);
+        let mut every = xfer::Every::new(RETRY, Instant::now());
+        xfer::with_workers(n, &ctx, |pool| {
+            while !plan.over() {
+                while let Some(id) = plan.start() {
+                    let Some((sha, size, url)) = objects.get(id).cloned() else {
+                        plan.ended();
+                        continue;
+                    };
+                    let fetcher = self.fetcher.lend(&sha);
+                    pool.send(Job::Fetch {
+                        id,
+                        sha,
+                        size,
+                        url,
+                        fetcher,
+                    });
+                }
+                let ev = match pool.recv(every.left(Instant::now())) {
+                    Ok(ev) => ev,
+                    Err(e) => return say!("ERROR", "revision {rev}: {e}"),
+                };
+                match ev {
+                    Some(Event::Bytes(id, have)) => {
+                        if let Some(h) = held.get_mut(id) {
+                            *h = have;
+                        }
+                    }
+                    Some(Event::Fetched {
+                        id,
+                        got,
+                        answered,
+                        fetcher,
+                    }) => {
+                        plan.ended();
+                        self.fetcher.merge(fetcher);
+                        self.answered(answered);
+                        let (Some((sha, size, _)), false) = (objects.get(id).cloned(), refused)
+                        else {
+                            continue;
+                        };
+                        let wrong = if got == Got::WrongBytes {
+                            say!(
+                                "ERROR",
+                                "object {sha}: the bytes served do not hash to it; not stored"
+                            );
+                            self.work.as_mut().map_or(xfer::WRONG_BYTES_TRIES, |w| {
+                                w.wrong += 1;
+                                w.wrong
+                            })
+                        } else {
+                            0
+                        };
+                        let renewals = renewed.get(id).copied().unwrap_or(0);
+                        match xfer::next(&got, wrong, renewals) {
+                            Next::Stored => {
+                                stored += 1;
+                                if let Some(h) = held.get_mut(id) {
+                                    *h = size;
+                                }
+                            }
+                            Next::Again => plan.again(id),
+                            next @ (Next::Renew | Next::RenewAndStop) => {
+                                if let Got::Later(why) = &got {
+                                    say!("WARN", "{why}");
+                                }
+                                if let Some(r) = renewed.get_mut(id) {
+                                    *r += 1;
+                                }
+                                let fresh = self.renew(&sha);
+                                if let (Some(url), Some(o)) = (&fresh, objects.get_mut(id)) {
+                                    o.2.clone_from(url);
+                                    self.keep_url(&sha, url);
+                                }
+                                if next == Next::Renew && fresh.is_some() {
+                                    plan.again(id);
+                                } else {
+                                    plan.stop();
+                                }
+                            }
+                            Next::Refuse => {
+                                refused = true;
+                                pool.abort();
+                                plan.stop();
+                                let p = Progress::new(Status::Wontgo, msg::BAD_OBJECT);
+                                self.put_progress(rev, &p);
+                                self.work = None;
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+                if !refused && every.due(Instant::now()) {
+                    self.download_progress(rev, p, held.iter().sum());
+                }
+            }
+        });
+        !refused && stored == objects.len()
+    }
+
+    /// A fresh signed URL for object `sha`: a resume asks the Hub again first, as the one
+    /// held may have expired.
+    fn renew(&mut self, sha: &str) -> Option<String> {
+        let got = self
+            .call("GET", &format!("/objects/{sha}"), None, true)
+            .and_then(|r| {
+                if !r.ok() {
+                    return Err(format!("GET /objects/{sha}: the Hub answered {}", r.status));
+                }
+                wire::object(&r.body, sha).map(|o| o.url)
+            });
+        got.map_err(|e| say!("WARN", "{e}")).ok()
+    }
+
+    /// A renewed URL for the next round of the same step.
+    fn keep_url(&mut self, sha: &str, url: &str) {
+        let objects = self.work.as_mut().map(|w| w.objects.iter_mut());
+        for o in objects.into_iter().flatten().filter(|o| o.0 == sha) {
+            o.2 = url.to_string();
+        }
     }
 
     /// A progress for the Hub: sent now unless the Hub has it already;
@@ -1192,35 +1405,6 @@ impl Daemon {
                     "log push: {lost} B of logs were rotated away before they were pushed"
                 );
             }
-        }
-    }
-}
-
-/// DOWNLOADING bytes while an object arrives: to the device, then what it wrote to the Hub
-/// (best effort: the next report after the object carries the same).
-fn live_progress(
-    sess: &mut Session,
-    sock: &Path,
-    id: &str,
-    rev: &str,
-    p: &Progress,
-    reported: &mut Reports,
-) {
-    let path = format!("/steps/{rev}/progress");
-    if !matches!(
-        ctrl(sock, "PUT", &path, p.to_json().as_bytes()),
-        Ok((200, _))
-    ) {
-        return;
-    }
-    let Ok((200, body)) = ctrl(sock, "GET", &path, b"") else {
-        return;
-    };
-    let hub = format!("/trails/{id}/steps/{rev}/progress");
-    if let (Ok(r), _) = sess.call("PUT", &hub, Some(&body), true, &[]) {
-        if r.ok() {
-            let body = String::from_utf8_lossy(&body).into_owned();
-            reported.done(rev.to_string(), body, Sent::Taken);
         }
     }
 }

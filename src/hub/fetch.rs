@@ -65,7 +65,7 @@ struct Writer<'a> {
     received: &'a mut u64,
     again: &'a mut u64,
     high: u64,
-    progress: &'a mut dyn FnMut(u64),
+    progress: &'a mut dyn FnMut(u64) -> bool,
 }
 
 impl Writer<'_> {
@@ -122,7 +122,9 @@ impl Sink for Writer<'_> {
             f.sync_data()?;
             self.synced = self.have;
         }
-        (self.progress)(self.have);
+        if !(self.progress)(self.have) {
+            return Err(io::Error::other("stopped"));
+        }
         Ok(())
     }
 }
@@ -161,7 +163,8 @@ impl Fetcher {
     }
 
     /// One try at object `sha` from `url`; `progress` gets the object's bytes held as they
-    /// grow. Also returns whether the server answered, when it was asked.
+    /// grow, and false from it ends the try (what arrived is kept). Also returns whether the
+    /// server answered, when it was asked.
     pub fn fetch(
         &mut self,
         dialer: &Dialer,
@@ -169,7 +172,7 @@ impl Fetcher {
         sha: &str,
         size: u64,
         url: &str,
-        progress: &mut dyn FnMut(u64),
+        progress: &mut dyn FnMut(u64) -> bool,
     ) -> (Got, Option<bool>) {
         match self.prepare(storage, sha, size) {
             Ok(Some(w)) => self.run(dialer, storage, sha, size, url, w, progress),
@@ -221,7 +224,7 @@ impl Fetcher {
         size: u64,
         url: &str,
         (path, have): (PathBuf, u64),
-        progress: &mut dyn FnMut(u64),
+        progress: &mut dyn FnMut(u64) -> bool,
     ) -> (Got, Option<bool>) {
         let fail = |e: io::Error| (Got::Later(format!("object {sha}: {e}")), None);
         let hasher = match hash_prefix(&path, have) {
@@ -301,6 +304,31 @@ impl Fetcher {
             }
         };
         (got, online)
+    }
+
+    /// What is known of object `sha`, moved into a fetcher of its own: a transfer worker
+    /// fetches it there while others fetch other objects; [`Fetcher::merge`] takes it back.
+    pub fn lend(&mut self, sha: &str) -> Fetcher {
+        let mut f = Fetcher::default();
+        if let Some(t) = self.trusted.remove(sha) {
+            f.trusted.insert(sha.to_string(), t);
+        }
+        if let Some(h) = self.high.remove(sha) {
+            f.high.insert(sha.to_string(), h);
+        }
+        if self.inherited.remove(sha) {
+            f.inherited.insert(sha.to_string());
+        }
+        f
+    }
+
+    /// A lent fetcher back: its object's state and what its downloads cost.
+    pub fn merge(&mut self, f: Fetcher) {
+        self.trusted.extend(f.trusted);
+        self.high.extend(f.high);
+        self.inherited.extend(f.inherited);
+        self.received += f.received;
+        self.again += f.again;
     }
 
     /// Drops the partial files of objects no longer wanted (another step came).

@@ -12,6 +12,7 @@ pub mod meta;
 pub mod session;
 pub mod tls;
 pub mod wire;
+pub mod xfer;
 
 /// The client's states, as device-meta `pantahub.state` names them (reference 8.4).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

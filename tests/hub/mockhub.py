@@ -14,8 +14,9 @@ Python 3.11 standard library only; certificates come from the `openssl` CLI.
         tunnels to the device port only (event "connect" in the log); once all listen it
         prints one JSON line {"port": N, "control": N, "proxy": N} on stdout. Every device-side request (and every failed TLS
         handshake) is a JSON line in FILE: t, method, path, status, in, out (body bytes really
-        written), ms, range, device, fault, inflight (requests of its kind -- progress,
-        objects, local-s3, ... -- in flight with it, itself included); or an "event": "tls-error" (handshake failed) or
+        written), ms, range, device, fault, inflight (requests of its method and kind -- PUT
+        progress, GET objects, GET local-s3, ... -- in flight with it, itself included; the
+        most ever is "inflight-max" in /control/state); or an "event": "tls-error" (handshake failed) or
         "no-request" (closed without a request: how a TLS 1.3 client refusing the
         certificate shows, as it only checks it once the server has finished).
 
@@ -30,7 +31,9 @@ unescapes signed-geturl) and errors are phb's RError {"error","code"} (401: {"Er
 "Not Authorized"}, the JWT middleware's).
 
 Control API (http://127.0.0.1:<control>, JSON in and out):
-    GET    /control/state                 everything: devices, trails, steps, objects, logs, faults
+    GET    /control/state                 everything: devices, trails, steps, objects, logs, faults,
+                                          inflight-max ({"GET local-s3": N, ...}: the most
+                                          requests of a method and kind in flight at once)
     GET    /control/requests              the request log so far (as in FILE)
     POST   /control/autotokens            {"token", "owner"?, "user-meta"?}: a factory auto-token
     POST   /control/devices               {"id"?, "secret"?, "owner"?}: a device already on the Hub
@@ -60,7 +63,8 @@ Faults ("kind"):
     status        {"path", "status", "method"?}  answer that status instead (5xx, 4xx)
     cut           {"sha"?, "after"}        an object download stops after `after` body bytes
     slow          {"sha"?, "rate"}         an object download goes at `rate` bytes/s (to kill
-                                           a device in the middle of one)
+                                           a device in the middle of one; "count": null
+                                           and several in flight show parallel transfers)
     wrong-bytes   {"sha"?}                 an object download serves other bytes, same size
     ignore-range  {"sha"?}                 an object download answers 200 whole, ignoring Range
     url-ttl       {"seconds"}              signed URLs made from now on expire after seconds
@@ -158,7 +162,7 @@ class Hub:
         self.devices, self.autotokens, self.tokens = {}, {}, {}
         self.trails, self.steps, self.objects = {}, {}, {}
         self.logs, self.faults, self.requests = [], [], []
-        self.inflight = {}
+        self.inflight, self.inflight_max = {}, {}
         self.url_ttl = 3600
         self.refuse_until = 0.0
         self.cert = "good"
@@ -387,11 +391,14 @@ class DeviceHandler(BaseHTTPRequestHandler):
         self.out, self.device, self.fault, status = 0, None, None, 0
         url = urlsplit(self.path)
         body = b""
-        # how many requests of this kind are in flight with this one (progress: at most one,
-        # 8.5; object metadata and downloads: at most PH_UPDATER_TRANSFER_MAX_COUNT, 5.4)
+        # how many requests of this method and kind are in flight with this one (progress: at
+        # most one, 8.5; object metadata and downloads: at most PH_UPDATER_TRANSFER_MAX_COUNT,
+        # 5.4)
         kind = "progress" if url.path.endswith("/progress") else url.path.split("/")[1]
+        kind = f"{self.command} {kind}"
         with hub.lock:
             hub.inflight[kind] = inflight = hub.inflight.get(kind, 0) + 1
+            hub.inflight_max[kind] = max(inflight, hub.inflight_max.get(kind, 0))
         try:
             body = self.read_body()
             if f := hub.take("hang", url.path, self.command):
@@ -857,7 +864,8 @@ class ControlHandler(BaseHTTPRequestHandler):
                         "steps": {k: self.steps(v) for k, v in hub.steps.items()},
                         "objects": {k: {"size": o["size"], "stored": o["data"] is not None}
                                     for k, o in hub.objects.items()},
-                        "logs": hub.logs, "faults": hub.faults, "url-ttl": hub.url_ttl}
+                        "logs": hub.logs, "faults": hub.faults, "url-ttl": hub.url_ttl,
+                        "inflight-max": hub.inflight_max}
             if m == "GET" and p == ["requests"]:
                 return hub.requests
             if m == "POST" and p == ["autotokens"]:

@@ -154,6 +154,7 @@ awk "BEGIN{exit !($t >= 0.9)}" || fail "slow download took ${t}s"; ok
 ctl POST /faults '{"kind":"slow","rate":100000,"count":2}' >/dev/null
 dl & dl; wait $!
 jq -e -s '[.[] | select(.method and (.path | startswith("/local-s3/"))) | .inflight] | max == 2' "$work/log.jsonl" >/dev/null || fail "in-flight count"; ok
+ctl GET /state | jq -e '."inflight-max"."GET local-s3" == 2' >/dev/null || fail "in-flight most"; ok
 ctl POST /objects '{"path":"/nonexistent"}' | jq -e '.error' >/dev/null || fail "control error"; ok
 
 # --- progress (5.2)
