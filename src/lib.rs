@@ -18,6 +18,7 @@ pub mod hub;
 pub mod init;
 pub mod json;
 pub mod logs;
+pub mod pvs;
 pub mod state;
 pub mod storage;
 pub mod supervisor;
@@ -96,6 +97,11 @@ pub mod fuzz {
     /// pv-ctrl's HTTP request parser (requests come from containers).
     pub fn http(data: &[u8]) {
         crate::control::http::fuzz_request(data)
+    }
+    /// pvs signatures: the JWS protected header, selection globs, X.509 and key DER (states
+    /// come from the Hub and from containers).
+    pub fn pvs(data: &[u8]) {
+        crate::pvs::fuzz_input(data)
     }
     /// Netlink replies from the kernel (lengths and attributes are checked before slicing).
     pub fn netlink(data: &[u8]) {

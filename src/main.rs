@@ -1,7 +1,6 @@
 //! argv[0] / subcommand dispatch only (interfaces.md "Command line"). Running the device --
 //! INIT, RUN and the end that never exits PID 1 -- is `device::init`.
 use pantavisor::device::init::{self, USAGE};
-use pantavisor::state::State;
 use std::io::Write;
 use std::process::exit;
 
@@ -28,7 +27,7 @@ fn main() {
             out!("{}", version());
             0
         }
-        Some("check-state") => check_state(rest.get(1..).unwrap_or_default()),
+        Some("check-state") => pantavisor::pvs::cli::check_state(rest.get(1..).unwrap_or_default()),
         Some("pvcontrol") => pvcontrol(rest.get(1..).unwrap_or_default()),
         #[cfg(feature = "hub")]
         Some("hub") => pantavisor::hub::daemon::main(),
@@ -60,45 +59,6 @@ fn version() -> String {
             features.join(",")
         }
     )
-}
-
-/// `check-state FILE`: 0 valid (summary on stdout), 1 invalid or refused by this build (one
-/// line per reason on stderr), 2 usage or I/O error.
-fn check_state(args: &[String]) -> i32 {
-    let [file] = args else {
-        eprintln!("usage: pantavisor check-state FILE");
-        return 2;
-    };
-    let bytes = match std::fs::read(file) {
-        Ok(b) => b,
-        Err(e) => {
-            eprintln!("{file}: {e}");
-            return 2;
-        }
-    };
-    match State::parse(&bytes) {
-        Ok(state) => {
-            for w in state.warnings() {
-                eprintln!("{file}: warning: {w}");
-            }
-            let refused = state.unsupported();
-            if !refused.is_empty() {
-                for r in &refused {
-                    eprintln!("{file}: refused: {r}");
-                }
-                return 1;
-            }
-            out!("{file}: valid");
-            out!("{}", state.summary());
-            0
-        }
-        Err(errors) => {
-            for e in errors.iter() {
-                eprintln!("{file}: {e}");
-            }
-            1
-        }
-    }
 }
 
 fn pvcontrol(args: &[String]) -> i32 {

@@ -39,6 +39,10 @@ fn grubenv_corpus() {
     replay("grubenv", pantavisor::fuzz::grubenv);
 }
 #[test]
+fn pvs_corpus() {
+    replay("pvs", pantavisor::fuzz::pvs);
+}
+#[test]
 fn lxc_corpus() {
     replay("lxc", pantavisor::fuzz::lxc);
 }
