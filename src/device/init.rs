@@ -36,7 +36,7 @@ use std::io;
 use std::path::Path;
 use std::time::Duration;
 
-pub const USAGE: &str = "usage: pantavisor [--config FILE] [--cmdline \"STRING\"]\n       pantavisor --version\n       pantavisor check-state FILE";
+pub const USAGE: &str = "usage: pantavisor [--config FILE] [--cmdline \"STRING\"]\n       pantavisor --version\n       pantavisor check-state [--trust DIR] [--secureboot MODE] [--oem-name NAME] FILE";
 
 /// How long PID 1 leaves a FATAL line on the console before it reboots.
 pub const FATAL_PAUSE: Duration = Duration::from_secs(5);

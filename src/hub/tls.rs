@@ -59,12 +59,9 @@ pub fn client_config(certsdir: &Path) -> Result<Arc<ClientConfig>, String> {
     Ok(Arc::new(config))
 }
 
-/// No clock can be right before this binary's source was: `SOURCE_DATE_EPOCH` of the build
-/// (Buildroot sets it for reproducible builds), else the date of this release.
+/// [`crate::pvs::clock_floor`]: earlier, the board has no real-time clock.
 fn clock_floor() -> UnixTime {
-    const RELEASE: u64 = 1_796_083_200; // 2026-12-01
-    let built = option_env!("SOURCE_DATE_EPOCH").and_then(|s| s.trim().parse::<u64>().ok());
-    UnixTime::since_unix_epoch(Duration::from_secs(built.unwrap_or(0).max(RELEASE)))
+    UnixTime::since_unix_epoch(Duration::from_secs(crate::pvs::clock_floor()))
 }
 
 fn say_unset_clock(floor: UnixTime) {
