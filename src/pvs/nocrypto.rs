@@ -1,5 +1,6 @@
-//! A build without the `pvs` feature: signatures are checked for structure only, and every
-//! state is refused in a mode other than `disabled` (`verify` says why).
+//! A build without the `pvs` feature: signatures are checked for structure only, and a signed
+//! state is refused in a mode other than `disabled` (`verify` says why); an unsigned one is
+//! judged on coverage, as in a build with it.
 use super::Header;
 use std::path::Path;
 

@@ -332,8 +332,7 @@ fn structure_only_still_decides_coverage() {
 
 #[cfg(not(feature = "pvs"))]
 #[test]
-fn without_the_feature_every_mode_but_disabled_refuses() {
-    let s = minimal();
+fn without_the_feature_a_signed_state_is_refused_and_an_unsigned_one_judged_on_coverage() {
     let t = Trust::from_dir(
         std::path::Path::new("/nowhere"),
         "ca-certificates",
@@ -341,13 +340,22 @@ fn without_the_feature_every_mode_but_disabled_refuses() {
         None,
     )
     .unwrap();
+    let signed = State::parse(
+        br##"{"#spec":"pantavisor-service-system@1","_sigs/a.json":{"#spec":"pvs@2","protected":"e30","signature":"AA"}}"##,
+    )
+    .unwrap();
     for m in [Mode::Lenient, Mode::Strict, Mode::Audit] {
-        let e = verify(&s, &t, m, 0).unwrap_err();
+        let e = verify(&signed, &t, m, 0).unwrap_err();
         assert_eq!(e.message, VALIDATION_FAILED);
         assert!(
             e.reasons[0].contains(m.as_str()) && e.reasons[0].contains("feature pvs"),
             "{e}"
         );
     }
-    assert_eq!(verify(&s, &t, Mode::Disabled, 0), Ok(vec![]));
+    assert_eq!(verify(&signed, &t, Mode::Disabled, 0), Ok(vec![]));
+    // unsigned: what coverage alone decides (a build without the feature still boots it)
+    let unsigned = minimal();
+    assert_eq!(verify(&unsigned, &t, Mode::Lenient, 0), Ok(vec![]));
+    let e = verify(&unsigned, &t, Mode::Strict, 0).unwrap_err();
+    assert_eq!(e.message, NOT_COVERED);
 }
