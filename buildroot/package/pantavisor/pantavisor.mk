@@ -19,6 +19,9 @@ PANTAVISOR_CARGO_BUILD_OPTS = --bin pantavisor --no-default-features
 ifeq ($(BR2_PACKAGE_PANTAVISOR_HUB),y)
 PANTAVISOR_CARGO_BUILD_OPTS += --features hub
 endif
+ifeq ($(BR2_PACKAGE_PANTAVISOR_PVS),y)
+PANTAVISOR_CARGO_BUILD_OPTS += --features pvs
+endif
 
 ifeq ($(BR2_PACKAGE_PANTAVISOR_SIZE_PROFILE),y)
 PANTAVISOR_CARGO_ENV = \
