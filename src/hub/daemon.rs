@@ -40,8 +40,6 @@ macro_rules! say {
 /// Upstream's client retries a failed login, trail check or metadata request every 6 s, and
 /// reports download progress as often.
 const RETRY: Duration = Duration::from_secs(6);
-/// How often the device's progress of an update being tried is read and forwarded.
-const REPORT: Duration = Duration::from_secs(2);
 /// How often the device's progress is read while it tries a revision (a local read).
 const WATCH: Duration = Duration::from_millis(100);
 
@@ -965,7 +963,6 @@ impl Daemon {
             Err(e) => say!("WARN", "{e}"),
         }
         self.work = None;
-        self.due.steps = Some(Instant::now() + REPORT);
     }
 
     fn download_progress(&mut self, rev: &str, p: &mut Progress, have: u64) {
