@@ -123,7 +123,7 @@ fn staged(root: &std::path::Path, rev: &str, tag: &str) -> State {
     for o in [&kernel, &initrd] {
         st.put_object(&sha256_hex(o), o).unwrap();
     }
-    update::stage(&st, rev, raw.as_bytes()).unwrap()
+    update::stage(&st, rev, raw.as_bytes(), &crate::pvs::Policy::disabled()).unwrap()
 }
 
 fn tmp(name: &str) -> PathBuf {

@@ -122,7 +122,7 @@ fn put(st: &Storage, rev: &str, tag: &str) -> pantavisor::state::State {
     for o in &objects {
         st.put_object(&sha256_hex(o), o).unwrap();
     }
-    update::stage(st, rev, &raw).unwrap()
+    update::stage(st, rev, &raw, &pantavisor::pvs::Policy::disabled()).unwrap()
 }
 
 /// A boot of the binary as a plain process with `conf`: it runs the device until it must

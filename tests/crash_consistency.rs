@@ -16,6 +16,7 @@
 //! Recovery itself is also cut at every one of its steps (a second power cut during the first
 //! boot after the first cut), then recovered again.
 use pantavisor::bootloader::{self, Bootloader};
+use pantavisor::pvs::Policy;
 use pantavisor::storage::objects::sha256_hex;
 use pantavisor::storage::simfs::{Cut, SimFs};
 use pantavisor::storage::trail::Check;
@@ -106,13 +107,20 @@ fn factory(fs: &SimFs) -> Loader {
     for o in &r0.objects {
         st.put_object(&sha256_hex(o), o).unwrap();
     }
-    let state = update::stage(&st, "0", &r0.raw).unwrap();
+    let state = update::stage(&st, "0", &r0.raw, &Policy::disabled()).unwrap();
     st.checkout("0", &state).unwrap();
     bl.commit(fs, "0").unwrap();
     let mut loader = Loader::default();
     let booted = loader.pick(&st, bl.as_ref());
     assert_eq!(
-        update::boot(&st, bl.as_ref(), &booted, Check::Rehash).unwrap(),
+        update::boot(
+            &st,
+            bl.as_ref(),
+            &booted,
+            Check::Rehash,
+            &Policy::disabled()
+        )
+        .unwrap(),
         Boot::Run { trying: false }
     );
     assert_eq!(st.read_progress("0").unwrap().msg, "Factory revision");
@@ -128,7 +136,7 @@ fn update_to_1(st: &Storage, bl: &dyn Bootloader, loader: &mut Loader) -> Result
         st.put_object(&sha256_hex(o), o)
             .map_err(|e| e.to_string())?;
     }
-    let state = update::stage(st, "1", &r1.raw).map_err(|e| e.to_string())?;
+    let state = update::stage(st, "1", &r1.raw, &Policy::disabled()).map_err(|e| e.to_string())?;
     update::install(
         st,
         bl,
@@ -141,7 +149,9 @@ fn update_to_1(st: &Storage, bl: &dyn Bootloader, loader: &mut Loader) -> Result
     .map_err(|e| format!("{e:?}"))?;
     let booted = loader.pick(st, bl);
     assert_eq!(booted, "1");
-    match update::boot(st, bl, &booted, Check::Rehash).map_err(|e| e.to_string())? {
+    match update::boot(st, bl, &booted, Check::Rehash, &Policy::disabled())
+        .map_err(|e| e.to_string())?
+    {
         Boot::Run { trying: true } => {}
         other => return Err(format!("boot into 1 gave {other:?}")),
     }
@@ -158,7 +168,7 @@ fn boot_until_running(
 ) -> Result<String, String> {
     for _ in 0..4 {
         let booted = loader.pick(st, bl);
-        match update::boot(st, bl, &booted, Check::Rehash)
+        match update::boot(st, bl, &booted, Check::Rehash, &Policy::disabled())
             .map_err(|e| format!("boot {booted}: {e}"))?
         {
             Boot::Rollback => continue,

@@ -287,14 +287,6 @@ pub enum BootloaderType {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SecurebootMode {
-    Disabled,
-    Audit,
-    Lenient,
-    Strict,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WdtMode {
     Disabled,
     Shutdown,
@@ -1005,13 +997,10 @@ impl Config {
     pub fn bootloader_fitconfig(&self) -> Option<&str> {
         self.get_str(Key::PV_BOOTLOADER_FITCONFIG)
     }
-    pub fn secureboot_mode(&self) -> SecurebootMode {
-        match self.text(Key::PV_SECUREBOOT_MODE) {
-            "disabled" => SecurebootMode::Disabled,
-            "audit" => SecurebootMode::Audit,
-            "strict" => SecurebootMode::Strict,
-            _ => SecurebootMode::Lenient,
-        }
+    pub fn secureboot_mode(&self) -> crate::pvs::Mode {
+        // the key's type admits only the four names
+        crate::pvs::Mode::parse(self.text(Key::PV_SECUREBOOT_MODE))
+            .unwrap_or(crate::pvs::Mode::Lenient)
     }
     pub fn secureboot_checksum(&self) -> bool {
         self.get_bool(Key::PV_SECUREBOOT_CHECKSUM)

@@ -170,7 +170,7 @@ fn typed_getter_defaults_equal_reference_table() {
     assert_eq!(c.revision_retries(), 10);
     assert!(c.control_remote());
     assert!(!c.control_remote_always());
-    assert_eq!(c.secureboot_mode(), SecurebootMode::Lenient);
+    assert_eq!(c.secureboot_mode(), crate::pvs::Mode::Lenient);
     assert!(c.secureboot_checksum());
     assert!(c.secureboot_handlers());
     assert_eq!(
@@ -469,7 +469,7 @@ fn keys_and_aliases_are_case_insensitive() {
         "pv_log_level=3\nSecureBoot.Mode=STRICT\nPv_Wdt_Mode=Always",
     );
     assert_eq!(c.log_level(), 3);
-    assert_eq!(c.secureboot_mode(), SecurebootMode::Strict);
+    assert_eq!(c.secureboot_mode(), crate::pvs::Mode::Strict);
     assert_eq!(c.wdt_mode(), WdtMode::Always);
     assert_eq!(c.get(Key::PV_WDT_MODE), Some("always"));
     c.set(Level::UserMeta, "pv_debug_ssh", "off").unwrap();
@@ -1006,7 +1006,7 @@ fn boot_load_then_policy_then_oem() {
         "PV_DEBUG_SHELL=0\nPV_DEBUG_SSH=0\nPV_SECUREBOOT_MODE=strict",
     );
     assert!(!c.debug_shell() && !c.debug_ssh());
-    assert_eq!(c.secureboot_mode(), SecurebootMode::Strict);
+    assert_eq!(c.secureboot_mode(), crate::pvs::Mode::Strict);
     assert_eq!(c.oem_config_file().as_deref(), Some("oem/prod.config"));
     c.apply_text(
         Level::Oem,
@@ -1014,7 +1014,7 @@ fn boot_load_then_policy_then_oem() {
         "PV_DEBUG_SSH=1\nPV_SECUREBOOT_MODE=disabled",
     );
     assert!(c.debug_ssh());
-    assert_eq!(c.secureboot_mode(), SecurebootMode::Strict);
+    assert_eq!(c.secureboot_mode(), crate::pvs::Mode::Strict);
     assert!(warned(
         &mut c,
         &["PV_SECUREBOOT_MODE", "oem config", "oem/prod.config line 2"]

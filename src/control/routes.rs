@@ -9,6 +9,7 @@ use crate::device::commands::{Answer, Command, CtrAction, Daemon, Refusal, Reque
 use crate::device::meta::{placeholder, OwnMeta};
 use crate::drivers::{self, ModuleIndex};
 use crate::json::{self, ArrayWriter, ObjectWriter};
+use crate::pvs::Policy;
 use crate::state::{AutoRecovery, Container, RecoveryPolicy, RestartPolicy, State};
 use crate::storage::fs::Fs;
 use crate::storage::meta::{valid_key, MetaStore};
@@ -19,6 +20,7 @@ use crate::sys::power::Power;
 use crate::update;
 use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 /// Largest meta value accepted by PUT (upstream's limit).
 pub const MAX_META: u64 = 4096;
@@ -109,6 +111,8 @@ pub struct Ctl<'d> {
     pub busy: Vec<String>,
     /// An update is queued, installing or on probation.
     pub update_active: bool,
+    /// Secure boot: what a state upload is checked against.
+    pub pvs: &'d Arc<Policy>,
 }
 
 /// The endpoints served; the rest answer "unknown endpoint".
@@ -327,6 +331,7 @@ struct StateSink {
     /// A Hub step (`PUT /steps/<n>`): the remote admission, with what the device knew at the
     /// request's head.
     remote: Option<RemoteFacts>,
+    pvs: Arc<Policy>,
 }
 
 /// What the remote admission of a Hub step needs of the device.
@@ -345,6 +350,7 @@ impl StateSink {
         fs: &'static dyn Fs,
         root: std::path::PathBuf,
         rev: &str,
+        pvs: Arc<Policy>,
     ) -> Result<StateSink, Response> {
         let st = Storage::new(fs, root.clone());
         let dir = st.trails_dir();
@@ -362,6 +368,7 @@ impl StateSink {
             out: Some(out),
             values: json::ValueCount::default(),
             remote: None,
+            pvs,
         })
     }
 }
@@ -384,7 +391,7 @@ impl BodySink for StateSink {
             if let Some(f) = self.remote {
                 // not read back: a Hub step's attempt ends WONTGO as one that does not parse
                 let st = Storage::new(self.fs, self.root.clone());
-                return remote_step(&st, &self.rev, b"", f);
+                return remote_step(&st, &self.rev, b"", f, &self.pvs);
             }
             return Response::error(422, &format!("{BAD_STATE}: more than {max} values"));
         }
@@ -392,8 +399,8 @@ impl BodySink for StateSink {
         let _ = self.fs.remove_file(&self.tmp);
         let st = Storage::new(self.fs, self.root.clone());
         match (body, self.remote) {
-            (Ok(body), None) => stage_step(&st, &self.rev, &body),
-            (Ok(body), Some(f)) => remote_step(&st, &self.rev, &body, f),
+            (Ok(body), None) => stage_step(&st, &self.rev, &body, &self.pvs),
+            (Ok(body), Some(f)) => remote_step(&st, &self.rev, &body, f, &self.pvs),
             (Err(e), _) => storage_error(&storage::Error::io("read", &self.tmp, e)),
         }
     }
@@ -407,13 +414,13 @@ impl Drop for StateSink {
     }
 }
 
-fn stage_step(st: &Storage, rev: &str, body: &[u8]) -> Response {
+fn stage_step(st: &Storage, rev: &str, body: &[u8], pvs: &Policy) -> Response {
     let dir = match st.trail_dir(rev) {
         Ok(d) => d,
         Err(_) => return Response::error(400, BAD_REV_NAME),
     };
     let existed = crate::storage::fs::exists(st.fs, &dir).unwrap_or(true);
-    let res = update::stage(st, rev, body);
+    let res = update::stage(st, rev, body, pvs);
     if res.is_err() && !existed {
         let _ = crate::storage::fs::remove_all(st.fs, &dir);
         if let Some(parent) = dir.parent() {
@@ -424,6 +431,10 @@ fn stage_step(st: &Storage, rev: &str, body: &[u8]) -> Response {
         Ok(_) => Response::ok(),
         Err(update::Error::State { errors, .. }) => {
             Response::error(422, &format!("{BAD_STATE}: {}", errors.join("; ")))
+        }
+        Err(update::Error::Secureboot { refused, .. }) => {
+            crate::pvlog!(Error, "pvs", "revision {rev}: {refused}");
+            Response::error(422, &format!("Secureboot: {}", refused.message))
         }
         Err(update::Error::Storage(e)) => storage_error(&e),
         Err(e) => Response::internal(&e),
@@ -442,9 +453,9 @@ fn progress_body(st: &Storage, rev: &str, p: &update::progress::Progress) -> Str
 /// PUT /steps/<n> from the Hub client: one processing attempt (`update::remote::admit`).
 /// 200 with the QUEUED progress, 409 with a WONTGO or standing progress, 409 for other bytes
 /// than the ones staged, 503 while another update is under way.
-fn remote_step(st: &Storage, rev: &str, body: &[u8], f: RemoteFacts) -> Response {
+fn remote_step(st: &Storage, rev: &str, body: &[u8], f: RemoteFacts, pvs: &Policy) -> Response {
     use update::remote::{Admission, Admitted};
-    match update::remote::admit(st, rev, body, f.busy, f.other_update, f.max_retries) {
+    match update::remote::admit(st, rev, body, f.busy, f.other_update, f.max_retries, pvs) {
         Ok(Admitted::Queued(p)) => Response::json(200, progress_body(st, rev, &p)),
         Ok(Admitted::Wontgo(p) | Admitted::Refused(Admission::Standing, Some(p))) => {
             Response::json(409, progress_body(st, rev, &p))
@@ -1248,7 +1259,7 @@ impl Router for Ctl<'_> {
                     return Plan::Reply(Response::error(403, NOT_MGMT));
                 }
                 let root = self.cfg.storage_mntpoint().into();
-                match StateSink::new(self.stream_fs, root, &rev) {
+                match StateSink::new(self.stream_fs, root, &rev, self.pvs.clone()) {
                     Ok(mut sink) => {
                         if hub {
                             let busy = self.busy.contains(&rev);

@@ -371,6 +371,9 @@ fn ctl_on<'a>(cfg: &'a Config, fs: &'a dyn Fs, st: &'a State) -> Ctl<'a> {
         storage_busy: false,
         busy: vec!["1".into()],
         update_active: false,
+        pvs: Box::leak(Box::new(
+            std::sync::Arc::new(crate::pvs::Policy::disabled()),
+        )),
     }
 }
 

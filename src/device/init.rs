@@ -280,7 +280,8 @@ fn init_and_run(args: Args, pid1: bool, storage: &mut Option<String>) -> Result<
     } else {
         Check::Presence
     };
-    match update::boot(&st, bl.as_ref(), &booted, check) {
+    let pvs = crate::pvs::Policy::of(&config);
+    match update::boot(&st, bl.as_ref(), &booted, check, &pvs) {
         Ok(Boot::Rollback) => {
             pvlog!(
                 Warn,

@@ -85,6 +85,8 @@ pub struct Device<'a> {
     /// The managed daemons' stdout and stderr pipes, and the last pipe's number.
     daemon_pipes: Vec<daemons::Pipe>,
     daemon_pipe_serial: u64,
+    /// Secure boot: the mode and trust store every state taken in is checked against.
+    pvs: std::sync::Arc<crate::pvs::Policy>,
 }
 
 impl<'a> Device<'a> {
@@ -126,6 +128,7 @@ impl<'a> Device<'a> {
         )
         .with_timeout(cfg.system_hook_timeout());
         let workers = Workers::new(lp.inbox_fd());
+        let pvs = std::sync::Arc::new(crate::pvs::Policy::of(cfg));
         Ok(Device {
             cfg,
             st,
@@ -152,6 +155,7 @@ impl<'a> Device<'a> {
             devmeta_refreshed: 0,
             daemon_pipes: Vec::new(),
             daemon_pipe_serial: 0,
+            pvs,
         })
     }
 
@@ -499,6 +503,7 @@ impl<'a> Device<'a> {
             storage_busy,
             busy,
             update_active,
+            pvs: &self.pvs,
         };
         server.handle(&mut self.lp, w, &mut ctl);
         let meta_changed = std::mem::take(&mut ctl.meta_changed);

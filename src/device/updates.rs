@@ -145,7 +145,7 @@ impl Device<'_> {
                     .map_err(|e| crate::storage::Error::io("remove", &dir, e))
             })
             .map_err(update::Error::from)
-            .and_then(|()| update::stage(self.st, "0", &raw));
+            .and_then(|()| update::stage(self.st, "0", &raw, &self.pvs));
         match res {
             Ok(_) => true,
             Err(e) => {
@@ -185,7 +185,7 @@ impl Device<'_> {
             return Some(Outcome::Done);
         }
         self.capture_rev(rev, true);
-        let checked = match update::check(self.st, rev) {
+        let checked = match update::check(self.st, rev, &self.pvs) {
             Ok(Ok(state)) => Some(state),
             Ok(Err(update::Refused::Wontgo(m, why))) => {
                 pvlog!(Error, "update", "revision {rev}: WONTGO {m}: {why}");
@@ -224,7 +224,7 @@ impl Device<'_> {
 
     fn admit_local(&mut self, rev: &str, force_reboot: bool) -> Option<(State, Transition)> {
         let max = self.cfg.revision_retries();
-        let state = match update::admit(self.st, rev, max) {
+        let state = match update::admit(self.st, rev, max, &self.pvs) {
             Ok(Ok(state)) => state,
             Ok(Err(update::Refused::Final(s))) => {
                 pvlog!(

@@ -137,6 +137,74 @@ pub fn verify(state: &State, trust: &Trust, mode: Mode, now: u64) -> Result<Vec<
     outcome(mode, failures, &uncovered, warnings)
 }
 
+/// The device's secure boot: the mode and the trust material of `<etc>/pantavisor/pvs/trust/`,
+/// read once at boot. Every state the device takes in is checked by [`Policy::check`]: a step
+/// upload, LOCAL_RUN, a Hub step, and the booted revision.
+pub struct Policy {
+    pub mode: Mode,
+    /// Err: a trust file that is there but cannot be read or parsed. Fail closed: every signed
+    /// state is refused naming it (an unsigned one is judged on coverage, as always).
+    trust: Result<Trust, String>,
+}
+
+impl Policy {
+    pub fn new(mode: Mode, trust: Result<Trust, String>) -> Policy {
+        Policy { mode, trust }
+    }
+
+    /// The device's, from its configuration (`PV_SECUREBOOT_*`, `PV_OEM_NAME`).
+    pub fn of(cfg: &crate::config::Config) -> Policy {
+        use crate::config::Key;
+        let mode = cfg.secureboot_mode();
+        if mode == Mode::Disabled {
+            return Policy::disabled();
+        }
+        let trust = Trust::load(
+            std::path::Path::new(cfg.system_etcdir()),
+            cfg.get_str(Key::PV_SECUREBOOT_TRUSTSTORE)
+                .unwrap_or("ca-certificates"),
+            cfg.get_str(Key::PV_SECUREBOOT_OEM_TRUSTSTORE)
+                .unwrap_or("ca-oem-certificates"),
+            cfg.get_str(Key::PV_OEM_NAME),
+        );
+        if let Err(e) = &trust {
+            crate::pvlog!(Error, "pvs", "secure boot trust store: {e}");
+        }
+        Policy { mode, trust }
+    }
+
+    pub fn disabled() -> Policy {
+        Policy {
+            mode: Mode::Disabled,
+            trust: Ok(Trust::none()),
+        }
+    }
+
+    /// [`verify`] as of now; warnings are logged.
+    pub fn check(&self, state: &State) -> Result<(), Refused> {
+        if self.mode == Mode::Disabled {
+            return Ok(());
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let warnings = match &self.trust {
+            Ok(t) => verify(state, t, self.mode, now)?,
+            Err(e) if !state.signatures().is_empty() => {
+                return Err(Refused {
+                    message: VALIDATION_FAILED,
+                    reasons: vec![e.clone()],
+                })
+            }
+            Err(_) => verify(state, &Trust::none(), self.mode, now)?,
+        };
+        for w in warnings {
+            crate::pvlog!(Warn, "pvs", "{w}");
+        }
+        Ok(())
+    }
+}
+
 /// The mode's verdict over every signature's result and the keys no signature covers
 /// (pv: `pv_signature_verify`): audit forgives coverage only, never a bad signature.
 pub(crate) fn outcome(

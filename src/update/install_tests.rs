@@ -11,7 +11,7 @@ fn staged(st: &Storage, rev: &str) -> State {
     );
     st.init_layout().unwrap();
     st.put_object(&sha256_hex(&k), &k).unwrap();
-    stage(st, rev, raw.as_bytes()).unwrap()
+    stage(st, rev, raw.as_bytes(), &Policy::disabled()).unwrap()
 }
 
 #[test]
@@ -77,11 +77,68 @@ fn a_state_this_build_cannot_run_is_refused_at_admission() {
         sha256_hex(&img)
     );
     st.put_object(&sha256_hex(&img), &img).unwrap();
-    stage(&st, "1", raw.as_bytes()).unwrap();
-    let r = admit(&st, "1", 10).unwrap();
+    stage(&st, "1", raw.as_bytes(), &Policy::disabled()).unwrap();
+    let r = admit(&st, "1", 10, &Policy::disabled()).unwrap();
     assert!(
         matches!(&r, Err(Refused::Wontgo(m, why)) if *m == msg::BAD_STATE && why.contains("handler 'dm' (dm-verity)")),
         "{r:?}"
     );
     assert_eq!(st.read_progress("1").unwrap().status, Status::Wontgo);
+}
+
+/// Strict secure boot with a structure-only trust: an unsigned state is not covered.
+fn strict() -> Policy {
+    Policy::new(crate::pvs::Mode::Strict, Ok(crate::pvs::Trust::none()))
+}
+
+#[test]
+fn secure_boot_refuses_at_upload_at_run_and_at_the_boot_of_a_try() {
+    let fs = SimFs::new();
+    let st = Storage::new(&fs, "/s");
+    let bl = crate::bootloader::for_type("uboot", &st.root).unwrap();
+    staged(&st, "0");
+    bl.commit(&fs, "0").unwrap();
+    let raw = st.read_state("0").unwrap();
+    // upload: refused with upstream's message, nothing stored
+    match stage(&st, "2", &raw, &strict()) {
+        Err(Error::Secureboot { refused, .. }) => {
+            assert_eq!(refused.message, crate::pvs::NOT_COVERED);
+            assert!(refused.reasons.iter().any(|r| r.contains("bsp/run.json")));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(st.read_state("2").is_err());
+    // run: a state already on the storage is WONTGO with the message
+    stage(&st, "1", &raw, &Policy::disabled()).unwrap();
+    let r = admit(&st, "1", 10, &strict()).unwrap();
+    assert!(
+        matches!(&r, Err(Refused::Wontgo(m, _)) if *m == crate::pvs::NOT_COVERED),
+        "{r:?}"
+    );
+    assert_eq!(st.read_progress("1").unwrap().status, Status::Wontgo);
+    // boot: the revision on probation fails its check: ERROR with the message, rollback
+    let state = staged(&st, "3");
+    install(
+        &st,
+        bl.as_ref(),
+        &hooks::Hooks::none(),
+        "3",
+        &state,
+        Entry::Reboot,
+    )
+    .unwrap()
+    .unwrap();
+    assert_eq!(
+        boot(&st, bl.as_ref(), "3", Check::Rehash, &strict()).unwrap(),
+        Boot::Rollback
+    );
+    let p = st.read_progress("3").unwrap();
+    assert_eq!(
+        (p.status, p.msg.as_str()),
+        (Status::Error, crate::pvs::NOT_COVERED)
+    );
+    // the committed revision that fails is an error the caller reports (no fallback exists)
+    bl.clear_try(&fs).unwrap();
+    let r = boot(&st, bl.as_ref(), "0", Check::Rehash, &strict());
+    assert!(matches!(r, Err(Error::Secureboot { .. })), "{r:?}");
 }

@@ -16,6 +16,7 @@ pub mod transition;
 
 use crate::bootloader::Bootloader;
 use crate::pvlog;
+use crate::pvs::Policy;
 use crate::state::State;
 use crate::storage::trail::Check;
 use crate::storage::{self, Storage};
@@ -37,6 +38,11 @@ pub enum Error {
         key: String,
         sha: String,
     },
+    /// Its signatures do not verify as the secure boot mode demands.
+    Secureboot {
+        rev: String,
+        refused: crate::pvs::Refused,
+    },
     /// A trail that does not match its state.
     Verify {
         rev: String,
@@ -52,6 +58,7 @@ impl fmt::Display for Error {
             Error::State { rev, errors } => {
                 write!(f, "revision {rev}: bad state JSON: {}", errors.join("; "))
             }
+            Error::Secureboot { rev, refused } => write!(f, "revision {rev}: {refused}"),
             Error::MissingObject { key, sha } => {
                 write!(f, "object {sha} of {key} is not in the object store")
             }
@@ -86,13 +93,14 @@ pub fn load_state(st: &Storage, rev: &str) -> Result<State> {
     })
 }
 
-/// Stores a new revision's state JSON (a local step upload, 5.7 step 2): validated first,
-/// kept byte-exact, progress NEW "Update ready to be run".
-pub fn stage(st: &Storage, rev: &str, raw: &[u8]) -> Result<State> {
+/// Stores a new revision's state JSON (a local step upload, 5.7 step 2): validated and its
+/// signatures checked first, kept byte-exact, progress NEW "Update ready to be run".
+pub fn stage(st: &Storage, rev: &str, raw: &[u8], pvs: &Policy) -> Result<State> {
     let state = State::parse(raw).map_err(|errs| Error::State {
         rev: rev.to_string(),
         errors: errs.iter().map(|e| e.to_string()).collect(),
     })?;
+    signed(rev, &state, pvs)?;
     st.install_state(rev, raw)?;
     st.write_progress(rev, &Progress::new(Status::New, msg::READY_TO_RUN))?;
     Ok(state)
@@ -167,6 +175,7 @@ pub fn admit(
     st: &Storage,
     rev: &str,
     max_retries: u64,
+    pvs: &Policy,
 ) -> Result<std::result::Result<State, Refused>> {
     let retries = match queue(st.read_progress(rev).as_ref(), max_retries) {
         Queue::Final(s) => return Ok(Err(Refused::Final(s))),
@@ -191,13 +200,13 @@ pub fn admit(
         )
     };
     st.write_progress(rev, &queued)?;
-    check(st, rev)
+    check(st, rev, pvs)
 }
 
 /// The checks of a revision taken in (LOCAL_RUN after [`queue`], REMOTE_RUN after the remote
-/// admission): its state JSON is read and validated and every object must be in the store.
-/// A refusal is recorded as WONTGO with upstream's message.
-pub fn check(st: &Storage, rev: &str) -> Result<std::result::Result<State, Refused>> {
+/// admission): its state JSON is read and validated, its signatures checked, and every
+/// object must be in the store. A refusal is recorded as WONTGO with upstream's message.
+pub fn check(st: &Storage, rev: &str, pvs: &Policy) -> Result<std::result::Result<State, Refused>> {
     let raw = match st.read_state(rev) {
         Ok(r) => r,
         Err(e) => return wontgo(st, rev, msg::STATE_NOT_FOUND, e.to_string()).map(Err),
@@ -209,6 +218,9 @@ pub fn check(st: &Storage, rev: &str) -> Result<std::result::Result<State, Refus
             return wontgo(st, rev, msg::BAD_STATE, why.join("; ")).map(Err);
         }
     };
+    if let Err(r) = pvs.check(&state) {
+        return wontgo(st, rev, r.message, r.to_string()).map(Err);
+    }
     let refused = state.unsupported();
     if !refused.is_empty() {
         return wontgo(st, rev, msg::BAD_STATE, refused.join("; ")).map(Err);
@@ -323,6 +335,14 @@ pub fn fail(st: &Storage, rev: &str, message: &str) -> Result<()> {
     Ok(())
 }
 
+/// The secure boot check of `rev`'s state, as an [`Error::Secureboot`].
+fn signed(rev: &str, state: &State, pvs: &Policy) -> Result<()> {
+    pvs.check(state).map_err(|refused| Error::Secureboot {
+        rev: rev.to_string(),
+        refused,
+    })
+}
+
 pub fn verify(st: &Storage, rev: &str, state: &State, check: Check) -> Result<()> {
     st.verify_trail(rev, state, check)
         .map_err(|p| Error::Verify {
@@ -344,7 +364,13 @@ pub enum Boot {
 /// then loads, checks out (repairs) and verifies the booted revision. Any failure of the revision being tried is
 /// recorded and becomes a rollback; a committed revision that does not verify is an error
 /// (the caller can only reboot and hope, as upstream does).
-pub fn boot(st: &Storage, bl: &dyn Bootloader, booted: &str, check: Check) -> Result<Boot> {
+pub fn boot(
+    st: &Storage,
+    bl: &dyn Bootloader,
+    booted: &str,
+    check: Check,
+    pvs: &Policy,
+) -> Result<Boot> {
     st.remove_stale_tmp()?;
     let env = bl.read(st.fs)?;
     let facts = Facts {
@@ -392,6 +418,16 @@ pub fn boot(st: &Storage, bl: &dyn Bootloader, booted: &str, check: Check) -> Re
         }
         Err(e) => return Err(e),
     };
+    // every boot, as upstream: a revision whose signatures no longer verify (a trust store
+    // changed with the BSP, a state edited on the storage) is not run
+    if let Err(e) = signed(booted, &state, pvs) {
+        if let (true, Error::Secureboot { refused, .. }) = (trying, &e) {
+            pvlog!(Error, "update", "{e}");
+            fail(st, booted, refused.message)?;
+            return Ok(Boot::Rollback);
+        }
+        return Err(e);
+    }
     // Checkout first: it re-creates missing links and files (a storage may hold only
     // objects/ and .pvr/json), then everything is verified.
     let checked = st

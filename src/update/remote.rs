@@ -91,6 +91,7 @@ pub fn admit(
     busy: bool,
     other_update: bool,
     max_retries: u64,
+    pvs: &crate::pvs::Policy,
 ) -> storage::Result<Admitted> {
     let progress = st.read_progress(rev);
     let staged = match st.read_state(rev) {
@@ -115,7 +116,18 @@ pub fn admit(
         refused => return Ok(Admitted::Refused(refused, progress)),
     };
     let problems = match State::parse(raw) {
-        Ok(state) => state.unsupported(),
+        Ok(state) => match pvs.check(&state) {
+            // as upstream's start of an install: WONTGO with the secure boot message
+            Err(r) => {
+                crate::pvlog!(
+                    Warn,
+                    "update",
+                    "revision {rev}: signature validation failed: {r}"
+                );
+                return wontgo(st, rev, retries, r.message);
+            }
+            Ok(()) => state.unsupported(),
+        },
         Err(errs) => errs.iter().map(|e| e.to_string()).collect(),
     };
     if !problems.is_empty() {

@@ -1,5 +1,6 @@
 //! Remote admission and the daemon's reports, case by case, over the simulated file system.
 use super::*;
+use crate::pvs::Policy;
 use crate::storage::objects::sha256_hex;
 use crate::storage::simfs::SimFs;
 
@@ -96,7 +97,16 @@ fn admit_stages_byte_exact_and_queues_then_counts_each_attempt() {
     let st = Storage::new(&fs, "/s");
     st.init_layout().unwrap();
     let raw = state();
-    let Admitted::Queued(q) = admit(&st, "5", raw.as_bytes(), false, false, 3).unwrap() else {
+    let Admitted::Queued(q) = admit(
+        &st,
+        "5",
+        raw.as_bytes(),
+        false,
+        false,
+        3,
+        &Policy::disabled(),
+    )
+    .unwrap() else {
         panic!("not queued")
     };
     assert_eq!(
@@ -106,7 +116,16 @@ fn admit_stages_byte_exact_and_queues_then_counts_each_attempt() {
     assert_eq!(st.read_state("5").unwrap(), raw.as_bytes());
     assert_eq!(st.read_progress("5"), Some(q));
     // the same bytes again (the daemon restarted, the device rebooted): the next attempt
-    let Admitted::Queued(q) = admit(&st, "5", raw.as_bytes(), false, false, 3).unwrap() else {
+    let Admitted::Queued(q) = admit(
+        &st,
+        "5",
+        raw.as_bytes(),
+        false,
+        false,
+        3,
+        &Policy::disabled(),
+    )
+    .unwrap() else {
         panic!("not queued")
     };
     assert_eq!(q.retries, 2);
@@ -114,13 +133,31 @@ fn admit_stages_byte_exact_and_queues_then_counts_each_attempt() {
     let other = format!("{raw} ");
     let before = st.read_progress("5");
     assert!(matches!(
-        admit(&st, "5", other.as_bytes(), false, false, 3).unwrap(),
+        admit(
+            &st,
+            "5",
+            other.as_bytes(),
+            false,
+            false,
+            3,
+            &Policy::disabled()
+        )
+        .unwrap(),
         Admitted::Refused(Admission::Differs, _)
     ));
     assert_eq!(st.read_progress("5"), before);
     assert_eq!(st.read_state("5").unwrap(), raw.as_bytes());
     // the third attempt reaches the limit
-    let Admitted::Wontgo(w) = admit(&st, "5", raw.as_bytes(), false, false, 3).unwrap() else {
+    let Admitted::Wontgo(w) = admit(
+        &st,
+        "5",
+        raw.as_bytes(),
+        false,
+        false,
+        3,
+        &Policy::disabled(),
+    )
+    .unwrap() else {
         panic!("not refused")
     };
     assert_eq!(
@@ -128,7 +165,17 @@ fn admit_stages_byte_exact_and_queues_then_counts_each_attempt() {
         r#"{"status":"WONTGO","status-msg":"Max update processing retries reached","progress":100,"retries":3}"#
     );
     // final: refused with it, nothing changed
-    match admit(&st, "5", raw.as_bytes(), false, false, 3).unwrap() {
+    match admit(
+        &st,
+        "5",
+        raw.as_bytes(),
+        false,
+        false,
+        3,
+        &Policy::disabled(),
+    )
+    .unwrap()
+    {
         Admitted::Refused(Admission::Standing, Some(f)) => assert_eq!(f, w),
         other => panic!("{other:?}"),
     }
@@ -139,7 +186,16 @@ fn a_bad_state_is_wontgo_and_not_staged() {
     let fs = SimFs::new();
     let st = Storage::new(&fs, "/s");
     st.init_layout().unwrap();
-    let Admitted::Wontgo(w) = admit(&st, "7", b"{not json", false, false, 10).unwrap() else {
+    let Admitted::Wontgo(w) = admit(
+        &st,
+        "7",
+        b"{not json",
+        false,
+        false,
+        10,
+        &Policy::disabled(),
+    )
+    .unwrap() else {
         panic!("not refused")
     };
     assert_eq!(
@@ -179,7 +235,16 @@ fn a_report_keeps_the_devices_retries_and_words() {
     let fs = SimFs::new();
     let st = Storage::new(&fs, "/s");
     st.init_layout().unwrap();
-    admit(&st, "3", state().as_bytes(), false, false, 3).unwrap();
+    admit(
+        &st,
+        "3",
+        state().as_bytes(),
+        false,
+        false,
+        3,
+        &Policy::disabled(),
+    )
+    .unwrap();
     let body = br#"{"status":"DOWNLOADING","status-msg":"whatever","progress":25,"retries":9,
         "downloads":{"total":{"object_name":"total","object_id":"none","total_size":10,"total_downloaded":4,"start_time":1,"current_time":2}}}"#;
     let r = parse_report(body).unwrap();
@@ -221,4 +286,20 @@ fn an_interrupted_hub_step_is_put_again_by_the_hub_client() {
         "no Hub client in local mode"
     );
     assert!(!left_to_hub("locals/a", Status::Queued, true));
+}
+
+#[test]
+fn a_hub_step_that_secure_boot_refuses_is_wontgo_with_its_message() {
+    let fs = SimFs::new();
+    let st = Storage::new(&fs, "/s");
+    st.init_layout().unwrap();
+    let strict = Policy::new(crate::pvs::Mode::Strict, Ok(crate::pvs::Trust::none()));
+    let raw = state();
+    let Admitted::Wontgo(w) = admit(&st, "4", raw.as_bytes(), false, false, 3, &strict).unwrap()
+    else {
+        panic!("not refused")
+    };
+    assert_eq!(w.msg, crate::pvs::NOT_COVERED);
+    assert_eq!(w.status, Status::Wontgo);
+    assert!(st.read_state("4").is_err(), "a refused state is not staged");
 }
