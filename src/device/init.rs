@@ -275,9 +275,16 @@ fn init_and_run(args: Args, pid1: bool, storage: &mut Option<String>) -> Result<
             Err(e) => return Err(Fatal::NoRevision { env: Some(e) }),
         },
     };
-    let check = if config.secureboot_checksum() {
-        Check::Rehash
+    // upstream's pv_quickboot comes as an environment variable (the kernel hands init the
+    // unknown command-line words); both are honoured
+    let quick = std::env::var_os("pv_quickboot").is_some()
+        || cmdline
+            .split_whitespace()
+            .any(|w| w.split('=').next() == Some("pv_quickboot"));
+    let check = if config.secureboot_checksum() && !quick {
+        Check::Boot
     } else {
+        pvlog!(Debug, "update", "state objects and JSONs checksum disabled");
         Check::Presence
     };
     let pvs = crate::pvs::Policy::of(&config);

@@ -203,6 +203,30 @@ fn rehash_catches_a_corrupted_object_that_presence_does_not() {
     assert!(st.verify_trail("1", &state, Check::Presence).is_ok());
     let e = st.verify_trail("1", &state, Check::Rehash).unwrap_err();
     assert!(e[0].to_string().contains("checksum"), "{}", e[0]);
+    // a boot re-hashes it too: only what the bootloader loaded is left to it
+    assert!(st.verify_trail("1", &state, Check::Boot).is_err());
+}
+
+#[test]
+fn a_boot_leaves_to_the_bootloader_only_what_it_loaded() {
+    use crate::storage::trail::loaded_by_bootloader as loaded;
+    for k in [
+        "bsp/pantavisor",
+        "bsp/pantavisor.cpio.xz4",
+        "bsp/kernel.img",
+        "bsp/fit-image.its",
+    ] {
+        assert!(loaded(k), "{k}");
+    }
+    for k in [
+        "bsp/modules.squashfs",
+        "bsp/firmware.squashfs",
+        "a/pantavisor",
+        "bsp/k",
+        "pantavisor",
+    ] {
+        assert!(!loaded(k), "{k}");
+    }
 }
 
 #[test]

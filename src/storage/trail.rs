@@ -11,8 +11,11 @@ use std::path::{Path, PathBuf};
 /// How [`Storage::verify_trail`] checks object files.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Check {
-    /// Re-hash every object file (PV_SECUREBOOT_CHECKSUM=1, the default).
+    /// Re-hash every object file (an install).
     Rehash,
+    /// A boot's (PV_SECUREBOOT_CHECKSUM=1, the default): every object file re-hashed but
+    /// those the bootloader already loaded ([`loaded_by_bootloader`]), which are only present.
+    Boot,
     /// Only presence and size.
     Presence,
 }
@@ -47,6 +50,15 @@ pub fn boot_links(state: &State) -> Vec<(String, String)> {
         links.push((format!("pv-initrd.img.{n}"), a.clone()));
     }
     links
+}
+
+/// Objects the bootloader loaded before this binary ran, so a boot's re-hash cannot change
+/// what runs: upstream's no-validate list (`bsp/pantavisor*`, `bsp/kernel.img*`,
+/// `bsp/fit-image.its*`). Their presence is still checked.
+pub fn loaded_by_bootloader(key: &str) -> bool {
+    ["bsp/pantavisor", "bsp/kernel.img", "bsp/fit-image.its"]
+        .iter()
+        .any(|p| key.starts_with(p))
 }
 
 fn parent(p: &Path) -> PathBuf {
@@ -204,26 +216,55 @@ impl<'a> Storage<'a> {
                     }
                 }
                 EntryValue::Object { sha } => {
+                    let presence = || match (
+                        self.file_len(&p),
+                        self.object_path(sha).and_then(|o| self.file_len(&o)),
+                    ) {
+                        (Ok(Some(a)), Ok(Some(b))) if a == b => Ok(()),
+                        (Err(e), _) | (_, Err(e)) => Err(e),
+                        _ => Err(Error::mismatch(
+                            "verify",
+                            &p,
+                            "missing or of the wrong size".into(),
+                        )),
+                    };
                     let r = match check {
-                        Check::Rehash => self.verify_file(&p, sha),
-                        Check::Presence => match (
-                            self.file_len(&p),
-                            self.object_path(sha).and_then(|o| self.file_len(&o)),
-                        ) {
-                            (Ok(Some(a)), Ok(Some(b))) if a == b => Ok(()),
-                            (Err(e), _) | (_, Err(e)) => Err(e),
-                            _ => Err(Error::mismatch(
-                                "verify",
-                                &p,
-                                "missing or of the wrong size".into(),
-                            )),
-                        },
+                        Check::Boot if loaded_by_bootloader(&e.key) => {
+                            crate::pvlog!(
+                                Debug,
+                                "storage",
+                                "skipping validation of object named {} and id={sha}",
+                                e.key
+                            );
+                            presence()
+                        }
+                        Check::Rehash | Check::Boot => {
+                            if let Ok(o) = self.object_path(sha) {
+                                crate::pvlog!(
+                                    Debug,
+                                    "storage",
+                                    "validating checksum for {} and {}",
+                                    o.display(),
+                                    p.display()
+                                );
+                            }
+                            self.verify_file(&p, sha)
+                        }
+                        Check::Presence => presence(),
                     };
                     if let Err(e) = r {
                         problems.push(e);
                     }
                 }
                 EntryValue::Json { raw } => match self.fs.read(&p) {
+                    Ok(c) if check != Check::Presence && c == raw.as_bytes() => {
+                        crate::pvlog!(
+                            Debug,
+                            "storage",
+                            "validating value for json {}",
+                            p.display()
+                        );
+                    }
                     Ok(c) if c == raw.as_bytes() => {}
                     Ok(_) => problems.push(Error::mismatch(
                         "verify",
