@@ -288,6 +288,8 @@ fn init_and_run(args: Args, pid1: bool, storage: &mut Option<String>) -> Result<
         Check::Presence
     };
     let pvs = crate::pvs::Policy::of(&config);
+    // the boot's checks (signatures, re-hash) go to the booted revision's log, as upstream's
+    init_logs(&config, &booted);
     match update::boot(&st, bl.as_ref(), &booted, check, &pvs) {
         Ok(Boot::Rollback) => {
             pvlog!(
@@ -298,7 +300,6 @@ fn init_and_run(args: Args, pid1: bool, storage: &mut Option<String>) -> Result<
             Ok(Power::Reboot)
         }
         Ok(Boot::Run { trying }) => {
-            init_logs(&config, &booted);
             let state = update::load_state(&st, &booted).map_err(Fatal::State)?;
             state.log_warnings();
             apply_oem_config(&mut config, &st, &booted);
@@ -319,7 +320,6 @@ fn init_and_run(args: Args, pid1: bool, storage: &mut Option<String>) -> Result<
         Err(e) => {
             // upstream: ERROR -> REBOOT; nothing else can make a broken committed revision
             // boot. The storage is up: the line goes to that revision's log too.
-            init_logs(&config, &booted);
             Err(Fatal::Boot(e))
         }
     }
