@@ -110,7 +110,11 @@ impl<'a> Device<'a> {
         }
         let engine = Engine::new(
             container::Paths::from_config(cfg),
-            container::Options::default(),
+            container::Options {
+                // upstream reads pv_verityoff from its environment: a kernel command line word
+                verity: cfg.secureboot_handlers() && std::env::var_os("pv_verityoff").is_none(),
+                ..container::Options::default()
+            },
         );
         let m = Model::new(
             containers(&state),

@@ -352,25 +352,33 @@ impl State {
         &self.warnings
     }
 
-    /// What this build cannot run, one line each naming the key: volume handlers (`dm:` =
-    /// dm-verity) on bsp and container images, and storage volumes on a disk (explicit or the
+    /// What this build cannot run, one line each naming the key: volume handlers other than
+    /// `dm:` (dm-verity), a `dm:` volume without a usable `_dm/<volume>.json` manifest, on bsp
+    /// and container images, and storage volumes on a disk (explicit or the
     /// default one: dm-crypt and volume disks). The device refuses such a revision at admission
     /// (WONTGO) rather than try it, and `check-state` reports it, since starting it would fail.
     pub fn unsupported(&self) -> Vec<String> {
         let mut out = Vec::new();
-        let handler = |owner: &str, image: &model::ImageRef, out: &mut Vec<String>| {
-            if let Some(h) = &image.handler {
-                let what = if h == "dm" { " (dm-verity)" } else { "" };
-                out.push(format!(
-                    "{owner}: volume '{}': handler '{h}'{what} is not supported by this build",
-                    image.path
-                ));
+        let handler = |owner: &str,
+                       image: &model::ImageRef,
+                       manifests: &[model::DmManifest],
+                       out: &mut Vec<String>| {
+            let problem = match image.handler.as_deref() {
+                None => return,
+                Some("dm") => match manifests.iter().find(|m| m.volume == image.path) {
+                    Some(m) => m.problem(),
+                    None => Some(format!("no \"{owner}/_dm/{}.json\"", image.path)),
+                },
+                Some(h) => Some(format!("handler '{h}' is not supported by this build")),
+            };
+            if let Some(p) = problem {
+                out.push(format!("{owner}: volume '{}': {p}", image.path));
             }
         };
         if let Some(b) = &self.bsp {
             let images = b.modules.iter().chain(b.firmware.iter());
             for i in images.chain(b.modules_by_release.iter().map(|(_, i)| i)) {
-                handler("bsp", i, &mut out);
+                handler("bsp", i, &b.dm_manifests, &mut out);
             }
         }
         let default_disk = self.disks.iter().find(|d| d.default).map(|d| &d.name);
@@ -392,13 +400,30 @@ impl State {
         }
         for c in &self.containers {
             for v in c.root_volume.iter().chain(c.volumes.iter()) {
-                handler(&c.name, &v.image, &mut out);
+                handler(&c.name, &v.image, &c.dm_manifests, &mut out);
             }
             for s in &c.storage {
                 on_disk(&c.name, s, &mut out);
             }
         }
         out
+    }
+
+    /// Upstream's no-validate list: the data device of every dm-verity manifest
+    /// (`<owner>/<data_device>`), which the boot re-hash leaves to the kernel, as verity checks
+    /// each block when it is read.
+    pub fn no_validate(&self) -> Vec<String> {
+        let bsp = self
+            .bsp
+            .iter()
+            .flat_map(|b| b.dm_manifests.iter().map(|m| ("bsp", m)));
+        let containers = self
+            .containers
+            .iter()
+            .flat_map(|c| c.dm_manifests.iter().map(|m| (c.name.as_str(), m)));
+        bsp.chain(containers)
+            .map(|(owner, m)| format!("{owner}/{}", m.data_device))
+            .collect()
     }
 
     /// Log every warning (source "state").

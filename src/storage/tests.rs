@@ -205,6 +205,39 @@ fn rehash_catches_a_corrupted_object_that_presence_does_not() {
     assert!(e[0].to_string().contains("checksum"), "{}", e[0]);
 }
 
+/// Upstream's no-validate list: the data device of a dm-verity volume is left to the kernel,
+/// its hash tree is re-hashed as every other object.
+#[test]
+fn rehash_skips_the_data_device_of_a_verity_volume() {
+    let fs = SimFs::new();
+    let st = Storage::new(&fs, "/s");
+    let (k, data, hash) = (
+        b"kernel".to_vec(),
+        b"squashfs".to_vec(),
+        b"hash tree".to_vec(),
+    );
+    let raw = format!(
+        r##"{{"#spec":"pantavisor-service-system@1","a/_dm/root.squashfs.json":{{"data_device":"root.squashfs","hash_device":"root.squashfs.hash","root_hash":"ab","type":"dm-verity"}},"a/root.squashfs":"{}","a/root.squashfs.hash":"{}","a/run.json":{{"name":"a","root-volume":"dm:root.squashfs"}},"bsp/k":"{}","bsp/run.json":{{"linux":"k","initrd":"k"}}}}"##,
+        sha256_hex(&data),
+        sha256_hex(&hash),
+        sha256_hex(&k)
+    );
+    for o in [&k, &data, &hash] {
+        st.put_object(&sha256_hex(o), o).unwrap();
+    }
+    let state = State::parse(raw.as_bytes()).unwrap();
+    st.install_state("1", raw.as_bytes()).unwrap();
+    st.checkout("1", &state).unwrap();
+    let t = st.trail_dir("1").unwrap();
+    let put = |f: &str, b: &[u8]| fs.create(&t.join(f)).unwrap().write_all(b).unwrap();
+    put("a/root.squashfs", b"squashFS");
+    assert!(st.verify_trail("1", &state, Check::Rehash).is_ok());
+    put("a/root.squashfs", &data);
+    put("a/root.squashfs.hash", b"hash Tree");
+    let e = st.verify_trail("1", &state, Check::Rehash).unwrap_err();
+    assert!(e[0].to_string().contains("root.squashfs.hash"), "{}", e[0]);
+}
+
 #[test]
 fn current_switch_is_atomic() {
     let fs = SimFs::new();
