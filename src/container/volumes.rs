@@ -217,7 +217,14 @@ fn mount_each(
                     format!("volume handler '{h}' is not supported"),
                 ));
             }
-            (VolumeKind::Loop { fstype }, _) => {
+            (VolumeKind::Loop { fstype }, handler) => {
+                if handler.is_some() {
+                    pvlog!(
+                        Info,
+                        "container",
+                        "container {name}: volume {file}: verity off (PV_SECUREBOOT_HANDLERS, pv_verityoff), mounted plain"
+                    );
+                }
                 let Some(fstype) = fstype else {
                     return Err(Error::invalid(
                         name,

@@ -3,13 +3,15 @@
 Its own factory: vm.py's factory revision plus `sealed`, whose root.squashfs is a dm-verity
 volume made by scripts/pvmk ("verity": true, veritysetup on this host) and whose init reads a
 256 KiB payload at start and says what it read (restart_policy system: its failure fails a try
-boot). Two runs of the bootloader, three boots each, mgmt making the update through pv-ctrl:
+boot). Two runs of the bootloader, three boots each, mgmt making the update through pv-ctrl,
+and one boot with pv_verityoff:
 
 - corrupt: the update's sealed/root.squashfs has one byte of the payload changed (the object
   and the state say so, the manifest still has the factory's root hash). Revision 0 boots with
   sealed STARTED and the right payload sum (a verity container boots); the try boot starts
   sealed, whose read of the payload fails with an I/O error (the kernel's verity says the block
-  is corrupted), so the update on probation rolls back to 0.
+  is corrupted), so the update on probation rolls back to 0. Then revision 0 boots once more
+  with pv_verityoff=1 on the command line: sealed's volume is mounted plain.
 - wronghash: the update changes only the manifest's root hash. The mount of sealed's volume is
   refused, the error naming container, volume and root hash, and the update rolls back.
 """
@@ -140,6 +142,17 @@ def case(tier, h):
     h.log(f"  corrupt: revision 0 sealed ok {PAYLOAD_MD5[:8]}...; the try boot: '{said[0]}', "
           f"kernel '{corrupted[0].split('] ', 1)[-1]}'; rolled back, locals/corrupt '{p.get('status-msg')}'")
 
+    # pv_verityoff on the command line (the kernel hands it to /init's environment): upstream
+    # mounts dm: volumes as plain images then
+    b = tier.vm.boot(4, img, "0", "pv_rev=0 pv_verityoff=1", "verity-corrupt-boot4.log")
+    h.check(b.end == "poweroff" and sealed(b) == [f"sealed ok {PAYLOAD_MD5}"],
+            f"pv_verityoff: sealed said {sealed(b)}\n" + bl.failure(b))
+    plain = "container sealed: volume root.squashfs: verity off"
+    h.check(plain in b.text() and "pv--dmverity" not in b.text() and plain not in bl.boots[0].text(),
+            "pv_verityoff did not mount sealed plain (or verity was off without it)\n" + bl.failure(b))
+    h.fsck(img)
+    h.log(f"  pv_verityoff=1: revision 0 boots with sealed's volume mounted plain, sealed ok ({b.elapsed:.1f} s)")
+
     img, bl, p = rollback(tier, h, factory, bundles["wronghash"], "verity-wronghash")
     b = bl.boots[1]
     h.check(sealed(b) == [], f"sealed ran on a wrong root hash: {sealed(b)}\n" + bl.failure(b))
@@ -150,4 +163,4 @@ def case(tier, h):
             + "\n".join(log_.splitlines()[-30:]))
     h.log(f"  wronghash: refused at mount: '{refused[0][-200:]}'; rolled back, "
           f"locals/wronghash '{p.get('status-msg')}'")
-    h.log(f"  verity: 6 boots, {h.time.monotonic() - t0:.0f} s")
+    h.log(f"  verity: 7 boots, {h.time.monotonic() - t0:.0f} s")
