@@ -370,9 +370,10 @@ fn resolve(name: &str) -> Option<(Target, bool)> {
 }
 
 /// Variables the bootloader puts on the command line (and the kernel into init's environment)
-/// for the boot-env contract; not configuration.
+/// for the boot-env contract, and `pv_verityoff`, which upstream reads from that environment
+/// (dm-verity volumes mounted plain); not configuration.
 fn is_boot_env(name: &str) -> bool {
-    ["pv_rev", "pv_try", "pv_trying"]
+    ["pv_rev", "pv_try", "pv_trying", "pv_verityoff"]
         .iter()
         .any(|b| b.eq_ignore_ascii_case(name))
 }
