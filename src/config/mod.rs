@@ -362,9 +362,10 @@ fn resolve(name: &str) -> Option<(Target, bool)> {
 }
 
 /// Variables the bootloader puts on the command line (and the kernel into init's environment)
-/// for the boot-env contract; not configuration.
+/// for the boot-env contract, and `pv_verityoff`, which upstream reads from that environment
+/// (dm-verity volumes mounted plain); not configuration.
 fn is_boot_env(name: &str) -> bool {
-    ["pv_rev", "pv_try", "pv_trying"]
+    ["pv_rev", "pv_try", "pv_trying", "pv_verityoff"]
         .iter()
         .any(|b| b.eq_ignore_ascii_case(name))
 }
@@ -1007,6 +1008,11 @@ impl Config {
     }
     pub fn secureboot_handlers(&self) -> bool {
         self.get_bool(Key::PV_SECUREBOOT_HANDLERS)
+    }
+    /// `dm:` volumes go through dm-verity: `PV_SECUREBOOT_HANDLERS` and no `pv_verityoff`,
+    /// which upstream reads from init's environment (a `pv_verityoff=1` command line word).
+    pub fn verity(&self) -> bool {
+        self.secureboot_handlers() && std::env::var_os("pv_verityoff").is_none()
     }
     pub fn wdt_mode(&self) -> WdtMode {
         match self.text(Key::PV_WDT_MODE) {

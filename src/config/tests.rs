@@ -484,7 +484,7 @@ fn cmdline_words_values_and_levels() {
     let line = "console=ttyS0,115200 root=/dev/ram0 pv_storage.device=LABEL=pvroot pv_log_level=4 \
                 ph_creds_host=h.example ph_metadata.devmeta.interval=15 rootwait quiet \
                 pv_rev=5 pv_try=6 PV_LOG_PUSH=0 pv_system_init_mode=standalone pv_nope=1 \
-                pv_storage_fstype=ext4\n";
+                pv_storage_fstype=ext4 pv_verityoff=1\n";
     c.apply_cmdline(line);
     assert_eq!(c.storage_device(), Some("LABEL=pvroot"));
     assert_eq!(c.storage_fstype(), Some("ext4"));
@@ -506,7 +506,7 @@ fn cmdline_words_values_and_levels() {
         .any(|l| l.contains("'pv_storage.device' as 'PV_STORAGE_DEVICE'")));
     assert!(
         !w.iter()
-            .any(|l| l.contains("pv_rev") || l.contains("pv_try")),
+            .any(|l| l.contains("pv_rev") || l.contains("pv_try") || l.contains("verityoff")),
         "{w:?}"
     );
     assert!(

@@ -8,7 +8,7 @@
 use super::volumes::{self, Mounted};
 use super::{ms, Engine, Error};
 use crate::pvlog;
-use crate::state::{ImageRef, State};
+use crate::state::{Bsp, ImageRef, State};
 use crate::storage::{fs::RealFs, Storage};
 use std::path::{Path, PathBuf};
 
@@ -34,23 +34,47 @@ pub struct BspVolumes {
     pub firmware_root: Option<PathBuf>,
 }
 
+/// Loop-mounts a BSP squashfs; a `dm:` one through dm-verity when `verity`, with its
+/// `bsp/_dm/<image>.json` (else plain, as upstream with its handlers off).
 fn mount_image(
     trail: &Path,
+    bsp: &Bsp,
     image: &ImageRef,
     target: &Path,
-    legacy: bool,
+    (legacy, verity): (bool, bool),
     done: &mut Vec<Mounted>,
 ) -> Result<(), Error> {
-    let source = trail.join("bsp").join(&image.path);
-    if let Some(h) = &image.handler {
-        return Err(Error::invalid(
-            "bsp",
-            "volume",
-            &source,
-            format!("handler {h}: is not supported yet"),
-        ));
+    let dir = trail.join("bsp");
+    let source = dir.join(&image.path);
+    match image.handler.as_deref() {
+        None | Some("dm") => {}
+        Some(h) => {
+            return Err(Error::invalid(
+                "bsp",
+                "volume",
+                &source,
+                format!("handler {h}: is not supported"),
+            ))
+        }
     }
     std::fs::create_dir_all(target).map_err(|e| Error::io("bsp", "mkdir", target, &e))?;
+    if image.handler.is_some() && verity {
+        let m = bsp
+            .dm_manifests
+            .iter()
+            .find(|m| m.volume == image.path)
+            .ok_or_else(|| {
+                Error::invalid(
+                    "bsp",
+                    "dm-verity",
+                    &source,
+                    format!("no bsp/_dm/{}.json", image.path),
+                )
+            })?;
+        let v = volumes::mount_verity("bsp", &dir, &image.path, m, "squashfs", target, legacy)?;
+        done.push(v);
+        return Ok(());
+    }
     let dev =
         volumes::loop_attach(&source, legacy).map_err(|e| Error::io("bsp", "loop", &source, &e))?;
     if let Err(e) = volumes::mount_path(Some(&dev.path), target, Some("squashfs"), ms::RDONLY) {
@@ -60,6 +84,7 @@ fn mount_image(
     done.push(Mounted {
         target: target.to_path_buf(),
         loop_dev: Some(dev),
+        dm: None,
     });
     Ok(())
 }
@@ -71,6 +96,7 @@ fn bind(source: &Path, target: &Path, done: &mut Vec<Mounted>) -> Result<(), Err
     done.push(Mounted {
         target: target.to_path_buf(),
         loop_dev: None,
+        dm: None,
     });
     Ok(())
 }
@@ -90,11 +116,11 @@ impl Engine {
         let Some(bsp) = state.bsp() else { return Ok(v) };
         let trail = self.paths().storage.join("trails").join(rev);
         let base = self.paths().voldir.join("bsp");
-        let legacy = self.options().legacy_kernel;
+        let how = (self.options().legacy_kernel, self.options().verity);
         let r = (|| {
             if let Some(img) = bsp.modules_for(release) {
                 let target = base.join("modules");
-                mount_image(&trail, img, &target, legacy, &mut v.mounted)?;
+                mount_image(&trail, bsp, img, &target, how, &mut v.mounted)?;
                 if on_device {
                     bind(&target, Path::new("/lib/modules"), &mut v.mounted)?;
                 }
@@ -102,7 +128,7 @@ impl Engine {
             }
             if let Some(img) = &bsp.firmware {
                 let target = base.join("firmware");
-                mount_image(&trail, img, &target, legacy, &mut v.mounted)?;
+                mount_image(&trail, bsp, img, &target, how, &mut v.mounted)?;
                 if on_device {
                     bind(&target, Path::new("/lib/firmware"), &mut v.mounted)?;
                 }

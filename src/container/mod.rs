@@ -31,6 +31,7 @@ pub mod bsp;
 mod cgroup;
 mod plan;
 mod spawn;
+mod verity;
 mod volumes;
 
 use crate::config::Config;
@@ -202,6 +203,9 @@ pub struct Options {
     /// Take the paths of kernels older than 5.8 (clone(2) + cgroup.procs instead of clone3
     /// CLONE_INTO_CGROUP, LOOP_SET_FD instead of LOOP_CONFIGURE): for the tests of those paths.
     pub legacy_kernel: bool,
+    /// `dm:` volumes through dm-verity: `PV_SECUREBOOT_HANDLERS` and no `pv_verityoff` (else
+    /// they are mounted as plain images, as upstream does).
+    pub verity: bool,
 }
 
 impl Default for Options {
@@ -211,6 +215,7 @@ impl Default for Options {
             exec_timeout: Duration::from_secs(10),
             cgroup_root: None,
             legacy_kernel: false,
+            verity: true,
         }
     }
 }
@@ -395,7 +400,14 @@ impl Engine {
         let c = state.container(name).ok_or_else(|| {
             Error::invalid(name, "config", rev, "no such container in the revision")
         })?;
-        let vols = volumes::mount_all(&self.paths, rev, state, c, self.opts.legacy_kernel)?;
+        let vols = volumes::mount_all(
+            &self.paths,
+            rev,
+            state,
+            c,
+            self.opts.legacy_kernel,
+            self.opts.verity,
+        )?;
         pvlog!(
             Info,
             "container",

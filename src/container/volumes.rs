@@ -4,9 +4,10 @@
 //! bind-mounted, storage volumes bound from `disks/perm` or `disks/rev/<rev>` or a fresh tmpfs
 //! (run.json `volumes` and `storage`).
 use super::ms;
+use super::verity::{self, Verity};
 use super::{Error, Paths};
 use crate::pvlog;
-use crate::state::{Container, Persistence, State, StorageVolume, VolumeKind};
+use crate::state::{Container, DmManifest, Persistence, State, StorageVolume, VolumeKind};
 use crate::storage::fs::RealFs;
 use crate::storage::Storage;
 use crate::sys;
@@ -30,6 +31,8 @@ pub(crate) struct LoopDevice {
 pub(crate) struct Mounted {
     pub target: PathBuf,
     pub loop_dev: Option<LoopDevice>,
+    /// The device-mapper device mounted (a `dm:` volume), removed after the umount.
+    pub dm: Option<Verity>,
 }
 
 pub(super) fn c_path(p: &Path) -> io::Result<CString> {
@@ -140,16 +143,18 @@ fn mkdir_p(p: &Path) -> io::Result<()> {
 }
 
 /// Mounts every volume of `c` in this order: root-volume, volumes, storage. On failure what
-/// was mounted is unmounted again and the error names the volume.
+/// was mounted is unmounted again and the error names the volume. `verity`: `dm:` volumes
+/// through dm-verity (else mounted as plain images, upstream's handlers off).
 pub(crate) fn mount_all(
     paths: &Paths,
     rev: &str,
     state: &State,
     c: &Container,
     legacy_loop: bool,
+    verity: bool,
 ) -> Result<Vec<Mounted>, Error> {
     let mut done = Vec::new();
-    match mount_each(paths, rev, state, c, legacy_loop, &mut done) {
+    match mount_each(paths, rev, state, c, legacy_loop, verity, &mut done) {
         Ok(()) => Ok(done),
         Err(e) => {
             unmount_all(&c.name, done);
@@ -164,6 +169,7 @@ fn mount_each(
     state: &State,
     c: &Container,
     legacy_loop: bool,
+    verity: bool,
     done: &mut Vec<Mounted>,
 ) -> Result<(), Error> {
     let name = &c.name;
@@ -179,19 +185,46 @@ fn mount_each(
         if file.split('/').any(|s| !valid_name(s)) {
             return Err(Error::invalid(name, "volume", &target, "bad volume name"));
         }
-        if let Some(h) = &v.image.handler {
-            return Err(Error::invalid(
-                name,
-                "volume",
-                &target,
-                format!("volume handler '{h}' is not supported yet"),
-            ));
-        }
         let source = trail.join(name).join(file);
         let parent = target.parent().unwrap_or(&voldir).to_path_buf();
         mkdir_p(&parent).map_err(|e| Error::io(name, "mkdir", &parent, &e))?;
-        match &v.kind {
-            VolumeKind::Loop { fstype } => {
+        match (&v.kind, v.image.handler.as_deref()) {
+            (
+                VolumeKind::Loop {
+                    fstype: Some(fstype),
+                },
+                Some("dm"),
+            ) if verity => {
+                let m = c.dm_manifest(file).ok_or_else(|| {
+                    Error::invalid(name, "dm-verity", &source, format!("no _dm/{file}.json"))
+                })?;
+                mkdir_p(&target).map_err(|e| Error::io(name, "mkdir", &target, &e))?;
+                done.push(mount_verity(
+                    name,
+                    &trail.join(name),
+                    file,
+                    m,
+                    fstype,
+                    &target,
+                    legacy_loop,
+                )?);
+            }
+            (_, Some(h)) if h != "dm" || matches!(v.kind, VolumeKind::Bind | VolumeKind::Data) => {
+                return Err(Error::invalid(
+                    name,
+                    "volume",
+                    &target,
+                    format!("volume handler '{h}' is not supported"),
+                ));
+            }
+            (VolumeKind::Loop { fstype }, handler) => {
+                if handler.is_some() {
+                    pvlog!(
+                        Info,
+                        "container",
+                        "container {name}: volume {file}: verity off (PV_SECUREBOOT_HANDLERS, pv_verityoff), mounted plain"
+                    );
+                }
                 let Some(fstype) = fstype else {
                     return Err(Error::invalid(
                         name,
@@ -219,9 +252,10 @@ fn mount_each(
                 done.push(Mounted {
                     target,
                     loop_dev: Some(dev),
+                    dm: None,
                 });
             }
-            VolumeKind::Bind => {
+            (VolumeKind::Bind, _) => {
                 if !source.is_file() {
                     return Err(Error::io(
                         name,
@@ -239,9 +273,10 @@ fn mount_each(
                 done.push(Mounted {
                     target,
                     loop_dev: None,
+                    dm: None,
                 });
             }
-            VolumeKind::Data => {
+            (VolumeKind::Data, _) => {
                 if !source.is_dir() {
                     return Err(Error::invalid(name, "volume", &source, "not a directory"));
                 }
@@ -251,6 +286,7 @@ fn mount_each(
                 done.push(Mounted {
                     target,
                     loop_dev: None,
+                    dm: None,
                 });
             }
         }
@@ -259,6 +295,46 @@ fn mount_each(
         done.push(mount_storage(paths, &st, rev, state, name, s)?);
     }
     Ok(())
+}
+
+/// Mounts the dm-verity device of `volume` (files in `dir`) read-only at `target`. A mount
+/// that fails (the kernel reads the file system's first blocks, which a root hash that does
+/// not match refuses with EIO) closes the device and names the root hash.
+pub(crate) fn mount_verity(
+    part: &str,
+    dir: &Path,
+    volume: &str,
+    m: &DmManifest,
+    fstype: &str,
+    target: &Path,
+    legacy_loop: bool,
+) -> Result<Mounted, Error> {
+    let (dev, v) = verity::open(part, dir, volume, m, legacy_loop)?;
+    if let Err(e) = mount_path(Some(&dev), target, Some(fstype), ms::RDONLY) {
+        v.close(part);
+        return Err(Error::invalid(
+            part,
+            "dm-verity",
+            target,
+            format!(
+                "volume {volume}: mount of {} failed ({e}): does it match root hash {}?",
+                dev.display(),
+                m.root_hash
+            ),
+        ));
+    }
+    pvlog!(
+        Info,
+        "container",
+        "{part}: dm-verity volume {volume} on {} ({fstype}, root hash {})",
+        target.display(),
+        m.root_hash
+    );
+    Ok(Mounted {
+        target: target.to_path_buf(),
+        loop_dev: None,
+        dm: Some(v),
+    })
 }
 
 /// One `storage` volume of `part` (a container, or `bsp` for device.json `volumes`) at
@@ -318,6 +394,7 @@ pub(crate) fn mount_storage(
     Ok(Mounted {
         target,
         loop_dev: None,
+        dm: None,
     })
 }
 
@@ -394,6 +471,9 @@ pub(crate) fn unmount_all(container: &str, mounted: Vec<Mounted>) {
                     m.target.display()
                 )
             }
+        }
+        if let Some(v) = m.dm {
+            v.close(container);
         }
         if let Some(dev) = m.loop_dev {
             dev.detach();

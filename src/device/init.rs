@@ -282,7 +282,9 @@ fn init_and_run(args: Args, pid1: bool, storage: &mut Option<String>) -> Result<
             .split_whitespace()
             .any(|w| w.split('=').next() == Some("pv_quickboot"));
     let check = if config.secureboot_checksum() && !quick {
-        Check::Boot
+        Check::Boot {
+            verity: config.verity(),
+        }
     } else {
         pvlog!(Debug, "update", "state objects and JSONs checksum disabled");
         Check::Presence

@@ -112,7 +112,10 @@ impl<'a> Device<'a> {
         }
         let engine = Engine::new(
             container::Paths::from_config(cfg),
-            container::Options::default(),
+            container::Options {
+                verity: cfg.verity(),
+                ..container::Options::default()
+            },
         );
         let m = Model::new(
             containers(&state),

@@ -352,25 +352,33 @@ impl State {
         &self.warnings
     }
 
-    /// What this build cannot run, one line each naming the key: volume handlers (`dm:` =
-    /// dm-verity) on bsp and container images, and storage volumes on a disk (explicit or the
+    /// What this build cannot run, one line each naming the key: volume handlers other than
+    /// `dm:` (dm-verity), a `dm:` volume without a usable `_dm/<volume>.json` manifest, on bsp
+    /// and container images, and storage volumes on a disk (explicit or the
     /// default one: dm-crypt and volume disks). The device refuses such a revision at admission
     /// (WONTGO) rather than try it, and `check-state` reports it, since starting it would fail.
     pub fn unsupported(&self) -> Vec<String> {
         let mut out = Vec::new();
-        let handler = |owner: &str, image: &model::ImageRef, out: &mut Vec<String>| {
-            if let Some(h) = &image.handler {
-                let what = if h == "dm" { " (dm-verity)" } else { "" };
-                out.push(format!(
-                    "{owner}: volume '{}': handler '{h}'{what} is not supported by this build",
-                    image.path
-                ));
+        let handler = |owner: &str,
+                       image: &model::ImageRef,
+                       manifests: &[model::DmManifest],
+                       out: &mut Vec<String>| {
+            let problem = match image.handler.as_deref() {
+                None => return,
+                Some("dm") => match manifests.iter().find(|m| m.volume == image.path) {
+                    Some(m) => m.problem(),
+                    None => Some(format!("no \"{owner}/_dm/{}.json\"", image.path)),
+                },
+                Some(h) => Some(format!("handler '{h}' is not supported by this build")),
+            };
+            if let Some(p) = problem {
+                out.push(format!("{owner}: volume '{}': {p}", image.path));
             }
         };
         if let Some(b) = &self.bsp {
             let images = b.modules.iter().chain(b.firmware.iter());
             for i in images.chain(b.modules_by_release.iter().map(|(_, i)| i)) {
-                handler("bsp", i, &mut out);
+                handler("bsp", i, &b.dm_manifests, &mut out);
             }
         }
         let default_disk = self.disks.iter().find(|d| d.default).map(|d| &d.name);
@@ -392,13 +400,55 @@ impl State {
         }
         for c in &self.containers {
             for v in c.root_volume.iter().chain(c.volumes.iter()) {
-                handler(&c.name, &v.image, &mut out);
+                handler(&c.name, &v.image, &c.dm_manifests, &mut out);
             }
             for s in &c.storage {
                 on_disk(&c.name, s, &mut out);
             }
         }
         out
+    }
+
+    /// The data devices of the `dm:` volumes (`<owner>/<data_device>` of each one's manifest):
+    /// mounted through dm-verity, the kernel checks them block by block as they are read, so
+    /// the boot re-hash leaves them out (upstream's no-validate list). A manifest no `dm:`
+    /// reference uses protects nothing and is not on the list (upstream's is).
+    pub fn no_validate(&self) -> Vec<String> {
+        fn used<'a>(
+            mut images: impl Iterator<Item = &'a model::ImageRef>,
+            m: &model::DmManifest,
+        ) -> bool {
+            images.any(|i| i.handler.as_deref() == Some("dm") && i.path == m.volume)
+        }
+        let bsp = self.bsp.iter().flat_map(|b| {
+            b.dm_manifests
+                .iter()
+                .filter(|m| {
+                    let images = b
+                        .modules
+                        .iter()
+                        .chain(b.firmware.iter())
+                        .chain(b.modules_by_release.iter().map(|(_, i)| i));
+                    used(images, m)
+                })
+                .map(|m| ("bsp", m))
+        });
+        let containers = self.containers.iter().flat_map(|c| {
+            c.dm_manifests
+                .iter()
+                .filter(|m| {
+                    let images = c
+                        .root_volume
+                        .iter()
+                        .chain(c.volumes.iter())
+                        .map(|v| &v.image);
+                    used(images, m)
+                })
+                .map(|m| (c.name.as_str(), m))
+        });
+        bsp.chain(containers)
+            .map(|(owner, m)| format!("{owner}/{}", m.data_device))
+            .collect()
     }
 
     /// Log every warning (source "state").

@@ -316,6 +316,8 @@ pub struct Bsp {
     pub addons: Vec<String>,
     /// Historic per-BSP config; upstream warns and ignores it.
     pub initrd_config: Option<String>,
+    /// `bsp/_dm/<volume>.json`: verity manifests of `dm:` modules and firmware.
+    pub dm_manifests: Vec<DmManifest>,
 }
 
 /// Which boot image set a BSP provides; upstream reads them in this precedence.
@@ -536,6 +538,43 @@ pub struct DmManifest {
     pub root_hash: String,
     pub salt: Option<String>,
     pub uuid: Option<String>,
+}
+
+impl DmManifest {
+    /// Why this manifest cannot set up a verity device, if it cannot: a type other than
+    /// `dm-verity`, or a root hash or salt that is not the hex a `verity` table takes.
+    pub fn problem(&self) -> Option<String> {
+        let hex = |s: &str, max: usize| {
+            !s.is_empty()
+                && s.len().is_multiple_of(2)
+                && s.len() <= max
+                && s.bytes().all(|b| b.is_ascii_hexdigit())
+        };
+        if self.dm_type != "dm-verity" {
+            return Some(format!(
+                "{}: type '{}' is not dm-verity",
+                self.key,
+                super::one_line(&self.dm_type)
+            ));
+        }
+        // 128 hex digits: a sha512 digest, the longest a verity root hash takes
+        if !hex(&self.root_hash, 128) {
+            return Some(format!(
+                "{}: root_hash '{}' is not a hex digest",
+                self.key,
+                super::one_line(&self.root_hash)
+            ));
+        }
+        match self.salt.as_deref() {
+            // 256 bytes: the superblock's salt field; "-" is veritysetup's "no salt"
+            Some(s) if s != "-" && !hex(s, 512) => Some(format!(
+                "{}: salt '{}' is not hex",
+                self.key,
+                super::one_line(s)
+            )),
+            _ => None,
+        }
+    }
 }
 
 /// `_sigs/<name>.json` (pvs@2 state signatures); verification is the signature module's job.

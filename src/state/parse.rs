@@ -1309,6 +1309,11 @@ fn attach(doc: &str, members: &Members, ctx: &mut Ctx, parts: &mut Parts) {
                 let Some(m) = dm_manifest(&o, volume, ctx) else {
                     continue;
                 };
+                // dm: modules and firmware of the BSP (pvr's dm-convert of bsp/run.json)
+                if let Some(b) = parts.bsp.as_mut().filter(|_| *c == "bsp") {
+                    b.dm_manifests.push(m);
+                    continue;
+                }
                 match index.get(*c).and_then(|i| parts.containers.get_mut(*i)) {
                     Some(x) => x.dm_manifests.push(m),
                     None => ctx.warn(

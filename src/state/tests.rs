@@ -722,8 +722,8 @@ fn volumes_handlers_and_kinds() {
     );
 }
 
-/// What this build refuses to run (check-state exits 1, an update is WONTGO): every handler,
-/// every storage volume on a disk (named, or the default one), device.json volumes on a disk;
+/// What this build refuses to run (check-state exits 1, an update is WONTGO): every handler
+/// but `dm`, a `dm` volume without its manifest, every storage volume on a disk (named, or the default one), device.json volumes on a disk;
 /// a disk nothing uses and plain volumes are fine.
 #[test]
 fn unsupported_names_handlers_and_disk_volumes() {
@@ -748,11 +748,67 @@ fn unsupported_names_handlers_and_disk_volumes() {
         s.unsupported(),
         [
             "device.json: storage 'pv--usrmeta': disk 'x' (dm-crypt-dcp) is not supported by this build",
-            "a: volume 'root.squashfs': handler 'dm' (dm-verity) is not supported by this build",
+            "a: volume 'root.squashfs': no \"a/_dm/root.squashfs.json\"",
             "a: volume 'v.img': handler 'odd' is not supported by this build",
             "b: storage 'd': disk 'x' (dm-crypt-dcp) is not supported by this build",
         ]
     );
+}
+
+/// dm-verity volumes run (reference 11.1) when their manifest can make a verity table, on
+/// containers and on the BSP's modules; their data devices are the boot re-hash's
+/// no-validate list.
+#[test]
+fn dm_verity_volumes_manifests_and_the_no_validate_list() {
+    let good = r#"{"data_device":"root.squashfs","hash_device":"root.squashfs.hash","root_hash":"2b95173c2fba9391e7e5fc441a7ef54265b4dcc0f70392fc9089f340c57e5b3c","salt":"6444","type":"dm-verity","uuid":"125e28bb-90af-4d13-b72b-c14549476299"}"#;
+    let state = |manifest: &str| {
+        ok(&doc(&[
+            r#""bsp/run.json":{"linux":"k","initrd":"i","modules":"dm:modules.squashfs"}"#.into(),
+            r#""bsp/_dm/modules.squashfs.json":{"data_device":"modules.squashfs","hash_device":"modules.squashfs.hash","root_hash":"ab","type":"dm-verity"}"#.into(),
+            run("a", r#""root-volume":"dm:root.squashfs""#),
+            format!(r#""a/_dm/root.squashfs.json":{manifest}"#),
+        ]
+        .join(",")))
+    };
+    let s = state(good);
+    assert_eq!(s.unsupported(), Vec::<String>::new());
+    assert_eq!(s.bsp().unwrap().dm_manifests[0].volume, "modules.squashfs");
+    assert_eq!(s.no_validate(), ["bsp/modules.squashfs", "a/root.squashfs"]);
+    // a manifest no `dm:` reference uses protects nothing: its data device is re-hashed
+    let unused = ok(&doc(&[
+        run("a", r#""root-volume":"root.squashfs""#),
+        format!(r#""a/_dm/root.squashfs.json":{good}"#),
+    ]
+    .join(",")));
+    assert_eq!(unused.no_validate(), Vec::<String>::new());
+    // no "not a container" for bsp/_dm, no "has no manifest"
+    assert!(
+        !s.warnings()
+            .iter()
+            .any(|w| w.contains("_dm") || w.contains("dm ")),
+        "{:?}",
+        s.warnings()
+    );
+
+    for (change, why) in [
+        (
+            ("dm-verity", "dm-crypt"),
+            "type 'dm-crypt' is not dm-verity",
+        ),
+        (("\"2b95", "\"zz95"), "is not a hex digest"),
+        (("5b3c\"", "5b3\""), "is not a hex digest"),
+        (("6444", "64x4"), "salt '64x4' is not hex"),
+    ] {
+        let u = state(&good.replace(change.0, change.1)).unsupported();
+        assert!(
+            u.len() == 1
+                && u[0].starts_with("a: volume 'root.squashfs': a/_dm/root.squashfs.json: ")
+                && u[0].contains(why),
+            "{change:?}: {u:?}"
+        );
+    }
+    // veritysetup's "no salt"
+    assert!(state(&good.replace("6444", "-")).unsupported().is_empty());
 }
 
 #[test]

@@ -204,7 +204,9 @@ fn rehash_catches_a_corrupted_object_that_presence_does_not() {
     let e = st.verify_trail("1", &state, Check::Rehash).unwrap_err();
     assert!(e[0].to_string().contains("checksum"), "{}", e[0]);
     // a boot re-hashes it too: only what the bootloader loaded is left to it
-    assert!(st.verify_trail("1", &state, Check::Boot).is_err());
+    assert!(st
+        .verify_trail("1", &state, Check::Boot { verity: true })
+        .is_err());
 }
 
 #[test]
@@ -227,6 +229,51 @@ fn a_boot_leaves_to_the_bootloader_only_what_it_loaded() {
     ] {
         assert!(!loaded(k), "{k}");
     }
+}
+
+/// Upstream's no-validate list: the data device of a dm-verity volume is left to the kernel,
+/// its hash tree is re-hashed as every other object.
+#[test]
+fn rehash_skips_the_data_device_of_a_verity_volume() {
+    let fs = SimFs::new();
+    let st = Storage::new(&fs, "/s");
+    let (k, data, hash) = (
+        b"kernel".to_vec(),
+        b"squashfs".to_vec(),
+        b"hash tree".to_vec(),
+    );
+    let raw = format!(
+        r##"{{"#spec":"pantavisor-service-system@1","a/_dm/root.squashfs.json":{{"data_device":"root.squashfs","hash_device":"root.squashfs.hash","root_hash":"ab","type":"dm-verity"}},"a/root.squashfs":"{}","a/root.squashfs.hash":"{}","a/run.json":{{"name":"a","root-volume":"dm:root.squashfs"}},"bsp/k":"{}","bsp/run.json":{{"linux":"k","initrd":"k"}}}}"##,
+        sha256_hex(&data),
+        sha256_hex(&hash),
+        sha256_hex(&k)
+    );
+    for o in [&k, &data, &hash] {
+        st.put_object(&sha256_hex(o), o).unwrap();
+    }
+    let state = State::parse(raw.as_bytes()).unwrap();
+    st.install_state("1", raw.as_bytes()).unwrap();
+    st.checkout("1", &state).unwrap();
+    let t = st.trail_dir("1").unwrap();
+    let put = |f: &str, b: &[u8]| fs.create(&t.join(f)).unwrap().write_all(b).unwrap();
+    put("a/root.squashfs", b"squashFS");
+    // a boot with verity on leaves the data device to the kernel
+    assert!(st
+        .verify_trail("1", &state, Check::Boot { verity: true })
+        .is_ok());
+    // verity off mounts it plain: nothing else would check it
+    let e = st
+        .verify_trail("1", &state, Check::Boot { verity: false })
+        .unwrap_err();
+    assert!(e[0].to_string().contains("a/root.squashfs"), "{}", e[0]);
+    // an install re-hashes everything
+    assert!(st.verify_trail("1", &state, Check::Rehash).is_err());
+    put("a/root.squashfs", &data);
+    put("a/root.squashfs.hash", b"hash Tree");
+    let e = st
+        .verify_trail("1", &state, Check::Boot { verity: true })
+        .unwrap_err();
+    assert!(e[0].to_string().contains("root.squashfs.hash"), "{}", e[0]);
 }
 
 #[test]

@@ -14,8 +14,12 @@ pub enum Check {
     /// Re-hash every object file (an install).
     Rehash,
     /// A boot's (PV_SECUREBOOT_CHECKSUM=1, the default): every object file re-hashed but
-    /// those the bootloader already loaded ([`loaded_by_bootloader`]), which are only present.
-    Boot,
+    /// those the bootloader already loaded ([`loaded_by_bootloader`]) and, with `verity` (the
+    /// device mounts `dm:` volumes through dm-verity), the data devices of those volumes
+    /// ([`State::no_validate`]), which the kernel checks block by block: of these only presence
+    /// and size. Upstream skips the data devices even with verity off; that would leave them
+    /// unchecked, so here they are re-hashed then.
+    Boot { verity: bool },
     /// Only presence and size.
     Presence,
 }
@@ -185,7 +189,8 @@ impl<'a> Storage<'a> {
     }
 
     /// Checks that `trails/<rev>/` is exactly what its state says: the `.pvr/json` bytes,
-    /// every object file present (and re-hashed with [`Check::Rehash`]), every inline JSON
+    /// every object file present (and re-hashed with [`Check::Rehash`], but for the
+    /// [`State::no_validate`] list), every inline JSON
     /// file byte-equal to its raw text, every boot link present. Returns every problem found.
     pub fn verify_trail(
         &self,
@@ -207,6 +212,10 @@ impl<'a> Storage<'a> {
             )),
             Err(e) => problems.push(e),
         }
+        let lazily_verified = match check {
+            Check::Boot { verity: true } => state.no_validate(),
+            _ => Vec::new(),
+        };
         for e in state.entries().iter().filter(|e| e.expanded()) {
             let p = t.join(&e.key);
             match &e.value {
@@ -229,7 +238,9 @@ impl<'a> Storage<'a> {
                         )),
                     };
                     let r = match check {
-                        Check::Boot if loaded_by_bootloader(&e.key) => {
+                        Check::Boot { .. }
+                            if loaded_by_bootloader(&e.key) || lazily_verified.contains(&e.key) =>
+                        {
                             crate::pvlog!(
                                 Debug,
                                 "storage",
@@ -238,7 +249,7 @@ impl<'a> Storage<'a> {
                             );
                             presence()
                         }
-                        Check::Rehash | Check::Boot => {
+                        Check::Rehash | Check::Boot { .. } => {
                             if let Ok(o) = self.object_path(sha) {
                                 crate::pvlog!(
                                     Debug,

@@ -4,6 +4,7 @@
 //! Functions marked "child-safe" neither allocate nor take a lock, so the container engine may
 //! call them between `clone` and `execve` of a multi-threaded process: an OS error is
 //! `io::Error`'s packed errno representation, never a heap value.
+pub mod dm;
 pub mod event;
 pub mod host;
 pub mod logsys;
@@ -533,6 +534,10 @@ pub fn clone_process(
 /// blocks to their home locations, so a reader that does not replay the journal (U-Boot's
 /// ext4 driver reading the boot env) sees what was fsynced.
 pub fn ext4_checkpoint(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // _IOW's direction bits: MIPS encodes write as 4 << 29, the others as 1 << 30
+    #[cfg(any(target_arch = "mips", target_arch = "mips64"))]
+    const EXT4_IOC_CHECKPOINT: libc::c_ulong = 0x8004_662B;
+    #[cfg(not(any(target_arch = "mips", target_arch = "mips64")))]
     const EXT4_IOC_CHECKPOINT: libc::c_ulong = 0x4004_662B;
     let flags: u32 = 0;
     // SAFETY: the ioctl reads one u32 of flags from a valid pointer; `fd` is open.

@@ -80,7 +80,7 @@ fn a_state_this_build_cannot_run_is_refused_at_admission() {
     stage(&st, "1", raw.as_bytes(), &Policy::disabled()).unwrap();
     let r = admit(&st, "1", 10, &Policy::disabled()).unwrap();
     assert!(
-        matches!(&r, Err(Refused::Wontgo(m, why)) if *m == msg::BAD_STATE && why.contains("handler 'dm' (dm-verity)")),
+        matches!(&r, Err(Refused::Wontgo(m, why)) if *m == msg::BAD_STATE && why.contains("no \"a/_dm/root.squashfs.json\"")),
         "{r:?}"
     );
     assert_eq!(st.read_progress("1").unwrap().status, Status::Wontgo);

@@ -12,7 +12,7 @@ pv_rev/pv_try from <storage>/boot/uboot.txt inside the image (debugfs, nothing m
 plays U-Boot exactly as interfaces.md writes it, pv_trying being its own memory; qemu runs
 with -no-reboot, so every reboot of the guest is a qemu exit and a new boot here.
 
-Cases (all by default): boot, memory, update, rollback, resets, fatal. update, rollback and
+Cases (all by default): boot, memory, update, rollback, resets, fatal, verity (verity.py). update, rollback and
 resets make the update from inside the guest through pv-ctrl (LOCAL_RUN).
 
 A boot that reboots after a `FATAL <step>: <reason>` line is logged with the line; after
@@ -31,6 +31,8 @@ import subprocess
 import sys
 import threading
 import time
+
+import verity  # the dm-verity case, tests/vm/verity.py
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -56,10 +58,11 @@ APPEND = ("console=ttyS0 quiet panic=-1 softlockup_panic=1 softlockup_all_cpu_ba
 # kernel modules the Debian kernel needs before the storage (virtio disk, ext4) and for the
 # containers (loop, squashfs, overlay); pvpanic makes a guest panic a qemu exit status.
 # crc32c-intel is left out: it fails with ENODEV on TCG's default CPU (crc32c_generic serves).
-EARLY_MODULES = ["virtio_pci", "virtio_blk", "ext4", "loop", "squashfs", "overlay", "pvpanic-mmio"]
+EARLY_MODULES = ["virtio_pci", "virtio_blk", "ext4", "loop", "squashfs", "overlay", "pvpanic-mmio",
+                 "dm-mod", "dm-verity"]
 SKIP_MODULES = {"crc32c-intel.ko"}
 
-CASES = ["boot", "memory", "update", "rollback", "resets", "fatal"]
+CASES = ["boot", "memory", "update", "rollback", "resets", "fatal", "verity"]
 
 STOPPED = "[device]: all containers stopped"
 COMMITTED = "[update]: revision locals/good committed"
@@ -69,7 +72,7 @@ KERNEL_BAD = re.compile(r"Kernel panic|BUG:|Oops|soft lockup|hung_task|blocked f
                         r"EXT4-fs error|I/O error|WARNING:|Call Trace|segfault|general protection")
 # kernel console lines that are expected (quiet shows only warnings and worse)
 KERNEL_OK = re.compile(r"Memory cgroup out of memory: Killed process \d+ \(dd\)|reboot: (Restarting system|Power down)")
-NEEDS_LOCAL_RUN = {"update", "rollback", "resets"}
+NEEDS_LOCAL_RUN = {"update", "rollback", "resets", "verity"}
 
 # A fatal error of pantavisor: one line "FATAL <step>: <reason>" (the message of a FATAL record,
 # "[pantavisor] <tsec> FATAL\t -- [init]: FATAL <step>: <reason>"), then a reboot. It would
@@ -303,6 +306,7 @@ class Bootloader:
         self.boots = []
         self.stale = []
         self.fatal = []  # the FATAL line of each boot of the current run of identical ones
+        self.kernel_expected = None  # a case's kernel lines that KERNEL_BAD would match
         self.replayed = os.environ.get("PV_VM_ENV_READ", "raw") == "replayed"
 
     def env(self):
@@ -344,7 +348,8 @@ class Bootloader:
         check(b.end not in ("panic", "timeout", "error"), self.failure(b))
         kernel = [l for _, l in b.lines if re.match(r"\[\s*\d+\.\d+\] ", l)
                   and not re.search(r"\] (MGMT|APP|HOG): ", l)]
-        bad = [l for l in kernel if KERNEL_BAD.search(l)]
+        bad = [l for l in kernel if KERNEL_BAD.search(l)
+               and not (self.kernel_expected and self.kernel_expected.search(l))]
         check(not bad, f"{self.tag} boot {b.n}: the kernel complained:\n      " + "\n      ".join(bad[:20]))
         for l in kernel:
             if not KERNEL_OK.search(l):
@@ -842,6 +847,11 @@ class Tier:
         pauses = [b.first("reboot: Restarting system") - b.first(line) for b in bl.boots]
         log(f"  {FATAL_BOOTS} boots: '{line}', reboot {min(pauses):.1f}-{max(pauses):.1f} s after "
             "the line, storage clean, the line in pantavisor.log; the bootloader stopped")
+
+
+    def case_verity(self):
+        """tests/vm/verity.py"""
+        verity.case(self, sys.modules[__name__])
 
 
 def main():
