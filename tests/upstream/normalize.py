@@ -58,6 +58,7 @@ FIRST = [
     ("kernel.img", "control/basic-endpoints", re.compile(r"^object count: 7$"), "object count: 6"),
     ("kernel.img", "control/basic-endpoints-curl", re.compile(r"^object count: 7$"), "object count: 6"),
     ("kernel.img", "runtime/objects-crud", re.compile(r"^7$"), "6"),
+    ("kernel.img", "security/strict-secure-boot", re.compile(r'^        "bsp/kernel\.img",$'), DROP),
 ]
 
 
