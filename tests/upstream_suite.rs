@@ -248,9 +248,11 @@ impl Pvs {
         // store rules then make of it (security/oem-secureboot)
         let all = dir.join("all");
         std::fs::create_dir_all(&all).map_err(io)?;
-        let cas: Vec<u8> = (0..PVS.len())
-            .flat_map(|i| std::fs::read(pvs.pki.path(&format!("ca{i}.crt"))).unwrap_or_default())
-            .collect();
+        let mut cas = Vec::new();
+        for i in 0..PVS.len() {
+            let ca = pvs.pki.path(&format!("ca{i}.crt"));
+            cas.extend(std::fs::read(&ca).map_err(|e| format!("{}: {e}", ca.display()))?);
+        }
         std::fs::write(all.join("ca-certificates.crt"), cas).map_err(io)?;
         let common = upstream().join("pvtests/local/common/tarballs");
         for t in std::fs::read_dir(&common).map_err(io)?.flatten() {
