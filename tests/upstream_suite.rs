@@ -5,7 +5,9 @@
 //!
 //! Each test boots revision 0 made by scripts/pvmk from busybox stand-ins of the containers its
 //! test.json names (`bsp.tgz`, `pvr-sdk.tgz`, ...), with its `PV_*` env, cmdline and
-//! pantavisor.config. The script runs as upstream's tester does, in a private mount namespace
+//! pantavisor.config; with its `pvs` (upstream's keys and trust stores), the device trusts a
+//! CA made at run time in their place and revision 0 and the common tarballs are signed under
+//! it ([`Pvs`]). The script runs as upstream's tester does, in a private mount namespace
 //! rooted in a directory of its own (`tester/`): host `/usr`, `/etc`, `/dev`, `/sys`, a private
 //! `/tmp`, `/home` and `/run`, the device's pv-ctrl at `/run/pantavisor/pv`, upstream's
 //! `utils`/`common` installed at `/usr/share/pantavisor/pvtest`, upstream's pvtests at `/work`
@@ -20,6 +22,9 @@
 //! substring (then the ratchet is not applied). `harness = false`: the lines print live.
 mod harness;
 mod rig;
+#[allow(dead_code)] // the shared signer: what the runner needs of it
+#[path = "pvs/signer.rs"]
+mod signer;
 mod support;
 
 use std::io::Write;
@@ -40,14 +45,6 @@ fn upstream() -> PathBuf {
 
 /// Tests that need a later issue: they run and are reported, but cannot pass yet.
 const EXCEPTIONS: &[(&str, &str)] = &[
-    (
-        "security/strict-secure-boot",
-        "signed states (pvs, x5c trust stores): the signed-state issue (13)",
-    ),
-    (
-        "security/oem-secureboot",
-        "signed states and the OEM trust store: the signed-state issue (13)",
-    ),
     (
         "security/object-checksum",
         "upstream leaves the data device of a dm-verity volume (pvr-sdk/root.squashfs) out of \
@@ -95,15 +92,35 @@ const GROUPS: &str = r#"[{"name":"data","status_goal":"MOUNTED","restart_policy"
   {"name":"app","status_goal":"STARTED","restart_policy":"container","timeout":30,
    "auto_recovery":{"max_retries":5,"stable_timeout":30,"backoff_policy":"reboot"}}]"#;
 
-/// A signature's shape (`_sigs/*.json`); secureboot is disabled where these stand-ins are used.
-const SIG: &str = r##"{"#spec":"pvs@2","protected":"stand-in","signature":"stand-in"}"##;
+/// A stand-in's `_sigs/<part>.json`: the selection of upstream's build for that part (pvr sig
+/// add's include/exclude, as the goldens' `pvr sig ls` shows them) in a protected header, not
+/// yet signed: [`Pvs::resign`] signs it when the test installs trust material (`pvs`).
+fn sig(include: &[&str], exclude: &[&str]) -> String {
+    let list = |v: &[&str]| {
+        v.iter()
+            .map(|s| format!("{s:?}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let header = format!(
+        r#"{{"pvs":{{"include":[{}],"exclude":[{}]}}}}"#,
+        list(include),
+        list(exclude)
+    );
+    format!(
+        r##"{{"#spec":"pvs@2","protected":"{}","signature":""}}"##,
+        signer::b64(header.as_bytes(), true)
+    )
+}
 
 /// What a container tarball of a test.json is replaced by, as pvmk description parts:
 /// `("bsp", ..)`, `("groups", ..)`, `("extra", "\"key\":value")`, `("merge", path)` for a real
 /// pvr export, `(container, ..)`. The keys are those of upstream's builds (the state's keys
 /// and its 6 objects in runtime/steps-rw and control/basic-endpoints; but appengine's bsp has
-/// no kernel.img, which a standalone device needs: normalize.py); pvr-sdk sees the device's storage at /storage, as upstream's does (on-demand-gc
-/// looks), and has a dm-verity manifest that its run.json does not use.
+/// no kernel.img, which a standalone device needs: normalize.py); pvr-sdk sees the device's
+/// storage at /storage, as upstream's does (on-demand-gc looks), and has a dm-verity manifest
+/// that its run.json does not use. Each part has its `_sigs/<part>.json` (fn [`sig`]); a
+/// merged export has its own.
 fn stand_in(
     tarball: &str,
     common: &Path,
@@ -117,7 +134,13 @@ fn stand_in(
             ("bsp", r#"{"modules":"bsp/modules"}"#.into()),
             ("groups", GROUPS.into()),
             extra("bsp/src.json", "{}"),
-            extra("_sigs/bsp.json", SIG),
+            extra(
+                "_sigs/bsp.json",
+                &sig(
+                    &["bsp/**", "#spec", "device.json"],
+                    &["bsp/src.json", "bsp/build.json", "_sigs/bsp.json"],
+                ),
+            ),
         ],
         "pvr-sdk.tgz" => vec![
             (
@@ -130,7 +153,13 @@ fn stand_in(
             extra("pvr-sdk/src.json", "{}"),
             extra("pvr-sdk/pvpkg.json", "{}"),
             extra("_config/pvr-sdk/etc/pvr-sdk/config.json", "{}"),
-            extra("_sigs/pvr-sdk.json", SIG),
+            extra(
+                "_sigs/pvr-sdk.json",
+                &sig(
+                    &["pvr-sdk/**", "_config/pvr-sdk/**"],
+                    &["pvr-sdk/src.json", "_sigs/pvr-sdk.json"],
+                ),
+            ),
             extra(
                 "pvr-sdk/root.squashfs.docker-digest",
                 r#""stand-in digest""#,
@@ -141,10 +170,19 @@ fn stand_in(
                 r#"{"type":"dm-verity","data_device":"root.squashfs","hash_device":"root.squashfs.hash","root_hash":"0000000000000000000000000000000000000000000000000000000000000000"}"#,
             ),
         ],
-        "pv-example-app.tgz" => vec![(
-            "pv-example-app",
-            format!(r#"{{{init},"group":"app","restart_policy":"container"}}"#),
-        )],
+        "pv-example-app.tgz" => vec![
+            (
+                "pv-example-app",
+                format!(r#"{{{init},"group":"app","restart_policy":"container"}}"#),
+            ),
+            extra(
+                "_sigs/pv-example-app.json",
+                &sig(
+                    &["pv-example-app/**", "_config/pv-example-app/**"],
+                    &["pv-example-app/src.json", "_sigs/pv-example-app.json"],
+                ),
+            ),
+        ],
         // in root, as security/container-roles' golden `ls` shows it
         "pv-example-norole.tgz" => vec![(
             "pv-example-norole",
@@ -161,8 +199,195 @@ fn stand_in(
     })
 }
 
+/// Upstream's signing material (`common/pvs/*.tar.gz`) made again at run time under the same
+/// names, as its leaves expire (the OEM one did on 2026-09-24, the developer one does on
+/// 2026-12-20): per tarball, its trust store file, its CA's subject, its leaf's CN (as
+/// `openssl x509 -noout -subject` reads them) and its leaf's key type. The first signs what
+/// upstream's builds sign with the developer key: the stand-ins.
+const PVS: &[(&str, &str, &str, &str)] = &[
+    (
+        "ca-certificates.crt",
+        "/CN=Pantavisor Dev CA",
+        "pv-developer-01",
+        "rsa",
+    ),
+    (
+        "ca-oem-certificates.crt",
+        "/C=UK/ST=London/L=London/O=Pantacor/OU=Pantacor Engineering/CN=Pantacor Dev CA (OEM Root)",
+        "pv-oem-developer-001",
+        "P-384",
+    ),
+];
+
+/// The run-time signing material of [`PVS`] (`ca<i>`, `leaf<i>`), and `tarballs/`: upstream's
+/// `common/tarballs` with their `_sigs` re-signed by it, which the tester sees in their place.
+/// Each re-signed tarball is checked to verify (`pantavisor check-state`) under every CA as an
+/// ordinary store, so a device that refuses one refuses it for its store rules, not by an
+/// accident of the signing: security/oem-secureboot's OEM-signed export covers
+/// `pv-oem-developer-001/**`, the OEM's own configuration, which the OEM store may not sign
+/// (reference 11.2), so its chain is checked against the developer store, which does not hold
+/// the OEM root: "Signature validation failed", as the golden shows.
+struct Pvs {
+    pki: signer::Pki,
+    tarballs: PathBuf,
+}
+
+impl Pvs {
+    fn new(dir: &Path) -> Result<Pvs, String> {
+        let pki = signer::Pki::new(dir.join("pki"));
+        for (i, (_, subject, cn, kind)) in PVS.iter().enumerate() {
+            let ca = format!("ca{i}");
+            pki.ca_subject(&ca, subject);
+            let (from, to) = ("20200101000000Z", "21200101000000Z");
+            pki.leaf(&format!("leaf{i}"), cn, kind, &ca, from, to);
+        }
+        let pvs = Pvs {
+            pki,
+            tarballs: dir.join("tarballs"),
+        };
+        let io = |e: std::io::Error| format!("{}: {e}", pvs.tarballs.display());
+        std::fs::create_dir_all(&pvs.tarballs).map_err(io)?;
+        // every CA as an ordinary store: what was re-signed verifies, whatever the device's
+        // store rules then make of it (security/oem-secureboot)
+        let all = dir.join("all");
+        std::fs::create_dir_all(&all).map_err(io)?;
+        let mut cas = Vec::new();
+        for i in 0..PVS.len() {
+            let ca = pvs.pki.path(&format!("ca{i}.crt"));
+            cas.extend(std::fs::read(&ca).map_err(|e| format!("{}: {e}", ca.display()))?);
+        }
+        std::fs::write(all.join("ca-certificates.crt"), cas).map_err(io)?;
+        let common = upstream().join("pvtests/local/common/tarballs");
+        for t in std::fs::read_dir(&common).map_err(io)?.flatten() {
+            let name = t.file_name().to_string_lossy().into_owned();
+            let tmp = dir.join("unpacked").join(&name);
+            std::fs::create_dir_all(&tmp).map_err(io)?;
+            run(Command::new("tar")
+                .arg("xzf")
+                .arg(t.path())
+                .arg("-C")
+                .arg(&tmp))?;
+            let json = tmp.join("json");
+            let mut state = load(&json)?;
+            pvs.resign(&mut state).map_err(|e| format!("{name}: {e}"))?;
+            std::fs::write(&json, signer::render(&state)).map_err(io)?;
+            run(Command::new(rig::static_pantavisor())
+                .args(["check-state", "--trust"])
+                .arg(&all)
+                .arg(&json))
+            .map_err(|e| format!("{name} re-signed: {e}"))?;
+            run(Command::new("tar")
+                .arg("czf")
+                .arg(pvs.tarballs.join(&name))
+                .arg("-C")
+                .arg(&tmp)
+                .args(["json", "objects"]))?;
+        }
+        Ok(pvs)
+    }
+
+    /// The device's trust stores, at `<etc>/pantavisor/pvs/trust/`.
+    fn install(&self, etc: &Path) -> Result<(), String> {
+        let trust = etc.join("pantavisor/pvs/trust");
+        let io = |e: std::io::Error| format!("{}: {e}", trust.display());
+        std::fs::create_dir_all(&trust).map_err(io)?;
+        for (i, (file, ..)) in PVS.iter().enumerate() {
+            std::fs::copy(self.pki.path(&format!("ca{i}.crt")), trust.join(file)).map_err(io)?;
+        }
+        Ok(())
+    }
+
+    /// Signs every `_sigs/<part>.json` of `state` again, keeping its selection (its protected
+    /// header's pvs include/exclude): by the run-time leaf of the CN its x5c leaf had, with
+    /// the CA too when its x5c had a chain; a stand-in's (no x5c) by the developer leaf.
+    fn resign(&self, state: &mut signer::State) -> Result<(), String> {
+        let sigs: Vec<(String, String)> = state
+            .iter()
+            .filter(|(k, _)| k.starts_with("_sigs/"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for (key, raw) in sigs {
+            let bad = |what: &str| format!("{key}: {what}");
+            let v = pantavisor::json::parse_str(&raw, Default::default())
+                .map_err(|e| bad(&format!("{e:?}")))?;
+            let protected = v
+                .get("protected")
+                .and_then(|p| p.as_str())
+                .and_then(signer::b64_decode)
+                .ok_or_else(|| bad("no protected header"))?;
+            let text = String::from_utf8_lossy(&protected).into_owned();
+            let h = pantavisor::json::parse_str(&text, Default::default())
+                .map_err(|e| bad(&format!("protected header: {e:?}")))?;
+            let strings = |v: Option<&pantavisor::json::Value>| -> Vec<String> {
+                v.and_then(|a| a.as_array())
+                    .unwrap_or_default()
+                    .iter()
+                    .filter_map(|s| s.as_str().map(str::to_string))
+                    .collect()
+            };
+            let pvs = h.get("pvs");
+            let include = strings(pvs.and_then(|p| p.get("include")));
+            let exclude = strings(pvs.and_then(|p| p.get("exclude")));
+            let x5c = strings(h.get("x5c"));
+            let i = match x5c.first() {
+                None => 0,
+                Some(c) => {
+                    let cn = signer::b64_decode(c)
+                        .and_then(|der| signer::cert_cn(&der))
+                        .ok_or_else(|| bad("x5c: no leaf CN"))?;
+                    PVS.iter()
+                        .position(|p| p.2 == cn)
+                        .ok_or_else(|| bad(&format!("no run-time leaf of CN {cn}")))?
+                }
+            };
+            let mut chain = vec![self.pki.path(&format!("leaf{i}.crt"))];
+            if x5c.len() > 1 {
+                chain.push(self.pki.path(&format!("ca{i}.crt")));
+            }
+            let name = key
+                .strip_prefix("_sigs/")
+                .and_then(|k| k.strip_suffix(".json"))
+                .ok_or_else(|| bad("not _sigs/<part>.json"))?;
+            let mut sig = signer::Sig::new(name, self.pki.path(&format!("leaf{i}.key")), chain);
+            let include: Vec<&str> = include.iter().map(String::as_str).collect();
+            sig.include = &include;
+            sig.exclude = exclude;
+            state.remove(&key);
+            signer::sign(state, &sig);
+        }
+        Ok(())
+    }
+}
+
+/// A state file as the signer keeps states (key -> raw value).
+fn load(path: &Path) -> Result<signer::State, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let v = pantavisor::json::parse_str(&text, Default::default())
+        .map_err(|e| format!("{}: {e:?}", path.display()))?;
+    Ok(v.as_object()
+        .unwrap_or_default()
+        .iter()
+        .map(|(k, x)| (k.to_string(), x.raw(&text).to_string()))
+        .collect())
+}
+
+/// Runs a tool; its stderr is the error.
+fn run(cmd: &mut Command) -> Result<(), String> {
+    let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{cmd:?}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
 /// A test's setup, from its test.json.
 struct Setup {
+    /// `setup.pvs`: upstream's trust material in the device's etc, its states signed
+    pvs: bool,
     env: Vec<(String, String)>,
     cmdline: String,
     config: String,
@@ -257,6 +482,7 @@ fn setup_of(dir: &Path, work: &Path) -> Result<Setup, String> {
     }
     description.push('}');
     Ok(Setup {
+        pvs: !str_of(s, "pvs").is_empty(),
         env,
         cmdline: str_of(s, "cmdline"),
         config,
@@ -486,7 +712,17 @@ fn make_tester(work: &Path, setup: &Setup, cgroup: Option<&Path>) -> Result<Path
 }
 
 /// The mounts of the tester's private mount namespace, then the script under busybox sh.
-fn tester_setup(r: &Path, work: &Path, installed: &Path) -> String {
+/// `tarballs`: upstream's common tarballs re-signed ([`Pvs`]), seen in their place.
+fn tester_setup(r: &Path, work: &Path, installed: &Path, tarballs: Option<&Path>) -> String {
+    let resigned = tarballs
+        .map(|t| {
+            format!(
+                "mount --bind -o ro {} {}/work/local/common/tarballs\n",
+                t.display(),
+                r.display()
+            )
+        })
+        .unwrap_or_default();
     let r = r.display();
     let w = work.display();
     format!(
@@ -500,13 +736,14 @@ mkdir -p {r}/usr/share/pantavisor/pvtest
 cp {installed}/utils {installed}/common {r}/usr/share/pantavisor/pvtest/
 mount --bind -o ro {up} {r}/upstream
 mount --bind -o ro {up}/pvtests {r}/work
-mount --bind -o ro {standins} {r}/standins
+{resigned}mount --bind -o ro {standins} {r}/standins
 mount -t tmpfs tmpfs {r}/run
 mkdir -p {r}/run/pantavisor/pv
 mount --bind {w}/run {r}/run/pantavisor/pv
 mount --bind {w}/exports {r}/exports
 mount --bind {w}/storage {r}/storage
 mount -t tmpfs tmpfs {r}/home
+mkdir {r}/home/root
 mount -t tmpfs tmpfs {r}/tmp
 mkdir -p {r}{w}/storage
 mount --bind {w}/storage {r}{w}/storage
@@ -518,7 +755,7 @@ exec chroot {r} /pvbin/sh /pvtest/test.sh
     )
 }
 
-fn run_one(id: &str, dir: &Path, installed: &Path) -> Outcome {
+fn run_one(id: &str, dir: &Path, installed: &Path, pvs: &Pvs) -> Outcome {
     let slug = id.replace('/', "-");
     let work = std::env::temp_dir().join(format!("pv-up-{slug}-{}", std::process::id()));
     let setup = match setup_of(dir, &work) {
@@ -542,6 +779,19 @@ fn run_one(id: &str, dir: &Path, installed: &Path) -> Outcome {
     if let Err(e) = std::fs::write(&policy, appengine("policies/test.config", &work)) {
         return Outcome::Fail(format!("{}: {e}", policy.display()));
     }
+    // upstream's tester installs the trust stores in the device's etc; its builds are signed
+    if setup.pvs {
+        let factory = files.storage.join("trails/0/.pvr/json");
+        let signed = pvs.install(&work.join("etc")).and_then(|()| {
+            let mut state = load(&factory)?;
+            pvs.resign(&mut state)?;
+            std::fs::write(&factory, signer::render(&state))
+                .map_err(|e| format!("{}: {e}", factory.display()))
+        });
+        if let Err(e) = signed {
+            return Outcome::Fail(format!("pvs: {e}"));
+        }
+    }
     let mut bl = harness::Bootloader::new(&files.storage, &files.config);
     bl.cgroup = files.cgroup.clone();
     let outcome = match make_tester(&work, &setup, files.cgroup.as_deref()) {
@@ -553,7 +803,8 @@ fn run_one(id: &str, dir: &Path, installed: &Path) -> Outcome {
                 setup.env.clone(),
                 r.join("pvtest/device.pid"),
             );
-            let o = exercise(id, dir, &work, &r, &setup, &dev, installed);
+            let tarballs = setup.pvs.then_some(pvs.tarballs.as_path());
+            let o = exercise(id, dir, &work, &r, &setup, &dev, installed, tarballs);
             power_off(&dev);
             let boots = dev.thread.join().unwrap_or_default();
             match boots.last() {
@@ -589,6 +840,7 @@ fn run_one(id: &str, dir: &Path, installed: &Path) -> Outcome {
 }
 
 /// Boots, waits, runs the script, compares.
+#[allow(clippy::too_many_arguments)]
 fn exercise(
     id: &str,
     dir: &Path,
@@ -597,6 +849,7 @@ fn exercise(
     setup: &Setup,
     dev: &Device,
     installed: &Path,
+    tarballs: Option<&Path>,
 ) -> Outcome {
     let socket = work.join("run/pv-ctrl");
     if let Err(e) = wait_ready(dev, &socket, Duration::from_secs(60)) {
@@ -620,10 +873,11 @@ fn exercise(
     };
     let mut cmd = Command::new("unshare");
     cmd.args(["-m", "--propagation", "private", "sh", "-c"])
-        .arg(tester_setup(r, work, installed))
+        .arg(tester_setup(r, work, installed, tarballs))
         .env_clear()
         .env("PATH", "/pvbin")
-        .env("HOME", "/home")
+        // upstream's tester is root: security/oem-secureboot's golden names pvr's ~/.pvr
+        .env("HOME", "/home/root")
         .env("PVTEST_TEST_ID", id)
         .envs(setup.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
@@ -794,11 +1048,18 @@ fn main() {
             std::process::exit(1);
         }
     }
+    let pvs = match Pvs::new(&installed.join("pvs")) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("upstream pvtests: signing material: {e}");
+            std::process::exit(1);
+        }
+    };
     let mut pass = 0;
     for id in &chosen {
         let dir = upstream().join("pvtests/local").join(id);
         let t = Instant::now();
-        let o = run_one(id, &dir, &installed);
+        let o = run_one(id, &dir, &installed, &pvs);
         let secs = t.elapsed().as_secs();
         match (&o, exception(id)) {
             (Outcome::Pass, _) => {

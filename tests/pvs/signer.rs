@@ -69,11 +69,15 @@ impl Pki {
 
     /// A self-signed CA `<name>.key`/`<name>.crt`.
     pub fn ca(&self, name: &str, cn: &str) {
+        self.ca_subject(name, &format!("/CN={cn}"));
+    }
+
+    /// A self-signed CA `<name>.key`/`<name>.crt` of subject `subj` (`/C=UK/.../CN=...`).
+    pub fn ca_subject(&self, name: &str, subj: &str) {
         self.key(name, "P-256");
-        let (k, c, subj) = (
+        let (k, c) = (
             self.p(&format!("{name}.key")),
             self.p(&format!("{name}.crt")),
-            format!("/CN={cn}"),
         );
         openssl(
             &[
@@ -85,7 +89,7 @@ impl Pki {
                 "-out",
                 &c,
                 "-subj",
-                &subj,
+                subj,
                 "-days",
                 "36500",
                 "-addext",
@@ -350,4 +354,45 @@ pub fn sign(state: &mut State, sig: &Sig<'_>) -> String {
     );
     state.insert(format!("_sigs/{}.json", sig.name), obj.clone());
     obj
+}
+
+/// Base64 (standard or url alphabet, padded or not); None for a character of neither.
+#[allow(dead_code)] // tests/upstream_suite.rs
+pub fn b64_decode(s: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    let (mut acc, mut bits) = (0u32, 0);
+    for c in s.bytes().filter(|&c| c != b'=') {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' | b'-' => 62,
+            b'/' | b'_' => 63,
+            _ => return None,
+        };
+        acc = (acc << 6 | v as u32) & 0xffff;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    Some(out)
+}
+
+/// The subject CN of a DER certificate (upstream's CNs hold no commas).
+#[allow(dead_code)] // tests/upstream_suite.rs
+pub fn cert_cn(der: &[u8]) -> Option<String> {
+    let out = openssl(
+        &[
+            "x509", "-inform", "DER", "-noout", "-subject", "-nameopt", "RFC2253",
+        ],
+        der,
+    );
+    let text = String::from_utf8_lossy(&out);
+    text.trim()
+        .trim_start_matches("subject=")
+        .split(',')
+        .find_map(|p| p.strip_prefix("CN="))
+        .map(str::to_string)
 }

@@ -60,6 +60,7 @@ FIRST = [
     ("kernel.img", "runtime/objects-crud", re.compile(r"^7$"), "6"),
     ("kernel.img", "security/object-checksum",
      re.compile(r"^skipping validation of object named bsp/kernel\.img and id=XXX$"), DROP),
+    ("kernel.img", "security/strict-secure-boot", re.compile(r'^        "bsp/kernel\.img",$'), DROP),
 ]
 
 
