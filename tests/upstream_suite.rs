@@ -47,10 +47,10 @@ fn upstream() -> PathBuf {
 const EXCEPTIONS: &[(&str, &str)] = &[
     (
         "security/object-checksum",
-        "upstream leaves the data device of a dm-verity volume (pvr-sdk/root.squashfs) out of \
-         the boot re-hash even when appengine's PV_SECUREBOOT_HANDLERS=0 mounts it without \
-         verity; this build re-hashes what the kernel does not verify, so one golden line \
-         differs on purpose (the other eleven match)",
+        "a boot re-hash that skips a dm-verity manifest's data device (pvr-sdk/root.squashfs) \
+         even when nothing mounts it through verity (appengine's PV_SECUREBOOT_HANDLERS=0), \
+         as upstream's does: this build re-hashes what the kernel does not verify, so one of \
+         the twelve golden lines differs on purpose",
     ),
     (
         "runtime/remount-policies",
