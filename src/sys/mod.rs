@@ -4,6 +4,7 @@
 //! Functions marked "child-safe" neither allocate nor take a lock, so the container engine may
 //! call them between `clone` and `execve` of a multi-threaded process: an OS error is
 //! `io::Error`'s packed errno representation, never a heap value.
+pub mod dm;
 pub mod event;
 pub mod host;
 pub mod logsys;
