@@ -212,17 +212,15 @@ pub fn ensure_mounted(media: &Path, d: &Disk) -> Result<PathBuf, DiskError> {
 /// touched (a wrong key opens neither).
 fn restore(name: &str, cp: &CryptPath, mnt: &Path, first: DiskError) -> Result<PathBuf, DiskError> {
     let goodbak = cp.goodbak();
-    if let Err(e) = open(name, cp, &goodbak, mnt, true) {
-        return Err(err(
-            name,
-            &first.path,
-            format!(
-                "{}; its backup {} does not mount either ({}): a wrong key or both damaged, nothing changed",
+    if open(name, cp, &goodbak, mnt, true).is_err() {
+        return Err(DiskError {
+            msg: format!(
+                "{}; its backup {} does not mount either: a wrong key, or both damaged; nothing changed",
                 first.msg,
-                goodbak.display(),
-                e.err.msg
+                goodbak.display()
             ),
-        ));
+            ..first
+        });
     }
     close(name, mnt, cp.dm_name());
     pvlog!(
