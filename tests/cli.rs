@@ -60,24 +60,29 @@ fn check_state_exit_codes() {
     let out = String::from_utf8(o.stdout).unwrap();
     assert!(out.contains("valid") && out.contains("awconnect"), "{out}");
 
-    // a valid state this build cannot run (dm-verity root volume, metadata on a dm-crypt
-    // disk): refused, each reason named, nothing said valid
-    let o = run(&[
-        "check-state",
-        fixture("initial_state.json").to_str().unwrap(),
-    ]);
-    assert_eq!(o.status.code(), Some(1));
-    assert!(
-        o.stdout.is_empty(),
-        "{}",
-        String::from_utf8_lossy(&o.stdout)
-    );
-    let err = String::from_utf8(o.stderr).unwrap();
-    for want in [
-        "refused: pvr-sdk: volume 'root.squashfs': handler 'dm' (dm-verity)",
-        "refused: device.json: storage 'pv--devmeta': disk 'dm-internal-secrets' (dm-crypt-versatile)",
+    // valid states this build cannot run (a dm-verity root volume; metadata on a DCP crypt
+    // disk, which needs the SoC): refused, the reason named, nothing said valid; metadata on
+    // a versatile crypt disk is not refused
+    for (f, want) in [
+        (
+            "initial_state.json",
+            "refused: pvr-sdk: volume 'root.squashfs': handler 'dm' (dm-verity)",
+        ),
+        (
+            "bsp_init.json",
+            "refused: device.json: storage 'pv--usrmeta': disk 'dm-secrets' (dm-crypt-dcp) needs the SoC's DCP",
+        ),
     ] {
+        let o = run(&["check-state", fixture(f).to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(1));
+        assert!(
+            o.stdout.is_empty(),
+            "{}",
+            String::from_utf8_lossy(&o.stdout)
+        );
+        let err = String::from_utf8(o.stderr).unwrap();
         assert!(err.contains(want), "{want} not in {err}");
+        assert!(!err.contains("dm-crypt-versatile"), "{err}");
     }
 
     let t = TempDir::new("check");

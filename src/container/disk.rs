@@ -230,10 +230,12 @@ fn restore(name: &str, cp: &CryptPath, mnt: &Path, first: DiskError) -> Result<P
         first.msg,
         cp.bad().display()
     );
-    let image = cp.image_path();
+    // the image stays under its name until the copy replaces it: a power cut leaves one
+    let (image, bad) = (cp.image_path(), cp.bad());
     let tmp = sfs::tmp_path(&image);
+    let _ = fs::remove_file(&bad);
     copy_sparse(&goodbak, &tmp)
-        .and_then(|()| fs::rename(&image, cp.bad()))
+        .and_then(|()| fs::hard_link(&image, &bad))
         .and_then(|()| publish(&tmp, &image))
         .map_err(|e| io_err(name, &image, "restore from backup", e))?;
     open(name, cp, &image, mnt, false).map_err(|e| e.err)?;
