@@ -2,8 +2,8 @@
 pantavisor on the device (key, image, ext4) and opened with the crypt target by ioctl.
 
 A revision of one mgmt container, `vault`, whose permanent storage volume /vault is on the disk
-`secret` (as is device.json's pv--usrmeta: the user-meta store): it counts its boots there and
-in user-meta, then powers off. Six boots:
+`secret` (as are device.json's pv--usrmeta and pv--devmeta: the meta stores): it counts its
+boots there and in user-meta and device-meta, then powers off. Six boots:
 
 1. fresh storage: the disk is made; the raw storage holds no plaintext; the image, decrypted
    here as cryptsetup's plain mode does (aes-cbc-essiv:sha256, the key file's 32 bytes
@@ -40,7 +40,7 @@ DISK = {"name": "secret", "type": "dm-crypt-versatile",
 IMAGE, KEY, SENTINEL = f"{DISK_DIR}/secret.img", f"{DISK_DIR}/secret.txt", f"{DISK_DIR}/secret.init_done"
 GOODBAK = IMAGE + ".goodbak"
 # what vault writes, composed at run time so that the script's own text never matches
-PAYLOAD, METAVAL = b"SECRET-PAYLOAD-", b"METAVAL-"
+PAYLOAD, METAVAL, DEVVAL = b"SECRET-PAYLOAD-", b"METAVAL-", b"DEVVAL-"
 
 VAULT = r"""#!/bin/sh
 trap 'exit 0' TERM
@@ -55,6 +55,7 @@ echo "$n" > /vault/counter
 printf 'SECRET%s%s\n' -PAYLOAD- "$n" > /vault/data.txt
 sync
 pvcontrol usrmeta save crypt.boot "$(printf 'METAVAL%s%s' - "$n")" >/dev/null || say "usrmeta save failed"
+pvcontrol devmeta save crypt.boot "$(printf 'DEVVAL%s%s' - "$n")" >/dev/null || say "devmeta save failed"
 sync
 say "written $n"
 pvcontrol cmd poweroff "crypt test" >/dev/null
@@ -94,7 +95,8 @@ def build_factory(v, a, work):
     with open(path) as f:
         state = json.load(f)
     state["device.json"]["disks"] = [DISK]
-    state["device.json"]["volumes"] = {"pv--usrmeta": {"persistence": "permanent", "disk": "secret"}}
+    state["device.json"]["volumes"] = {m: {"persistence": "permanent", "disk": "secret"}
+                                       for m in ("pv--usrmeta", "pv--devmeta")}
     state["vault/run.json"]["storage"]["vault"]["disk"] = "secret"
     with open(path, "w") as f:
         json.dump(state, f, sort_keys=True, separators=(",", ":"))
@@ -145,6 +147,8 @@ def opened_here(v, work, img, tag, want_n):
     v.check(got == PAYLOAD + b"%d\n" % want_n, f"{tag}: data.txt decrypted here: {got!r}")
     meta = v.debugfs_cat(plain, "/perm/bsp/pv--usrmeta/crypt.boot")
     v.check(meta == METAVAL + b"%d" % want_n, f"{tag}: user-meta decrypted here: {meta!r}")
+    meta = v.debugfs_cat(plain, "/perm/bsp/pv--devmeta/crypt.boot")
+    v.check(meta == DEVVAL + b"%d" % want_n, f"{tag}: device-meta decrypted here: {meta!r}")
     os.unlink(raw)
     os.unlink(plain)
 
@@ -158,7 +162,7 @@ def vault_line(v, b, tag):
 def no_plaintext(v, img, tag):
     with open(img, "rb") as f:
         whole = f.read()
-    for secret in (PAYLOAD, METAVAL):
+    for secret in (PAYLOAD, METAVAL, DEVVAL):
         v.check(secret not in whole, f"{tag}: the storage image holds {secret!r} in plain text")
 
 
