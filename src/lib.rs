@@ -75,6 +75,8 @@ pub mod fuzz {
         if let Ok(s) = crate::state::State::parse(data) {
             // a valid state must also summarise and expose its model without panicking
             let _ = s.summary();
+            // and judge what this build can run (crypt disk paths are parsed there)
+            let _ = s.unsupported();
             assert_eq!(s.raw(), data, "the state must keep its exact bytes");
         }
         let _ = crate::json::parse(data, crate::json::Limits::default());

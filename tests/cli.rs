@@ -60,12 +60,9 @@ fn check_state_exit_codes() {
     let out = String::from_utf8(o.stdout).unwrap();
     assert!(out.contains("valid") && out.contains("awconnect"), "{out}");
 
-    // a valid state this build cannot run (metadata on a dm-crypt disk; its dm-verity root
-    // volume runs): refused, the reason named, nothing said valid
-    let o = run(&[
-        "check-state",
-        fixture("initial_state.json").to_str().unwrap(),
-    ]);
+    // a valid state this build cannot run (metadata on a DCP crypt disk, which needs the
+    // SoC): refused, the reason named, nothing said valid
+    let o = run(&["check-state", fixture("bsp_init.json").to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1));
     assert!(
         o.stdout.is_empty(),
@@ -73,9 +70,19 @@ fn check_state_exit_codes() {
         String::from_utf8_lossy(&o.stdout)
     );
     let err = String::from_utf8(o.stderr).unwrap();
-    let want = "refused: device.json: storage 'pv--devmeta': disk 'dm-internal-secrets' (dm-crypt-versatile)";
+    let want = "refused: device.json: storage 'pv--usrmeta': disk 'dm-secrets' (dm-crypt-dcp) needs the SoC's DCP";
     assert!(err.contains(want), "{want} not in {err}");
-    assert!(!err.contains("pvr-sdk: volume"), "{err}");
+    // a dm-verity root volume and metadata on a versatile crypt disk: this build runs them
+    let o = run(&[
+        "check-state",
+        fixture("initial_state.json").to_str().unwrap(),
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 
     let t = TempDir::new("check");
     let bad = t.0.join("bad.json");

@@ -14,6 +14,9 @@ use std::path::{Path, PathBuf};
 
 /// The BSP volume that holds the Hub credentials when `PV_STORAGE_PHCONFIG_VOL=1` (pv:`paths.h`).
 pub const PHCONFIG_VOLUME: &str = "pv--phconfig";
+/// The BSP volumes that hold the user-meta and device-meta stores when declared (pv:`paths.h`).
+pub const USRMETA_VOLUME: &str = "pv--usrmeta";
+pub const DEVMETA_VOLUME: &str = "pv--devmeta";
 
 /// Where the credentials live (reference 1.1, 2.6): the BSP volume `pv--phconfig` when
 /// `from_volume`, else `<storage>/config`.
@@ -191,8 +194,58 @@ impl Engine {
         r.map(|()| target)
     }
 
+    /// Upstream's special device.json volumes `pv--usrmeta` and `pv--devmeta` hold the
+    /// user-meta and device-meta stores (pv:`metadata.c`): each mounted one is bound over its
+    /// store's folder (`stores`, in that order), so every reader and writer of the store uses
+    /// the volume (on a crypt disk: encrypted). One declared but not mounted gets an empty
+    /// tmpfs there instead: its data is meant for that volume, never for the plain storage.
+    /// Returns whether the user-meta store moved.
+    pub fn mount_meta_volumes(
+        &mut self,
+        state: &State,
+        stores: [&Path; 2],
+        v: &mut BspVolumes,
+    ) -> bool {
+        let voldir = self.paths().voldir.join("bsp");
+        let mut user = false;
+        for (vol, store) in [USRMETA_VOLUME, DEVMETA_VOLUME].into_iter().zip(stores) {
+            if !state.volumes().iter().any(|s| s.name == vol) {
+                continue;
+            }
+            let source = voldir.join(vol);
+            let r = if v.mounted.iter().any(|m| m.target == source) {
+                bind(&source, store, &mut v.mounted)
+            } else {
+                pvlog!(
+                    Error,
+                    "container",
+                    "bsp: volume {vol} is not mounted: {} is an empty tmpfs this boot",
+                    store.display()
+                );
+                std::fs::create_dir_all(store)
+                    .and_then(|()| volumes::mount_tmpfs(store))
+                    .map_err(|e| Error::io("bsp", "mount", store, &e))
+                    .map(|()| {
+                        v.mounted.push(Mounted {
+                            target: store.to_path_buf(),
+                            loop_dev: None,
+                            dm: None,
+                        })
+                    })
+            };
+            match r {
+                Ok(()) => user |= vol == USRMETA_VOLUME,
+                Err(e) => pvlog!(Error, "container", "{e}"),
+            }
+        }
+        user
+    }
+
+    /// Unmounts what [`Engine::mount_bsp`] and the calls after it mounted, then the crypt
+    /// disks (what was bound from them is gone by now: containers stop first).
     pub fn unmount_bsp(&mut self, v: BspVolumes) {
         volumes::unmount_all("bsp", v.mounted);
+        super::disk::close_all(&self.paths().media);
     }
 }
 

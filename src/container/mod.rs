@@ -29,6 +29,8 @@ pub mod net;
 
 pub mod bsp;
 mod cgroup;
+mod disk;
+mod ext4;
 mod plan;
 mod spawn;
 mod verity;
@@ -147,6 +149,8 @@ pub struct Paths {
     /// the rundir and not in it: a mgmt container sees the rundir whole as /pantavisor, where
     /// upstream shows nothing of its engine. The containers' /proc/cmdline is made beside it.
     pub rootfs_mount: PathBuf,
+    /// `PV_SYSTEM_MEDIADIR`: dm-crypt disks are mounted at `<media>/pv/dmcrypt/<disk>`.
+    pub media: PathBuf,
 }
 
 impl Paths {
@@ -159,6 +163,7 @@ impl Paths {
             confdir: PathBuf::from(c.system_confdir()),
             logdir: PathBuf::from(c.log_dir().as_ref()),
             rootfs_mount: engine_dir(&rundir).join("rootfs"),
+            media: PathBuf::from(c.system_mediadir()),
             rundir,
         }
     }

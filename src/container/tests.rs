@@ -9,6 +9,7 @@ fn paths() -> Paths {
         rundir: "/t/run".into(),
         logdir: "/t/storage/logs".into(),
         rootfs_mount: "/t/run/lxc/rootfs".into(),
+        media: "/t/media".into(),
     }
 }
 

@@ -51,10 +51,21 @@ fn valid_name(n: &str) -> bool {
 /// `legacy` (or a kernel before 5.8, which answers LOOP_CONFIGURE with EINVAL or ENOTTY):
 /// LOOP_SET_FD on the read-only file, then LOOP_SET_STATUS64 for AUTOCLEAR.
 pub(crate) fn loop_attach(image: &Path, legacy: bool) -> io::Result<LoopDevice> {
+    loop_attach_mode(image, legacy, false)
+}
+
+/// [`loop_attach`], read-write when `writable` (a dm-crypt disk's image).
+pub(crate) fn loop_attach_mode(
+    image: &Path,
+    legacy: bool,
+    writable: bool,
+) -> io::Result<LoopDevice> {
     let backing = fs::OpenOptions::new()
         .read(true)
+        .write(writable)
         .custom_flags(libc::O_CLOEXEC)
         .open(image)?;
+    let ro = if writable { 0 } else { sys::LO_FLAGS_READ_ONLY };
     let ctl = fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -87,7 +98,7 @@ pub(crate) fn loop_attach(image: &Path, legacy: bool) -> io::Result<LoopDevice> 
             r = sys::loop_configure(
                 dev.as_fd(),
                 backing.as_fd(),
-                sys::LO_FLAGS_READ_ONLY | sys::LO_FLAGS_AUTOCLEAR,
+                ro | sys::LO_FLAGS_AUTOCLEAR,
                 name,
             );
         }
@@ -339,7 +350,8 @@ pub(crate) fn mount_verity(
 
 /// One `storage` volume of `part` (a container, or `bsp` for device.json `volumes`) at
 /// `<voldir>/<part>/<volume>`, backed as reference 2.7 says: `disks/perm/<part>/<volume>`,
-/// `disks/rev/<rev>/<part>/<volume>` or a fresh tmpfs.
+/// `disks/rev/<rev>/<part>/<volume>` or a fresh tmpfs; on a disk (its own `disk`, else the
+/// default one), the same under the disk's mount, mounting the disk first.
 pub(crate) fn mount_storage(
     paths: &Paths,
     st: &Storage,
@@ -353,25 +365,36 @@ pub(crate) fn mount_storage(
     if !valid_name(&s.name) {
         return Err(Error::invalid(name, "volume", &target, "bad volume name"));
     }
-    let disk = s.disk.clone().or_else(|| {
+    let disk = s.disk.as_deref().or_else(|| {
         state
             .disks()
             .iter()
             .find(|d| d.default)
-            .map(|d| d.name.clone())
+            .map(|d| d.name.as_str())
     });
-    if let Some(d) = disk {
-        // no silent fallback to plain storage for data meant for a crypt/volume disk
-        return Err(Error::invalid(
-            name,
-            "volume",
-            &target,
-            format!("disk '{d}': disks are not supported yet"),
-        ));
-    }
     mkdir_p(&target).map_err(|e| Error::io(name, "mkdir", &target, &e))?;
-    let r = match s.persistence {
-        Persistence::Permanent | Persistence::Revision => {
+    let r = match (disk, s.persistence) {
+        // on a disk: its mount's perm/, rev/<rev>/ or boot/ (wiped at each mount), as upstream
+        (Some(d), p) => {
+            // no silent fallback to plain storage for data meant for a disk
+            let disk = state.disk(d).ok_or_else(|| {
+                Error::invalid(
+                    name,
+                    "volume",
+                    &target,
+                    format!("disk '{d}' is not declared"),
+                )
+            })?;
+            let mnt = super::disk::ensure_mounted(&paths.media, disk)
+                .map_err(|e| Error::invalid(name, "disk", &e.path, e.msg))?;
+            let src = super::disk::volume_dir(&mnt, p, rev, name, &s.name);
+            if p == Persistence::Boot {
+                let _ = crate::storage::fs::remove_all(&RealFs, &src);
+            }
+            mkdir_p(&src).map_err(|e| Error::io(name, "mkdir", &src, &e))?;
+            mount_path(Some(&src), &target, None, ms::BIND)
+        }
+        (None, Persistence::Permanent | Persistence::Revision) => {
             let src = if s.persistence == Persistence::Permanent {
                 st.perm_volume_dir(name, &s.name)
             } else {
@@ -380,7 +403,7 @@ pub(crate) fn mount_storage(
             mkdir_p(&src).map_err(|e| Error::io(name, "mkdir", &src, &e))?;
             mount_path(Some(&src), &target, None, ms::BIND)
         }
-        Persistence::Boot => mount_tmpfs(&target),
+        (None, Persistence::Boot) => mount_tmpfs(&target),
     };
     r.map_err(|e| Error::io(name, "mount", &target, &e))?;
     pvlog!(
@@ -417,7 +440,7 @@ pub(crate) fn mount_path(
     )
 }
 
-fn mount_tmpfs(target: &Path) -> io::Result<()> {
+pub(crate) fn mount_tmpfs(target: &Path) -> io::Result<()> {
     sys::mount(
         Some(c"none"),
         &c_path(target)?,

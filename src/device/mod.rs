@@ -166,9 +166,10 @@ impl<'a> Device<'a> {
     pub fn run(mut self) -> Power {
         // before any container is mounted: they only see sockets that exist then
         self.bind_ctrl();
+        // the meta stores may live on BSP volumes (pv--usrmeta, pv--devmeta)
+        self.mount_bsp();
         self.publish_all_meta();
         self.init_own_meta();
-        self.mount_bsp();
         self.timers.arm(&mut self.lp, Timer::Tick, TICK_MS);
         // before any container starts, and bounded by the hook timeout
         if let Err(e) = self
@@ -524,8 +525,9 @@ impl<'a> Device<'a> {
 
     /// The BSP's modules and firmware images for this kernel; a failure is logged and the
     /// containers' drivers then fail to load (required ones stop their container). Then the
-    /// device.json volumes and the creds work dir `<rundir>/phconfig`, as upstream's
-    /// `pv_state_start` and `pv_config_load_creds`.
+    /// device.json volumes, the meta stores on theirs, and the creds work dir
+    /// `<rundir>/phconfig`, as upstream's `pv_state_start`, `pv_metadata_init` and
+    /// `pv_config_load_creds`.
     fn mount_bsp(&mut self) {
         let release = std::fs::read_to_string("/proc/sys/kernel/osrelease")
             .unwrap_or_default()
@@ -549,6 +551,21 @@ impl<'a> Device<'a> {
         };
         self.engine
             .mount_bsp_volumes(&self.rev, &self.state, &mut v);
+        let usr = std::path::PathBuf::from(self.cfg.cache_usrmetadir().as_ref());
+        let dev = std::path::PathBuf::from(self.cfg.cache_devmetadir().as_ref());
+        if self
+            .engine
+            .mount_meta_volumes(&self.state, [&usr, &dev], &mut v)
+        {
+            // configuration keys in user-meta, read before the store moved to its volume
+            for (k, val) in self
+                .meta_store(crate::control::routes::MetaKind::User)
+                .list()
+                .unwrap_or_default()
+            {
+                meta::apply_user_meta(self.cfg, &k, Some(&val));
+            }
+        }
         let from_volume = self
             .cfg
             .get_bool(crate::config::Key::PV_STORAGE_PHCONFIG_VOL);

@@ -5,9 +5,11 @@
 //! `State::parse` refuses a state with every problem it can find, each error naming the key
 //! (and field) at fault; findings that upstream tolerates are kept as `warnings()`.
 
+mod disk;
 mod model;
 mod parse;
 
+pub use disk::CryptPath;
 pub use model::*;
 
 use crate::json;
@@ -354,9 +356,11 @@ impl State {
 
     /// What this build cannot run, one line each naming the key: volume handlers other than
     /// `dm:` (dm-verity), a `dm:` volume without a usable `_dm/<volume>.json` manifest, on bsp
-    /// and container images, and storage volumes on a disk (explicit or the
-    /// default one: dm-crypt and volume disks). The device refuses such a revision at admission
-    /// (WONTGO) rather than try it, and `check-state` reports it, since starting it would fail.
+    /// and container images, and storage volumes on a disk (explicit or the default one) that
+    /// is not declared or not a `dm-crypt-versatile` one with a good path (CAAM and DCP disks
+    /// need their SoC; volume, swap and dual disks are not built). The device refuses such a
+    /// revision at admission (WONTGO) rather than try it, and `check-state` reports it, since
+    /// starting it would fail.
     pub fn unsupported(&self) -> Vec<String> {
         let mut out = Vec::new();
         let handler = |owner: &str,
@@ -383,15 +387,17 @@ impl State {
         }
         let default_disk = self.disks.iter().find(|d| d.default).map(|d| &d.name);
         let on_disk = |owner: &str, s: &StorageVolume, out: &mut Vec<String>| {
-            if let Some(d) = s.disk.as_ref().or(default_disk) {
-                let kind = self
-                    .disk(d)
-                    .map(|d| format!(" ({})", d.disk_type.as_str()))
-                    .unwrap_or_default();
-                out.push(format!(
-                    "{owner}: storage '{}': disk '{d}'{kind} is not supported by this build",
-                    s.name
-                ));
+            let Some(d) = s.disk.as_ref().or(default_disk) else {
+                return;
+            };
+            let why = match self.disk(d) {
+                None => Some(" is not declared in device.json".to_string()),
+                Some(disk) => disk
+                    .unsupported()
+                    .map(|why| format!(" ({}){why}", disk.disk_type.as_str())),
+            };
+            if let Some(why) = why {
+                out.push(format!("{owner}: storage '{}': disk '{d}'{why}", s.name));
             }
         };
         // device.json volumes hold pantavisor's own data (e.g. its metadata on a crypt disk)

@@ -723,8 +723,9 @@ fn volumes_handlers_and_kinds() {
 }
 
 /// What this build refuses to run (check-state exits 1, an update is WONTGO): every handler
-/// but `dm`, a `dm` volume without its manifest, every storage volume on a disk (named, or the default one), device.json volumes on a disk;
-/// a disk nothing uses and plain volumes are fine.
+/// but `dm`, a `dm` volume without its manifest, every storage volume on a disk (named, or the
+/// default one) it cannot open, device.json volumes on such a disk; a disk nothing uses and
+/// plain volumes are fine.
 #[test]
 fn unsupported_names_handlers_and_disk_volumes() {
     let plain = ok(&doc(&format!(
@@ -747,10 +748,52 @@ fn unsupported_names_handlers_and_disk_volumes() {
     assert_eq!(
         s.unsupported(),
         [
-            "device.json: storage 'pv--usrmeta': disk 'x' (dm-crypt-dcp) is not supported by this build",
+            "device.json: storage 'pv--usrmeta': disk 'x' (dm-crypt-dcp) needs the SoC's DCP to seal its key: not supported by this build",
             "a: volume 'root.squashfs': no \"a/_dm/root.squashfs.json\"",
             "a: volume 'v.img': handler 'odd' is not supported by this build",
-            "b: storage 'd': disk 'x' (dm-crypt-dcp) is not supported by this build",
+            "b: storage 'd': disk 'x' (dm-crypt-dcp) needs the SoC's DCP to seal its key: not supported by this build",
+        ]
+    );
+}
+
+/// Volumes on a `dm-crypt-versatile` disk run; on one with a bad path, on a disk not declared,
+/// or on a volume disk they are refused, naming the volume, the disk and why.
+#[test]
+fn volumes_on_versatile_crypt_disks_run() {
+    let device = |disks: &str, vols: &str| {
+        format!(
+            r#""device.json":{{"groups":[{{"name":"g"}}],"disks":[{disks}],"volumes":{{{vols}}}}}"#
+        )
+    };
+    let good = r#"{"name":"c","type":"dm-crypt-versatile","path":"/storage/dm/c.img,16,ck"}"#;
+    let s = ok(&doc(&format!(
+        "{},{}",
+        run(
+            "a",
+            r#""storage":{"d":{"persistence":"permanent","disk":"c"}}"#
+        ),
+        device(
+            good,
+            r#""pv--usrmeta":{"persistence":"permanent","disk":"c"}"#
+        )
+    )));
+    assert_eq!(s.unsupported(), Vec::<String>::new());
+    let bad = r#"{"name":"c","type":"dm-crypt-versatile","path":"/storage/dm/c.img,k"},
+        {"name":"v","type":"volume-disk","format":"ext4"}"#;
+    let s = ok(&doc(&format!(
+        "{},{}",
+        run(
+            "a",
+            r#""storage":{"d":{"persistence":"permanent","disk":"c"},"e":{"persistence":"boot","disk":"nope"},"f":{"persistence":"boot","disk":"v"}}"#
+        ),
+        device(bad, "")
+    )));
+    assert_eq!(
+        s.unsupported(),
+        [
+            "a: storage 'd': disk 'c' (dm-crypt-versatile): path '/storage/dm/c.img,k': not <image>,<sizeMB>,<keyname>",
+            "a: storage 'e': disk 'nope' is not declared in device.json",
+            "a: storage 'f': disk 'v' (volume-disk) is not supported by this build",
         ]
     );
 }

@@ -674,6 +674,26 @@ pub fn loop_clr_fd(dev: BorrowedFd<'_>) -> io::Result<()> {
     cvt(unsafe { libc::ioctl(dev.as_raw_fd(), LOOP_CLR_FD as _, 0) }).map(drop)
 }
 
+/// getrandom(2) until `buf` is full: blocks only until the kernel's generator is seeded, once
+/// per boot.
+pub fn getrandom(buf: &mut [u8]) -> io::Result<()> {
+    let mut done = 0;
+    while done < buf.len() {
+        let rest = &mut buf[done..];
+        // SAFETY: the kernel writes at most `rest.len()` bytes into the valid slice `rest`.
+        let r = unsafe { libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), 0) };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+            continue;
+        }
+        done += r as usize;
+    }
+    Ok(())
+}
+
 /// mknod(2) of a block device node at an absolute path.
 pub fn mknod_block(path: &CStr, mode: u32, dev: u64) -> io::Result<()> {
     mknodat(libc::AT_FDCWD, path, libc::S_IFBLK | mode, dev)

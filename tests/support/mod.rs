@@ -239,6 +239,7 @@ pub fn paths(tmp: &Path) -> Paths {
         confdir: tmp.join("configs"),
         logdir: tmp.join("storage/logs"),
         rootfs_mount: tmp.join("run.lxc/rootfs"),
+        media: tmp.join("media"),
         rundir: run,
     }
 }

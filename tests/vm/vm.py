@@ -12,7 +12,7 @@ pv_rev/pv_try from <storage>/boot/uboot.txt inside the image (debugfs, nothing m
 plays U-Boot exactly as interfaces.md writes it, pv_trying being its own memory; qemu runs
 with -no-reboot, so every reboot of the guest is a qemu exit and a new boot here.
 
-Cases (all by default): boot, memory, update, rollback, resets, fatal, verity (verity.py). update, rollback and
+Cases (all by default): boot, memory, update, rollback, resets, fatal, verity (verity.py), crypt (crypt.py). update, rollback and
 resets make the update from inside the guest through pv-ctrl (LOCAL_RUN).
 
 A boot that reboots after a `FATAL <step>: <reason>` line is logged with the line; after
@@ -33,6 +33,7 @@ import threading
 import time
 
 import verity  # the dm-verity case, tests/vm/verity.py
+import crypt as vmcrypt  # tests/vm/crypt.py (this folder comes first on sys.path)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -59,10 +60,10 @@ APPEND = ("console=ttyS0 quiet panic=-1 softlockup_panic=1 softlockup_all_cpu_ba
 # containers (loop, squashfs, overlay); pvpanic makes a guest panic a qemu exit status.
 # crc32c-intel is left out: it fails with ENODEV on TCG's default CPU (crc32c_generic serves).
 EARLY_MODULES = ["virtio_pci", "virtio_blk", "ext4", "loop", "squashfs", "overlay", "pvpanic-mmio",
-                 "dm-mod", "dm-verity"]
+                 "dm-mod", "dm-verity"] + vmcrypt.MODULES
 SKIP_MODULES = {"crc32c-intel.ko"}
 
-CASES = ["boot", "memory", "update", "rollback", "resets", "fatal", "verity"]
+CASES = ["boot", "memory", "update", "rollback", "resets", "fatal", "verity", "crypt"]
 
 STOPPED = "[device]: all containers stopped"
 COMMITTED = "[update]: revision locals/good committed"
@@ -803,6 +804,9 @@ class Tier:
         log(f"  {len(outcomes)} hard resets: {outcomes.count('old')} ended on the old revision, "
             f"{outcomes.count('new')} on the new one; {self.stale} boot(s) picked from a stale env "
             "(the journal not replayed, as U-Boot reads ext4)")
+
+    def case_crypt(self):
+        vmcrypt.case(self, sys.modules[__name__])
 
     def case_fatal(self):
         """The committed revision lost an object (mgmt's LXC config), so pantavisor, the real
