@@ -29,8 +29,11 @@ pub mod net;
 
 pub mod bsp;
 mod cgroup;
+mod devices;
 mod plan;
+mod seccomp;
 mod spawn;
+mod syscalls;
 mod volumes;
 
 use crate::config::Config;
@@ -505,6 +508,23 @@ impl Engine {
             .map_err(|e| Error::invalid(name, "config", &cfg_path, e.to_string()))?;
         // the parser logged its warnings already
         report_unenforced(name, &cfg);
+        // the seccomp filter before anything is made: a bad profile fails the start cleanly
+        let mut seccomp = Vec::new();
+        if let Some(v) = &cfg.seccomp_profile {
+            let dir = cfg_path.parent().unwrap_or(&trail);
+            let path = seccomp::resolve(v, dir, &self.paths);
+            let (filter, warnings) =
+                seccomp::load(&path).map_err(|e| Error::invalid(name, "seccomp", &path, e))?;
+            for w in warnings {
+                pvlog!(
+                    Warn,
+                    "container",
+                    "container {name}: {}: {w}",
+                    path.display()
+                );
+            }
+            seccomp = filter;
+        }
 
         // _config/<name>/ -> <confdir>/<name>, fresh at each start (cp -aL)
         let conf_src = trail.join("_config").join(name);
@@ -586,6 +606,24 @@ impl Engine {
                 }
             }
         };
+        // the device program, attached to the cgroup once the container's /dev is made
+        let device_prog = match (devices::load(&cfg.cgroup_devices), &cg) {
+            (Ok(None), _) => None,
+            (Ok(Some(p)), Some(_)) => Some(p),
+            (Ok(Some(_)), None) => {
+                return Err(Error::invalid(
+                    name,
+                    "devices",
+                    "lxc.cgroup.devices",
+                    "no cgroup v2 to enforce the device rules with",
+                ))
+            }
+            (Err(e), _) => {
+                let dir = cg.as_ref().map(|g| g.dir.clone()).unwrap_or_default();
+                undo_cgroup(cg);
+                return Err(Error::io(name, "devices", &dir, &e));
+            }
+        };
 
         let inputs = plan::Inputs {
             name,
@@ -609,7 +647,7 @@ impl Engine {
             existing_sockets: &existing,
             exports: &c.exports,
         };
-        let (plan, prep) = match plan::build(&inputs) {
+        let (mut plan, prep) = match plan::build(&inputs) {
             Ok(p) => p,
             Err(e) => {
                 undo_cgroup(cg);
@@ -619,6 +657,8 @@ impl Engine {
         for n in &plan.notes {
             pvlog!(Warn, "container", "container {name}: {n}");
         }
+        plan.seccomp = seccomp;
+        plan.barrier = device_prog.is_some();
         for d in &prep.dirs {
             if let Err(e) = fs::create_dir_all(d) {
                 undo_cgroup(cg);
@@ -674,7 +714,13 @@ impl Engine {
                 return Err(Error::invalid(name, "network", "lxc.net.0", e));
             }
         };
-        match child.release(self.opts.exec_timeout) {
+        let cg_fd = cg.as_ref().map(|g| g.fd());
+        let mut attach = || match (&device_prog, cg_fd) {
+            (Some(p), Some(c)) => sys::filter::attach_cgroup_device(c, p.as_fd())
+                .map_err(|e| spawn::SpawnError::Parent("attach device program", e)),
+            _ => Ok(()),
+        };
+        match child.release(self.opts.exec_timeout, &mut attach) {
             Ok(notes) => {
                 for r in notes {
                     log_record(name, &plan, r);
@@ -1009,19 +1055,6 @@ fn cap_last_cap() -> u32 {
 
 /// Keys parsed but not enforced yet are reported, never ignored silently.
 fn report_unenforced(name: &str, cfg: &lxc::LxcConfig) {
-    if !cfg.cgroup_devices.is_empty() {
-        let rules: Vec<String> = cfg
-            .cgroup_devices
-            .iter()
-            .map(|(allow, r)| format!("{} {r}", if *allow { "allow" } else { "deny" }))
-            .collect();
-        pvlog!(
-            Info,
-            "container",
-            "container {name}: lxc.cgroup.devices ({}) not enforced: all devices allowed",
-            rules.join(", ")
-        );
-    }
     if let Some(n) = cfg.tty_max {
         pvlog!(
             Info,
@@ -1054,6 +1087,9 @@ fn desc_quiet(plan: &plan::ChildPlan, index: u32) -> ((&'static str, String), bo
     }
     if index == spawn::stdio_index(plan) {
         return (("stdio", "0 1 2".to_string()), false);
+    }
+    if index == spawn::filter_index(plan) {
+        return (("seccomp", "lxc.seccomp.profile".to_string()), false);
     }
     match usize::try_from(index).ok().and_then(|i| plan.descs.get(i)) {
         Some(d) => ((d.step, d.path.clone()), d.quiet),

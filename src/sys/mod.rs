@@ -5,6 +5,7 @@
 //! call them between `clone` and `execve` of a multi-threaded process: an OS error is
 //! `io::Error`'s packed errno representation, never a heap value.
 pub mod event;
+pub mod filter;
 pub mod host;
 pub mod logsys;
 pub mod netlink;
