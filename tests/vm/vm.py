@@ -12,8 +12,9 @@ pv_rev/pv_try from <storage>/boot/uboot.txt inside the image (debugfs, nothing m
 plays U-Boot exactly as interfaces.md writes it, pv_trying being its own memory; qemu runs
 with -no-reboot, so every reboot of the guest is a qemu exit and a new boot here.
 
-Cases (all by default): boot, memory, update, rollback, resets, fatal. update, rollback and
-resets make the update from inside the guest through pv-ctrl (LOCAL_RUN).
+Cases (all by default): boot, memory, update, rollback, resets, fatal, isolation
+(tests/vm/isolation.py). update, rollback and resets make the update from inside the guest
+through pv-ctrl (LOCAL_RUN).
 
 A boot that reboots after a `FATAL <step>: <reason>` line is logged with the line; after
 FATAL_BOOTS such boots in a row with the same line the bootloader stops with a failure that
@@ -31,6 +32,8 @@ import subprocess
 import sys
 import threading
 import time
+
+import isolation
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -59,7 +62,7 @@ APPEND = ("console=ttyS0 quiet panic=-1 softlockup_panic=1 softlockup_all_cpu_ba
 EARLY_MODULES = ["virtio_pci", "virtio_blk", "ext4", "loop", "squashfs", "overlay", "pvpanic-mmio"]
 SKIP_MODULES = {"crc32c-intel.ko"}
 
-CASES = ["boot", "memory", "update", "rollback", "resets", "fatal"]
+CASES = ["boot", "memory", "update", "rollback", "resets", "fatal", "isolation"]
 
 STOPPED = "[device]: all containers stopped"
 COMMITTED = "[update]: revision locals/good committed"
@@ -636,6 +639,9 @@ class Tier:
         check(b"HOG: big rc=137" in console, f"hog console log on the storage: {console[-300:]!r}")
         log("  hog: memory.max 16777216 in 0::/lxc/hog, 4 MiB blocks rc 0, 64 MiB block rc 137 "
             f"(SIGKILL), {hog['oom_kill']}; device and other containers unaffected")
+
+    def case_isolation(self):
+        isolation.case(self, sys.modules[__name__])
 
     def case_update(self, tag="update"):
         """mgmt uploads locals/good through pv-ctrl and LOCAL_RUNs it: the device installs it
