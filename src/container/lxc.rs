@@ -463,7 +463,8 @@ pub fn capability_name(n: u32) -> Option<&'static str> {
     CAPS.get(n as usize).copied()
 }
 
-/// Parses lossily decoded text without logging; the fuzz target calls it.
+/// Parses lossily decoded text without logging, and compiles what it can (device rules, and
+/// the text as a seccomp profile); the fuzz target calls it.
 pub fn fuzz(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     match parse_inner(&text, "fuzz", false) {
@@ -482,11 +483,19 @@ pub fn fuzz(data: &[u8]) {
                     m.bind_remount_flags(),
                 );
             }
-            for (_, rule) in &cfg.cgroup_devices {
-                let _ = DeviceRule::parse(rule);
-            }
+            let rules: Vec<(bool, DeviceRule)> = cfg
+                .cgroup_devices
+                .iter()
+                .filter_map(|(a, r)| DeviceRule::parse(r).map(|r| (*a, r)))
+                .collect();
+            let _ = super::devices::program(&super::devices::policy(&rules));
             let _ = cfg.caps_to_drop(u32::MAX);
         }
+    }
+    // the same bytes as a seccomp profile
+    use super::seccomp::{compile, parse, Arch};
+    if let Ok((p, _)) = parse(&text, Arch::X86_64) {
+        let _ = compile(&p, &[Arch::X86_64, Arch::I386]);
     }
 }
 

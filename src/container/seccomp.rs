@@ -122,13 +122,21 @@ impl Arch {
         }
     }
 
+    /// Empty for an arch this build has no table of (not its own or its compat arch).
     fn table(self) -> &'static [u16] {
         match self {
+            #[cfg(any(test, target_arch = "x86_64"))]
             Arch::X86_64 => &syscalls::X86_64,
+            #[cfg(any(test, target_arch = "x86_64"))]
             Arch::I386 => &syscalls::I386,
+            #[cfg(any(test, target_arch = "aarch64"))]
             Arch::Aarch64 => &syscalls::AARCH64,
+            #[cfg(any(test, target_arch = "aarch64", target_arch = "arm"))]
             Arch::Arm => &syscalls::ARM,
+            #[cfg(any(test, target_arch = "mips"))]
             Arch::Mips | Arch::Mipsel => &syscalls::MIPS_O32,
+            #[allow(unreachable_patterns)]
+            _ => &[],
         }
     }
 
@@ -210,8 +218,8 @@ fn number(s: &str) -> Option<u64> {
     let s = s.trim();
     if let Some(hex) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
         u64::from_str_radix(hex, 16).ok()
-    } else if s.len() > 1 && s.starts_with('0') {
-        u64::from_str_radix(&s[1..], 8).ok()
+    } else if let Some(oct) = s.strip_prefix('0').filter(|o| !o.is_empty()) {
+        u64::from_str_radix(oct, 8).ok()
     } else {
         s.parse().ok()
     }
@@ -283,7 +291,7 @@ pub fn parse(text: &str, native: Arch) -> Result<(Profile, Vec<String>), Profile
     let (_, header) = lines
         .next()
         .ok_or_else(|| perr(2, "no policy line (allowlist or denylist)"))?;
-    if header.contains("debug") {
+    if header.split_whitespace().any(|w| w == "debug") {
         return Err(perr(2, "debug is not implemented (as in LXC)"));
     }
     let mut warnings = Vec::new();
@@ -379,16 +387,8 @@ pub fn parse(text: &str, native: Arch) -> Result<(Profile, Vec<String>), Profile
                 args.push(arg_check(inner, n)?);
             }
         }
-        let known = [
-            Arch::X86_64,
-            Arch::I386,
-            Arch::Aarch64,
-            Arch::Arm,
-            Arch::Mips,
-        ]
-        .iter()
-        .any(|a| a.number(name).is_some());
-        if !known {
+        // the names are those of every arch with a table, known here or not
+        if !syscalls::NAMES.lines().any(|n| n == name) {
             warnings.push(format!(
                 "line {n}: syscall {name:?} is unknown, rule skipped"
             ));
@@ -482,7 +482,7 @@ fn arg_block(arch: Arch, c: &ArgCheck) -> Vec<libc::sock_filter> {
     v
 }
 
-/// Resolves the u8::MAX placeholders of `block` to jumps to `len` instructions after its end.
+/// Resolves the u8::MAX placeholders of `block` to jumps `beyond` instructions past its end.
 fn fix(block: &mut [libc::sock_filter], beyond: usize) -> Result<(), String> {
     let n = block.len();
     for (i, ins) in block.iter_mut().enumerate() {
@@ -558,11 +558,10 @@ fn arch_part(p: &Profile, arch: Arch, native: bool) -> Result<Vec<libc::sock_fil
 /// The filter for `arches` (the first is native: version 1 numbers are its own); any other
 /// arch is killed, as libseccomp's default bad-arch action does.
 pub fn compile(p: &Profile, arches: &[Arch]) -> Result<Vec<libc::sock_filter>, String> {
-    let parts = arches
-        .iter()
-        .enumerate()
-        .map(|(i, a)| arch_part(p, *a, i == 0))
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut parts = Vec::with_capacity(arches.len());
+    for (i, a) in arches.iter().enumerate() {
+        parts.push(arch_part(p, *a, i == 0)?);
+    }
     // dispatch: ld arch; per arch "jeq; ja part"; kill
     let mut out = vec![stmt(LD_W_ABS, ARCH)];
     let dispatch = 2 * arches.len() + 1;
@@ -603,8 +602,11 @@ pub fn resolve(value: &str, config_dir: &Path, paths: &Paths) -> PathBuf {
 /// warnings, Err the message (with the profile's line).
 pub fn load(path: &Path) -> Result<(Vec<libc::sock_filter>, Vec<String>), String> {
     let arches = native_arches().ok_or("no syscall table for this architecture")?;
+    let native = *arches
+        .first()
+        .ok_or("no syscall table for this architecture")?;
     let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
-    let (profile, warnings) = parse(&text, arches[0]).map_err(|e| match e.line {
+    let (profile, warnings) = parse(&text, native).map_err(|e| match e.line {
         0 => e.message,
         n => format!("line {n}: {}", e.message),
     })?;

@@ -1,7 +1,7 @@
 //! Syscall numbers by name, for the seccomp profile compiler: the union of the names of
 //! x86_64, i386 (the kernel's uapi `asm/unistd_64.h`, `asm/unistd_32.h`), aarch64, arm EABI and
 //! mips o32 (the musl tables of the `libc` crate 0.2.191). Generated; `NONE` marks a name the
-//! arch lacks.
+//! arch lacks. A build carries the tables of its own arch and its compat arch only.
 
 pub(super) const NONE: u16 = u16::MAX;
 /// Sorted, one per line; index `i` of each table is the number of the `i`-th name.
@@ -465,6 +465,7 @@ waitpid\n\
 write\n\
 writev\n\
 ";
+#[cfg(any(test, target_arch = "x86_64"))]
 pub(super) const X86_64: [u16; 458] = [
     43, 288, 21, 163, 248, 159, 183, 37, 158, NONE, 49, 321, NONE, 12, NONE, NONE, 125, 126, 80,
     90, 92, NONE, 161, 305, NONE, 229, NONE, 228, NONE, 230, NONE, 227, NONE, 56, 435, 3, 436, 42,
@@ -492,6 +493,7 @@ pub(super) const X86_64: [u16; 458] = [
     NONE, 166, 63, 87, 263, 272, 134, 323, 136, 132, 280, NONE, 235, 58, 153, NONE, NONE, 278, 236,
     61, 247, NONE, 1, 20,
 ];
+#[cfg(any(test, target_arch = "x86_64"))]
 pub(super) const I386: [u16; 458] = [
     NONE, 364, 33, 51, 286, 124, 137, 27, 384, 134, 361, 357, 17, 45, NONE, NONE, 184, 185, 12, 15,
     182, 212, 61, 343, 405, 266, 406, 265, 403, 267, 407, 264, 404, 120, 435, 6, 436, 362, 377, 8,
@@ -518,6 +520,7 @@ pub(super) const I386: [u16; 458] = [
     193, NONE, 191, 58, 60, 22, 52, 122, 10, 301, 310, 86, 374, 62, 30, 320, 412, 271, 190, 111,
     166, 113, 316, 273, 114, 284, 7, 4, 146,
 ];
+#[cfg(any(test, target_arch = "aarch64"))]
 pub(super) const AARCH64: [u16; 458] = [
     202, 242, NONE, 89, 217, 171, NONE, NONE, NONE, NONE, 200, 280, NONE, 214, NONE, NONE, 90, 91,
     49, NONE, NONE, NONE, 51, 266, NONE, 114, NONE, 113, NONE, 115, NONE, 112, NONE, 220, 435, 57,
@@ -545,6 +548,7 @@ pub(super) const AARCH64: [u16; 458] = [
     NONE, 153, 130, 45, NONE, NONE, NONE, NONE, 166, NONE, 39, 160, NONE, 35, 97, NONE, 282, NONE,
     NONE, 88, NONE, NONE, NONE, 58, NONE, NONE, 75, NONE, 260, 95, NONE, 64, 66,
 ];
+#[cfg(any(test, target_arch = "aarch64", target_arch = "arm"))]
 pub(super) const ARM: [u16; 458] = [
     285, 366, 33, 51, 309, 124, NONE, NONE, NONE, 134, 282, 386, NONE, 45, NONE, NONE, 184, 185,
     12, 15, 182, 212, 61, 372, NONE, 264, NONE, 263, NONE, 265, NONE, 262, NONE, 120, 435, 6, 436,
@@ -572,6 +576,7 @@ pub(super) const ARM: [u16; 458] = [
     NONE, 60, NONE, 52, 122, 10, 328, 337, 86, 388, 62, NONE, 348, NONE, 269, 190, 111, NONE, NONE,
     343, 313, 114, 280, NONE, 4, 146,
 ];
+#[cfg(any(test, target_arch = "mips"))]
 pub(super) const MIPS_O32: [u16; 458] = [
     4168, 4334, 4033, 4051, 4280, 4124, 4137, 4027, NONE, 4134, 4169, 4355, 4017, 4045, 4148, 4147,
     4204, 4205, 4012, 4015, 4202, NONE, 4061, 4341, NONE, 4264, NONE, 4263, NONE, 4265, NONE, 4262,
