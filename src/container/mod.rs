@@ -22,8 +22,10 @@
 //!   RESOLVE_IN_ROOT) and mounted through `/proc/self/fd/N`: tmpfs /dev, proc (+ read-only
 //!   /proc/sys), sysfs, the container's cgroup, `lxc.mount.entry`, the /pantavisor view,
 //!   firmware/modules; device nodes, devpts, ptmx; `pivot_root(".", ".")` +
-//!   `umount2(".", MNT_DETACH)` (EINVAL: MS_MOVE + chroot); chdir; PR_CAPBSET_DROP;
-//!   stdio; signals reset; execve. A failing step is reported as (step, errno).
+//!   `umount2(".", MNT_DETACH)` (EINVAL: MS_MOVE + chroot); chdir; PR_CAPBSET_DROP; with
+//!   device rules a barrier while the parent attaches the device program (`devices.rs`) to
+//!   the cgroup; stdio; signals reset; no_new_privs and the seccomp filter (`seccomp.rs`);
+//!   execve. A failing step is reported as (step, errno).
 pub mod lxc;
 pub mod net;
 
