@@ -313,6 +313,11 @@ pub struct LxcConfig {
     pub signal_halt: Option<String>,
     pub signal_stop: Option<String>,
     pub uts_name: Option<String>,
+    /// `lxc.seccomp.profile` as written: a path on the host (see the engine for how it is
+    /// resolved).
+    pub seccomp_profile: Option<String>,
+    /// `lxc.no_new_privs = 1`.
+    pub no_new_privs: bool,
     /// `<file>:<line>: <message>`, each already logged by `parse`.
     pub warnings: Vec<String>,
 }
@@ -342,6 +347,8 @@ impl Default for LxcConfig {
             signal_halt: None,
             signal_stop: None,
             uts_name: None,
+            seccomp_profile: None,
+            no_new_privs: false,
             warnings: Vec::new(),
         }
     }
@@ -456,7 +463,8 @@ pub fn capability_name(n: u32) -> Option<&'static str> {
     CAPS.get(n as usize).copied()
 }
 
-/// Parses lossily decoded text without logging; the fuzz target calls it.
+/// Parses lossily decoded text without logging, and compiles what it can (device rules, and
+/// the text as a seccomp profile); the fuzz target calls it.
 pub fn fuzz(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     match parse_inner(&text, "fuzz", false) {
@@ -475,11 +483,19 @@ pub fn fuzz(data: &[u8]) {
                     m.bind_remount_flags(),
                 );
             }
-            for (_, rule) in &cfg.cgroup_devices {
-                let _ = DeviceRule::parse(rule);
-            }
+            let rules: Vec<(bool, DeviceRule)> = cfg
+                .cgroup_devices
+                .iter()
+                .filter_map(|(a, r)| DeviceRule::parse(r).map(|r| (*a, r)))
+                .collect();
+            let _ = super::devices::program(&super::devices::policy(&rules));
             let _ = cfg.caps_to_drop(u32::MAX);
         }
+    }
+    // the same bytes as a seccomp profile
+    use super::seccomp::{compile, parse, Arch};
+    if let Ok((p, _)) = parse(&text, Arch::X86_64) {
+        let _ = compile(&p, &[Arch::X86_64, Arch::I386]);
     }
 }
 
@@ -497,6 +513,7 @@ fn parse_inner(text: &str, file: &str, log: bool) -> Result<LxcConfig, LxcError>
         mount_auto_seen: false,
         legacy_net: None,
         typed_nets: Vec::new(),
+        apparmor: None,
     };
     for (n, raw) in text.lines().enumerate() {
         p.line = n + 1;
@@ -527,6 +544,14 @@ fn parse_inner(text: &str, file: &str, log: bool) -> Result<LxcConfig, LxcError>
     for i in untyped {
         p.warn(format!("lxc.net.{} has no type, read as empty", i));
     }
+    if let Some((line, key, value)) = p.apparmor.take() {
+        // a profile the container expects to be confined by: running it unconfined would
+        // silently drop that protection
+        p.line = line;
+        return Err(p.err(format!(
+            "{key} = {value}: this build has no AppArmor; only unconfined (or unchanged) runs"
+        )));
+    }
     if !p.cfg.cap_drop.is_empty() && p.cfg.cap_keep_set {
         p.warn("both lxc.cap.drop and lxc.cap.keep are set (LXC refuses this); both apply".into());
     }
@@ -543,6 +568,8 @@ struct Parser<'a> {
     legacy_net: Option<u32>,
     /// Networks whose `type` was given.
     typed_nets: Vec<u32>,
+    /// The last `lxc.apparmor.profile` asking for confinement: (line, key as written, value).
+    apparmor: Option<(usize, String, String)>,
 }
 
 /// Old key names (LXC before 2.1) and what they became.
@@ -570,11 +597,9 @@ const LEGACY: [(&str, &str); 20] = [
 ];
 
 /// LXC keys (and key families) that exist but that this runtime does not act on.
-const IGNORED: [&str; 38] = [
+const IGNORED: [&str; 35] = [
     "lxc.arch",
-    "lxc.apparmor",
     "lxc.selinux",
-    "lxc.seccomp",
     "lxc.hook",
     "lxc.start",
     "lxc.group",
@@ -584,7 +609,6 @@ const IGNORED: [&str; 38] = [
     "lxc.sysctl",
     "lxc.proc",
     "lxc.ephemeral",
-    "lxc.no_new_privs",
     "lxc.keyring",
     "lxc.tty.dir",
     "lxc.rootfs.options",
@@ -664,6 +688,16 @@ impl Parser<'_> {
         self.cfg.warnings.push(w);
     }
 
+    /// `0` or `1`; None for the empty value (the key's default).
+    fn flag(&self, key: &str, value: &str) -> Result<Option<bool>, LxcError> {
+        match value {
+            "" => Ok(None),
+            "0" => Ok(Some(false)),
+            "1" => Ok(Some(true)),
+            _ => Err(self.err(format!("{}: expected 0 or 1, got {:?}", key, value))),
+        }
+    }
+
     fn number(&self, key: &str, value: &str) -> Result<u32, LxcError> {
         digits(value).ok_or_else(|| self.err(format!("{}: bad number {:?}", key, value)))
     }
@@ -724,15 +758,7 @@ impl Parser<'_> {
                     self.cfg.mount_entries.push(entry);
                 }
             }
-            "lxc.autodev" => {
-                self.cfg.autodev = match value {
-                    "" | "1" => true,
-                    "0" => false,
-                    _ => {
-                        return Err(self.err(format!("{}: expected 0 or 1, got {:?}", orig, value)))
-                    }
-                }
-            }
+            "lxc.autodev" => self.cfg.autodev = self.flag(orig, value)?.unwrap_or(true),
             "lxc.tty.max" => {
                 self.cfg.tty_max = if empty {
                     None
@@ -748,6 +774,25 @@ impl Parser<'_> {
                 }
             }
             "lxc.console.path" => self.cfg.console_path = (!empty).then(|| value.to_string()),
+            "lxc.apparmor.profile" => {
+                // without AppArmor, unconfined and unchanged (keep the current one: none)
+                // are what every process here has already
+                self.apparmor = match value {
+                    "" | "unconfined" | "unchanged" => None,
+                    _ => Some((self.line, orig.to_string(), value.to_string())),
+                }
+            }
+            // they only relax AppArmor: nothing to relax without it
+            "lxc.apparmor.allow_incomplete" | "lxc.apparmor.allow_nesting" => {}
+            k if in_family(k, "lxc.apparmor") => {
+                self.warn(format!("{} is not supported (no AppArmor), ignored", orig))
+            }
+            "lxc.seccomp.profile" => self.cfg.seccomp_profile = (!empty).then(|| value.to_string()),
+            // allow_nesting, notify.*: a second policy and a supervisor, neither made here
+            k if in_family(k, "lxc.seccomp") => {
+                self.warn(format!("{} is not supported, ignored", orig))
+            }
+            "lxc.no_new_privs" => self.cfg.no_new_privs = self.flag(orig, value)?.unwrap_or(false),
             "lxc.cap.drop" => {
                 if empty {
                     self.cfg.cap_drop.clear();

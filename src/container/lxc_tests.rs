@@ -127,6 +127,8 @@ fn spec_example_parses_to_the_exact_struct() {
         signal_halt: None,
         signal_stop: None,
         uts_name: None,
+        seccomp_profile: None,
+        no_new_privs: false,
         warnings: vec![],
     };
     assert_eq!(ok(SPEC_EXAMPLE), expected);
@@ -238,7 +240,7 @@ fn other_legacy_keys() {
     assert_eq!(c.log_file.as_deref(), Some("/tmp/l"));
     assert_eq!(c.log_level.as_deref(), Some("DEBUG"));
     assert_eq!(c.warnings.len(), 6);
-    // Renamed to a key that is ignored: one warning naming both.
+    // Renamed: one warning naming both.
     let (_, w) = one_warning("lxc.aa_profile = unconfined");
     assert!(
         w.contains("lxc.aa_profile") && w.contains("lxc.apparmor.profile"),
@@ -1004,14 +1006,14 @@ fn unknown_ignored_and_include_keys_warn_naming_the_key() {
     );
     for key in [
         "lxc.arch",
-        "lxc.apparmor.profile",
-        "lxc.seccomp.profile",
+        "lxc.apparmor.raw",
+        "lxc.seccomp.allow_nesting",
+        "lxc.seccomp.notify.proxy",
         "lxc.hook.mount",
         "lxc.start.auto",
         "lxc.idmap",
         "lxc.prlimit.nofile",
         "lxc.sysctl.net.ipv4.ip_forward",
-        "lxc.no_new_privs",
         "lxc.rootfs.options",
         "lxc.init.uid",
         "lxc.signal.reboot",
@@ -1328,4 +1330,52 @@ fn fuzz_accepts_edge_inputs() {
     }
     let long = format!("lxc.environment = A={}\n", "x".repeat(100_000)).repeat(3);
     fuzz(long.as_bytes());
+}
+
+// ---- isolation keys ----
+
+#[test]
+fn apparmor_profiles_other_than_unconfined_are_refused() {
+    for text in [
+        "lxc.apparmor.profile = unconfined",
+        "lxc.apparmor.profile = unchanged",
+        "lxc.apparmor.profile =",
+        "lxc.apparmor.allow_incomplete = 1\nlxc.apparmor.allow_nesting = 1",
+        "lxc.apparmor.profile = lxc-container-default\nlxc.apparmor.profile = unconfined",
+    ] {
+        clean(text);
+    }
+    let e = err("lxc.tty.max = 1\nlxc.apparmor.profile = lxc-container-default-cgns\n");
+    assert_eq!(e.line, 2);
+    assert!(
+        e.message
+            .contains("lxc.apparmor.profile = lxc-container-default-cgns")
+            && e.message.contains("no AppArmor"),
+        "{e}"
+    );
+    // the legacy key is named as written
+    let e = err("lxc.aa_profile = generated");
+    assert!(e.message.contains("lxc.aa_profile = generated"), "{e}");
+    let e = err("lxc.apparmor.profile = unconfined\nlxc.apparmor.profile = x\nlxc.tty.max = 1");
+    assert_eq!(e.line, 2);
+}
+
+#[test]
+fn seccomp_profile_and_no_new_privs() {
+    let c =
+        clean("lxc.seccomp.profile = /usr/share/lxc/config/common.seccomp\nlxc.no_new_privs = 1");
+    assert_eq!(
+        c.seccomp_profile.as_deref(),
+        Some("/usr/share/lxc/config/common.seccomp")
+    );
+    assert!(c.no_new_privs);
+    let c = clean("lxc.seccomp.profile = a\nlxc.seccomp.profile =\nlxc.no_new_privs = 1\nlxc.no_new_privs = 0");
+    assert_eq!(c.seccomp_profile, None);
+    assert!(!c.no_new_privs);
+    assert!(!LxcConfig::default().no_new_privs);
+    let (c, w) = one_warning("lxc.seccomp = seccomp.profile");
+    assert_eq!(c.seccomp_profile.as_deref(), Some("seccomp.profile"));
+    assert!(w.contains("lxc.seccomp.profile"), "{w}");
+    let e = err("lxc.no_new_privs = 2");
+    assert!(e.message.contains("expected 0 or 1"), "{e}");
 }

@@ -22,17 +22,22 @@
 //!   RESOLVE_IN_ROOT) and mounted through `/proc/self/fd/N`: tmpfs /dev, proc (+ read-only
 //!   /proc/sys), sysfs, the container's cgroup, `lxc.mount.entry`, the /pantavisor view,
 //!   firmware/modules; device nodes, devpts, ptmx; `pivot_root(".", ".")` +
-//!   `umount2(".", MNT_DETACH)` (EINVAL: MS_MOVE + chroot); chdir; PR_CAPBSET_DROP;
-//!   stdio; signals reset; execve. A failing step is reported as (step, errno).
+//!   `umount2(".", MNT_DETACH)` (EINVAL: MS_MOVE + chroot); chdir; PR_CAPBSET_DROP; with
+//!   device rules a barrier while the parent attaches the device program (`devices.rs`) to
+//!   the cgroup; stdio; signals reset; no_new_privs and the seccomp filter (`seccomp.rs`);
+//!   execve. A failing step is reported as (step, errno).
 pub mod lxc;
 pub mod net;
 
 pub mod bsp;
 mod cgroup;
+mod devices;
 mod disk;
 mod ext4;
 mod plan;
+mod seccomp;
 mod spawn;
+mod syscalls;
 mod verity;
 mod volumes;
 
@@ -522,6 +527,23 @@ impl Engine {
             .map_err(|e| Error::invalid(name, "config", &cfg_path, e.to_string()))?;
         // the parser logged its warnings already
         report_unenforced(name, &cfg);
+        // the seccomp filter before anything is made: a bad profile fails the start cleanly
+        let mut seccomp = Vec::new();
+        if let Some(v) = &cfg.seccomp_profile {
+            let dir = cfg_path.parent().unwrap_or(&trail);
+            let path = seccomp::resolve(v, dir, &self.paths);
+            let (filter, warnings) =
+                seccomp::load(&path).map_err(|e| Error::invalid(name, "seccomp", &path, e))?;
+            for w in warnings {
+                pvlog!(
+                    Warn,
+                    "container",
+                    "container {name}: {}: {w}",
+                    path.display()
+                );
+            }
+            seccomp = filter;
+        }
 
         // _config/<name>/ -> <confdir>/<name>, fresh at each start (cp -aL)
         let conf_src = trail.join("_config").join(name);
@@ -603,6 +625,24 @@ impl Engine {
                 }
             }
         };
+        // the device program, attached to the cgroup once the container's /dev is made
+        let device_prog = match (devices::load(&cfg.cgroup_devices), &cg) {
+            (Ok(None), _) => None,
+            (Ok(Some(p)), Some(_)) => Some(p),
+            (Ok(Some(_)), None) => {
+                return Err(Error::invalid(
+                    name,
+                    "devices",
+                    "lxc.cgroup.devices",
+                    "no cgroup v2 to enforce the device rules with",
+                ))
+            }
+            (Err(e), _) => {
+                let dir = cg.as_ref().map(|g| g.dir.clone()).unwrap_or_default();
+                undo_cgroup(cg);
+                return Err(Error::io(name, "devices", &dir, &e));
+            }
+        };
 
         let inputs = plan::Inputs {
             name,
@@ -626,7 +666,7 @@ impl Engine {
             existing_sockets: &existing,
             exports: &c.exports,
         };
-        let (plan, prep) = match plan::build(&inputs) {
+        let (mut plan, prep) = match plan::build(&inputs) {
             Ok(p) => p,
             Err(e) => {
                 undo_cgroup(cg);
@@ -636,6 +676,8 @@ impl Engine {
         for n in &plan.notes {
             pvlog!(Warn, "container", "container {name}: {n}");
         }
+        plan.seccomp = seccomp;
+        plan.barrier = device_prog.is_some();
         for d in &prep.dirs {
             if let Err(e) = fs::create_dir_all(d) {
                 undo_cgroup(cg);
@@ -691,7 +733,13 @@ impl Engine {
                 return Err(Error::invalid(name, "network", "lxc.net.0", e));
             }
         };
-        match child.release(self.opts.exec_timeout) {
+        let cg_fd = cg.as_ref().map(|g| g.fd());
+        let mut attach = || match (&device_prog, cg_fd) {
+            (Some(p), Some(c)) => sys::filter::attach_cgroup_device(c, p.as_fd())
+                .map_err(|e| spawn::SpawnError::Parent("attach device program", e)),
+            _ => Ok(()),
+        };
+        match child.release(self.opts.exec_timeout, &mut attach) {
             Ok(notes) => {
                 for r in notes {
                     log_record(name, &plan, r);
@@ -1026,19 +1074,6 @@ fn cap_last_cap() -> u32 {
 
 /// Keys parsed but not enforced yet are reported, never ignored silently.
 fn report_unenforced(name: &str, cfg: &lxc::LxcConfig) {
-    if !cfg.cgroup_devices.is_empty() {
-        let rules: Vec<String> = cfg
-            .cgroup_devices
-            .iter()
-            .map(|(allow, r)| format!("{} {r}", if *allow { "allow" } else { "deny" }))
-            .collect();
-        pvlog!(
-            Info,
-            "container",
-            "container {name}: lxc.cgroup.devices ({}) not enforced: all devices allowed",
-            rules.join(", ")
-        );
-    }
     if let Some(n) = cfg.tty_max {
         pvlog!(
             Info,
@@ -1071,6 +1106,9 @@ fn desc_quiet(plan: &plan::ChildPlan, index: u32) -> ((&'static str, String), bo
     }
     if index == spawn::stdio_index(plan) {
         return (("stdio", "0 1 2".to_string()), false);
+    }
+    if index == spawn::filter_index(plan) {
+        return (("seccomp", "lxc.seccomp.profile".to_string()), false);
     }
     match usize::try_from(index).ok().and_then(|i| plan.descs.get(i)) {
         Some(d) => ((d.step, d.path.clone()), d.quiet),

@@ -113,6 +113,13 @@ pub(crate) struct ChildPlan {
     pub halt_signal: i32,
     /// Things the config asks for that the engine does not do, to log.
     pub notes: Vec<String>,
+    /// `lxc.no_new_privs = 1`: set just before execve.
+    pub no_new_privs: bool,
+    /// The compiled `lxc.seccomp.profile` (empty: none), installed just before execve.
+    pub seccomp: Vec<libc::sock_filter>,
+    /// The child stops after its setup until the parent lets it exec: the device program is
+    /// attached then, after the container's /dev is made (LXC's order).
+    pub barrier: bool,
 }
 
 /// What the parent prepares on the host before clone (directories the plan relies on).
@@ -1041,6 +1048,9 @@ pub(crate) fn build(inp: &Inputs) -> Result<(ChildPlan, HostPrep), PlanError> {
             net,
             halt_signal: halt_signal(cfg),
             notes,
+            no_new_privs: cfg.no_new_privs,
+            seccomp: Vec::new(),
+            barrier: false,
         },
         prep,
     ))

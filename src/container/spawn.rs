@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 pub(crate) const KIND_SKIPPED: u32 = 0;
 pub(crate) const KIND_FATAL: u32 = 1;
 pub(crate) const KIND_PIVOT_FALLBACK: u32 = 2;
+/// The setup is done; the child waits on the sync pipe for the go to exec (`plan.barrier`).
+pub(crate) const KIND_READY: u32 = 3;
 const RECORD: usize = 12;
 
 /// The descriptors the child uses; all numbered 3 or more and close-on-exec.
@@ -35,6 +37,10 @@ pub(crate) fn stdio_index(plan: &ChildPlan) -> u32 {
 }
 pub(crate) fn exec_index(plan: &ChildPlan) -> u32 {
     stdio_index(plan).saturating_add(1)
+}
+/// no_new_privs and the seccomp filter.
+pub(crate) fn filter_index(plan: &ChildPlan) -> u32 {
+    stdio_index(plan).saturating_add(2)
 }
 
 fn report(fd: RawFd, index: u32, errno: i32, kind: u32) {
@@ -302,6 +308,25 @@ fn run_op(ctx: &mut Ctx, kind: &OpKind, fds: &ChildFds, index: u32) -> Result<()
     }
 }
 
+/// `lxc.no_new_privs`, then the seccomp filter. The kernel takes a filter from a process with
+/// no_new_privs or CAP_SYS_ADMIN; LXC relies on the latter (the capabilities dropped from the
+/// bounding set are still effective here), and so does this unless it is missing.
+fn install_filters(plan: &ChildPlan) -> Result<(), Errno> {
+    if plan.no_new_privs {
+        sys::filter::set_no_new_privs().map_err(en)?;
+    }
+    if plan.seccomp.is_empty() {
+        return Ok(());
+    }
+    match sys::filter::seccomp_filter(&plan.seccomp) {
+        Err(e) if sys::errno_of(&e) == libc::EACCES && !plan.no_new_privs => {
+            sys::filter::set_no_new_privs().map_err(en)?;
+            sys::filter::seccomp_filter(&plan.seccomp).map_err(en)
+        }
+        r => r.map_err(en),
+    }
+}
+
 /// The container's first process: waits for the parent's go, runs the plan, execs the init.
 /// Returns the exit status when it cannot exec (the parent has the reason on the pipe).
 pub(crate) fn child_main(plan: &ChildPlan, fds: &ChildFds, use_proc_fd: bool) -> i32 {
@@ -314,7 +339,6 @@ pub(crate) fn child_main(plan: &ChildPlan, fds: &ChildFds, use_proc_fd: bool) ->
         // the parent gave up (cgroup or network failed): leave quietly
         _ => return 120,
     }
-    sys::close(fds.sync);
     let _ = sys::setsid();
     sys::umask(0);
     let mut ctx = Ctx {
@@ -338,6 +362,14 @@ pub(crate) fn child_main(plan: &ChildPlan, fds: &ChildFds, use_proc_fd: bool) ->
             return 121;
         }
     }
+    if plan.barrier {
+        report(fds.report, stdio_index(plan), 0, KIND_READY);
+        match sys::read(fds.sync, &mut go) {
+            Ok(1) => {}
+            _ => return 120,
+        }
+    }
+    sys::close(fds.sync);
     let out = if plan.console { fds.console } else { fds.null };
     for (from, to) in [(fds.null, 0), (out, 1), (out, 2)] {
         if let Err(e) = sys::dup2(from, to) {
@@ -349,6 +381,11 @@ pub(crate) fn child_main(plan: &ChildPlan, fds: &ChildFds, use_proc_fd: bool) ->
     sys::umask(0o022);
     // whatever PID 1 holds open must not leak into the container
     sys::cloexec_from(3);
+    // last, so the filter judges the init and not this setup
+    if let Err(e) = install_filters(plan) {
+        report(fds.report, filter_index(plan), e, KIND_FATAL);
+        return 123;
+    }
     let mut errno = libc::ENOENT;
     for path in &plan.exec_paths {
         let e = en(sys::execve(path, &plan.argv, &plan.envp));
@@ -389,6 +426,8 @@ pub(crate) struct Child {
     pub how: CloneHow,
     sync: Option<OwnedFd>,
     report: OwnedFd,
+    /// The child waits for a second go after its setup (`ChildPlan::barrier`).
+    barrier: bool,
 }
 
 #[derive(Debug)]
@@ -451,16 +490,32 @@ pub(crate) fn clone_child(
         how,
         sync: Some(sync_w),
         report: rep_r,
+        barrier: plan.barrier,
     })
 }
 
 impl Child {
     /// Lets the child run its plan, then waits for its verdict: the report pipe closing
-    /// without a fatal record (execve succeeded). Returns the non-fatal records.
-    pub fn release(&mut self, timeout: Duration) -> Result<Vec<Record>, SpawnError> {
-        if let Some(sync) = self.sync.take() {
+    /// without a fatal record (execve succeeded). With a barrier, `at_barrier` runs when the
+    /// child's setup is done and the child execs once it returns Ok. Returns the non-fatal
+    /// records.
+    pub fn release(
+        &mut self,
+        timeout: Duration,
+        at_barrier: &mut dyn FnMut() -> Result<(), SpawnError>,
+    ) -> Result<Vec<Record>, SpawnError> {
+        let go = |sync: &OwnedFd| {
             sys::write(sync.as_raw_fd(), &[1])
-                .map_err(|e| SpawnError::Parent("release child", e))?;
+                .map(drop)
+                .map_err(|e| SpawnError::Parent("release child", e))
+        };
+        // with a barrier the pipe stays open for the second go
+        if self.barrier {
+            if let Some(sync) = &self.sync {
+                go(sync)?;
+            }
+        } else if let Some(sync) = self.sync.take() {
+            go(&sync)?;
         }
         let deadline = Instant::now() + timeout;
         let mut buf: Vec<u8> = Vec::new();
@@ -481,8 +536,22 @@ impl Child {
                 Ok(n) => buf.extend_from_slice(chunk.get(..n).unwrap_or_default()),
                 Err(e) => return Err(SpawnError::Parent("read", e)),
             }
+            let ready = buf
+                .chunks_exact(RECORD)
+                .filter_map(parse_record)
+                .any(|r| r.kind == KIND_READY);
+            if ready && self.barrier {
+                if let Some(sync) = self.sync.take() {
+                    at_barrier()?;
+                    go(&sync)?;
+                }
+            }
         }
-        let records: Vec<Record> = buf.chunks_exact(RECORD).filter_map(parse_record).collect();
+        let records: Vec<Record> = buf
+            .chunks_exact(RECORD)
+            .filter_map(parse_record)
+            .filter(|r| r.kind != KIND_READY)
+            .collect();
         match records.iter().find(|r| r.kind == KIND_FATAL) {
             Some(f) => {
                 let f = *f;

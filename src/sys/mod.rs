@@ -6,6 +6,7 @@
 //! `io::Error`'s packed errno representation, never a heap value.
 pub mod dm;
 pub mod event;
+pub mod filter;
 pub mod host;
 pub mod logsys;
 pub mod netlink;

@@ -12,8 +12,9 @@ pv_rev/pv_try from <storage>/boot/uboot.txt inside the image (debugfs, nothing m
 plays U-Boot exactly as interfaces.md writes it, pv_trying being its own memory; qemu runs
 with -no-reboot, so every reboot of the guest is a qemu exit and a new boot here.
 
-Cases (all by default): boot, memory, update, rollback, resets, fatal, verity (verity.py), crypt (crypt.py). update, rollback and
-resets make the update from inside the guest through pv-ctrl (LOCAL_RUN).
+Cases (all by default): boot, memory, update, rollback, resets, fatal, verity (verity.py), crypt
+(crypt.py), isolation (isolation.py). update, rollback and resets make the update from inside
+the guest through pv-ctrl (LOCAL_RUN).
 
 A boot that reboots after a `FATAL <step>: <reason>` line is logged with the line; after
 FATAL_BOOTS such boots in a row with the same line the bootloader stops with a failure that
@@ -34,6 +35,7 @@ import time
 
 import verity  # the dm-verity case, tests/vm/verity.py
 import crypt as vmcrypt  # tests/vm/crypt.py (this folder comes first on sys.path)
+import isolation  # tests/vm/isolation.py
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -63,7 +65,7 @@ EARLY_MODULES = ["virtio_pci", "virtio_blk", "ext4", "loop", "squashfs", "overla
                  "dm-mod", "dm-verity"] + vmcrypt.MODULES
 SKIP_MODULES = {"crc32c-intel.ko"}
 
-CASES = ["boot", "memory", "update", "rollback", "resets", "fatal", "verity", "crypt"]
+CASES = ["boot", "memory", "update", "rollback", "resets", "fatal", "verity", "crypt", "isolation"]
 
 STOPPED = "[device]: all containers stopped"
 COMMITTED = "[update]: revision locals/good committed"
@@ -642,6 +644,9 @@ class Tier:
         check(b"HOG: big rc=137" in console, f"hog console log on the storage: {console[-300:]!r}")
         log("  hog: memory.max 16777216 in 0::/lxc/hog, 4 MiB blocks rc 0, 64 MiB block rc 137 "
             f"(SIGKILL), {hog['oom_kill']}; device and other containers unaffected")
+
+    def case_isolation(self):
+        isolation.case(self, sys.modules[__name__])
 
     def case_update(self, tag="update"):
         """mgmt uploads locals/good through pv-ctrl and LOCAL_RUNs it: the device installs it
