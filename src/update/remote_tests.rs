@@ -11,6 +11,11 @@ fn state() -> String {
     )
 }
 
+/// One attempt of an idle device with secure boot disabled.
+fn admit_plain(st: &Storage, rev: &str, raw: &[u8], max_retries: u64) -> Admitted {
+    admit(st, rev, raw, false, false, max_retries, &Policy::disabled()).unwrap()
+}
+
 fn p(status: Status, retries: u32) -> Progress {
     Progress {
         retries,
@@ -97,16 +102,7 @@ fn admit_stages_byte_exact_and_queues_then_counts_each_attempt() {
     let st = Storage::new(&fs, "/s");
     st.init_layout().unwrap();
     let raw = state();
-    let Admitted::Queued(q) = admit(
-        &st,
-        "5",
-        raw.as_bytes(),
-        false,
-        false,
-        3,
-        &Policy::disabled(),
-    )
-    .unwrap() else {
+    let Admitted::Queued(q) = admit_plain(&st, "5", raw.as_bytes(), 3) else {
         panic!("not queued")
     };
     assert_eq!(
@@ -116,16 +112,7 @@ fn admit_stages_byte_exact_and_queues_then_counts_each_attempt() {
     assert_eq!(st.read_state("5").unwrap(), raw.as_bytes());
     assert_eq!(st.read_progress("5"), Some(q));
     // the same bytes again (the daemon restarted, the device rebooted): the next attempt
-    let Admitted::Queued(q) = admit(
-        &st,
-        "5",
-        raw.as_bytes(),
-        false,
-        false,
-        3,
-        &Policy::disabled(),
-    )
-    .unwrap() else {
+    let Admitted::Queued(q) = admit_plain(&st, "5", raw.as_bytes(), 3) else {
         panic!("not queued")
     };
     assert_eq!(q.retries, 2);
@@ -148,16 +135,7 @@ fn admit_stages_byte_exact_and_queues_then_counts_each_attempt() {
     assert_eq!(st.read_progress("5"), before);
     assert_eq!(st.read_state("5").unwrap(), raw.as_bytes());
     // the third attempt reaches the limit
-    let Admitted::Wontgo(w) = admit(
-        &st,
-        "5",
-        raw.as_bytes(),
-        false,
-        false,
-        3,
-        &Policy::disabled(),
-    )
-    .unwrap() else {
+    let Admitted::Wontgo(w) = admit_plain(&st, "5", raw.as_bytes(), 3) else {
         panic!("not refused")
     };
     assert_eq!(
@@ -165,17 +143,7 @@ fn admit_stages_byte_exact_and_queues_then_counts_each_attempt() {
         r#"{"status":"WONTGO","status-msg":"Max update processing retries reached","progress":100,"retries":3}"#
     );
     // final: refused with it, nothing changed
-    match admit(
-        &st,
-        "5",
-        raw.as_bytes(),
-        false,
-        false,
-        3,
-        &Policy::disabled(),
-    )
-    .unwrap()
-    {
+    match admit_plain(&st, "5", raw.as_bytes(), 3) {
         Admitted::Refused(Admission::Standing, Some(f)) => assert_eq!(f, w),
         other => panic!("{other:?}"),
     }
@@ -186,16 +154,7 @@ fn a_bad_state_is_wontgo_and_not_staged() {
     let fs = SimFs::new();
     let st = Storage::new(&fs, "/s");
     st.init_layout().unwrap();
-    let Admitted::Wontgo(w) = admit(
-        &st,
-        "7",
-        b"{not json",
-        false,
-        false,
-        10,
-        &Policy::disabled(),
-    )
-    .unwrap() else {
+    let Admitted::Wontgo(w) = admit_plain(&st, "7", b"{not json", 10) else {
         panic!("not refused")
     };
     assert_eq!(
@@ -235,16 +194,7 @@ fn a_report_keeps_the_devices_retries_and_words() {
     let fs = SimFs::new();
     let st = Storage::new(&fs, "/s");
     st.init_layout().unwrap();
-    admit(
-        &st,
-        "3",
-        state().as_bytes(),
-        false,
-        false,
-        3,
-        &Policy::disabled(),
-    )
-    .unwrap();
+    admit_plain(&st, "3", state().as_bytes(), 3);
     let body = br#"{"status":"DOWNLOADING","status-msg":"whatever","progress":25,"retries":9,
         "downloads":{"total":{"object_name":"total","object_id":"none","total_size":10,"total_downloaded":4,"start_time":1,"current_time":2}}}"#;
     let r = parse_report(body).unwrap();
