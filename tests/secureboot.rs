@@ -93,6 +93,13 @@ fn signed_states_are_checked_at_upload_run_and_boot() {
 
     // the factory revision is unsigned: lenient (the default) runs it
     let mut dev = boot_started(&mut r, "0");
+    // the boot's re-hash is in the revision's own log, as upstream's (it once reached only
+    // the console: the log tree was set up after it)
+    let log0 = r.log_of("0");
+    assert!(
+        log0.contains("validating checksum for") && log0.contains("validating value for json"),
+        "{log0}"
+    );
 
     // a step signed under a CA the device does not trust: refused at upload, nothing kept
     let (objects, state) = r.make_revision("evil", &desc("k2", "evil"));
@@ -151,6 +158,12 @@ fn signed_states_are_checked_at_upload_run_and_boot() {
             "ERROR".to_string(),
             "Signature validation failed".to_string()
         ))
+    );
+    // and why is in the log of the revision that failed
+    let log1 = r.log_of("locals/r1");
+    assert!(
+        log1.contains("UnknownIssuer") || log1.contains("not trusted"),
+        "{log1}"
     );
     // the trust store back: the next signed update goes through to DONE
     std::fs::copy(pki.path("ca.crt"), &store).unwrap();
